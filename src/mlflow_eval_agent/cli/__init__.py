@@ -1,0 +1,32 @@
+"""The command line: `mlflow-eval-agent` (or `python -m src.cli` from a checkout).
+
+Root options run the agent (`-a` autonomous, `-i` interactive, or a bare question asked once);
+subcommands are registered by the modules listed in `COMMAND_MODULES`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from . import root
+from ._app import app
+
+# Each module defines register(app). Order is the order shown in --help.
+COMMAND_MODULES = [root]
+
+for _module in COMMAND_MODULES:
+    _module.register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The entry point shared by the console script, `python -m src.cli` and the notebook."""
+    try:
+        app(args=argv if argv is not None else sys.argv[1:], prog_name="mlflow-eval-agent")
+    except SystemExit as exc:
+        if exc.code is None:
+            return 0
+        return exc.code if isinstance(exc.code, int) else 1
+    return 0
+
+
+__all__ = ["app", "main"]

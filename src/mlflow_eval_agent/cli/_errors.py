@@ -1,0 +1,42 @@
+"""Turning expected failures into one clear sentence and an exit code, never a traceback."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
+import typer
+
+from ..settings import ConfigError
+from ..store import StoreError
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # tasks failed, the run stopped early, or a server error
+EXIT_USAGE = 2  # a usage or configuration mistake
+
+
+class UserError(Exception):
+    """A mistake the user can fix; `code` is the exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    print(f"Error: {message}", file=sys.stderr)
+    return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Wrap a command body: known errors print one line and exit with their code."""
+    try:
+        yield
+    except (ConfigError, StoreError) as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
+    except UserError as exc:
+        raise fail(str(exc), exc.code) from None
+    except KeyboardInterrupt:
+        raise fail("Interrupted.", EXIT_FAILED) from None

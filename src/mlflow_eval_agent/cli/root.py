@@ -1,0 +1,87 @@
+"""Root options: run the agent autonomously (-a), interactively (-i), or ask one question."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from ..settings import Settings, resolve_settings
+from ._errors import EXIT_USAGE, fail, user_errors
+
+ROOT_FLAGS = "root_flags"
+
+
+def settings_from(flags: dict[str, Any]) -> Settings:
+    """Resolve settings once per command (flags > env/.env > defaults)."""
+    return resolve_settings(flags)
+
+
+def root(
+    ctx: typer.Context,
+    autonomous: Annotated[bool, typer.Option("-a", "--autonomous", help="Analyse the traces, plan and build the evaluation suite.")] = False,
+    interactive: Annotated[bool, typer.Option("-i", "--interactive", help="Open a chat about the experiment's traces.")] = False,
+    experiment_id: Annotated[str | None, typer.Option("-e", "--experiment-id", help="MLflow experiment whose traces to evaluate.")] = None,
+    session_id: Annotated[str | None, typer.Option("--session-id", help="Resume (or name) a session; completed tasks are never redone.")] = None,
+    volume_path: Annotated[str | None, typer.Option("--volume-path", help="Where sessions live: a local folder or /Volumes/<catalog>/<schema>/<volume>. Default .eval-agent")] = None,
+    max_iterations: Annotated[int | None, typer.Option("--max-iterations", min=1, help="Most agent sessions in one run (default 20).")] = None,
+    max_attempts: Annotated[int | None, typer.Option("--max-attempts", min=1, help="Attempts per task before it is marked failed (default 3).")] = None,
+    max_budget_usd: Annotated[float | None, typer.Option("--max-budget-usd", min=0.01, help="Stop starting sessions once this much was spent (default 10).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Claude model for the agent (env MODEL).")] = None,
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (env MLFLOW_TRACKING_URI).")] = None,
+    agent_experiment_id: Annotated[str | None, typer.Option("--agent-experiment-id", help="Trace the agent's own run into this experiment.")] = None,
+    allow_annotate: Annotated[bool, typer.Option("--allow-annotate", help="Let the agent tag traces and log feedback/expectations on them.")] = False,
+    offline: Annotated[bool, typer.Option("--offline", help="Build the plan and suite without a model, from the trace profile.")] = False,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show every tool call and the model's text.")] = False,
+) -> None:
+    flags = {
+        "experiment_id": experiment_id,
+        "session_id": session_id,
+        "volume_path": volume_path,
+        "max_iterations": max_iterations,
+        "max_attempts": max_attempts,
+        "max_budget_usd": max_budget_usd,
+        "model": model,
+        "tracking_uri": tracking_uri,
+        "agent_experiment_id": agent_experiment_id,
+        "allow_annotate": allow_annotate or None,
+        "offline": offline or None,
+        "verbose": verbose or None,
+    }
+    ctx.obj = {ROOT_FLAGS: flags}
+    if ctx.invoked_subcommand:
+        return
+    if autonomous and interactive:
+        raise fail("Choose one of -a/--autonomous and -i/--interactive.", EXIT_USAGE)
+    if not (autonomous or interactive):
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
+    with user_errors():
+        settings = settings_from(flags)
+        if autonomous:
+            from ..runner import run_autonomous
+
+            code = run_autonomous(settings)
+        else:
+            from ..repl import run_interactive
+
+            code = run_interactive(settings)
+    raise typer.Exit(code)
+
+
+def ask(
+    ctx: typer.Context,
+    question: Annotated[list[str], typer.Argument(help="The question, e.g. \"why do my traces fail?\"")],
+) -> None:
+    """Ask one question about the experiment's traces and print the answer."""
+    with user_errors():
+        settings = settings_from(ctx.obj[ROOT_FLAGS] if ctx.obj else {})
+        from ..repl import ask_once
+
+        code = ask_once(settings, " ".join(question))
+    raise typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    app.callback()(root)
+    app.command("ask", hidden=True)(ask)

@@ -1,0 +1,194 @@
+"""One settings object, resolved once: command-line flags > environment (and `.env`) > defaults.
+
+Nothing else in the package reads `os.environ` for configuration; the resolved `Settings` is passed
+down. Secrets are held as `SecretStr` so they never print, log or serialise by accident.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+DEFAULT_VOLUME_PATH = ".eval-agent"
+DEFAULT_MAX_ITERATIONS = 20
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_MAX_BUDGET_USD = 10.0
+
+# Variables that route Claude Code to Bedrock or Vertex; passed through to the CLI untouched.
+PROVIDER_PASSTHROUGH = (
+    "CLAUDE_CODE_USE_BEDROCK",
+    "CLAUDE_CODE_USE_VERTEX",
+    "AWS_REGION",
+    "AWS_PROFILE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_BEARER_TOKEN_BEDROCK",
+    "ANTHROPIC_VERTEX_PROJECT_ID",
+    "CLOUD_ML_REGION",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+)
+
+# Environment variable per setting (first one set wins).
+ENV_NAMES: dict[str, tuple[str, ...]] = {
+    "experiment_id": ("MLFLOW_EXPERIMENT_ID",),
+    "session_id": ("EVAL_AGENT_SESSION_ID",),
+    "volume_path": ("EVAL_AGENT_VOLUME_PATH", "VOLUME_PATH"),
+    "max_iterations": ("EVAL_AGENT_MAX_ITERATIONS",),
+    "max_attempts": ("EVAL_AGENT_MAX_ATTEMPTS",),
+    "max_budget_usd": ("EVAL_AGENT_MAX_BUDGET_USD",),
+    "model": ("MODEL", "ANTHROPIC_MODEL"),
+    "tracking_uri": ("MLFLOW_TRACKING_URI",),
+    "agent_experiment_id": ("MLFLOW_AGENT_EXPERIMENT_ID",),
+    "secret_scope": ("EVAL_AGENT_SECRET_SCOPE",),
+    "secret_key": ("EVAL_AGENT_SECRET_KEY",),
+}
+
+
+class ConfigError(Exception):
+    """A user configuration mistake; the message says what to change. Exit code 2."""
+
+
+class ModelAccess(BaseModel):
+    """How Claude Code reaches a model. Secrets stay wrapped until `cli_env()` hands them over."""
+
+    model_config = ConfigDict(frozen=True)
+
+    api_key: SecretStr | None = None
+    base_url: str | None = None
+    auth_token: SecretStr | None = None
+    passthrough: dict[str, SecretStr] = Field(default_factory=dict)
+
+    @property
+    def uses_provider(self) -> bool:
+        return any(k in self.passthrough for k in ("CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX"))
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.api_key or self.auth_token or self.uses_provider)
+
+    @property
+    def kind(self) -> str:
+        if self.uses_provider:
+            return "bedrock" if "CLAUDE_CODE_USE_BEDROCK" in self.passthrough else "vertex"
+        if self.auth_token:
+            return "auth-token"
+        return "api-key" if self.api_key else "none"
+
+    def cli_env(self) -> dict[str, str]:
+        """Environment for the Claude Code subprocess (the only place secrets are unwrapped)."""
+        env = {k: v.get_secret_value() for k, v in self.passthrough.items()}
+        if self.base_url:
+            env["ANTHROPIC_BASE_URL"] = self.base_url
+        if self.auth_token:
+            env["ANTHROPIC_AUTH_TOKEN"] = self.auth_token.get_secret_value()
+            # A gateway such as the Databricks Foundation Model API rejects the CLI's beta headers.
+            env["CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS"] = "1"
+            env["ANTHROPIC_API_KEY"] = ""
+        elif self.api_key:
+            env["ANTHROPIC_API_KEY"] = self.api_key.get_secret_value()
+        return env
+
+    def secret_values(self) -> list[str]:
+        """Every secret string, for redaction of anything we print or store."""
+        values = [s.get_secret_value() for s in (self.api_key, self.auth_token) if s]
+        values += [v.get_secret_value() for k, v in self.passthrough.items() if _looks_secret(k)]
+        return [v for v in values if len(v) >= 6]
+
+
+def _looks_secret(name: str) -> bool:
+    return any(w in name for w in ("KEY", "TOKEN", "SECRET", "CREDENTIALS"))
+
+
+class Settings(BaseModel):
+    """Everything a run needs to know, resolved once."""
+
+    model_config = ConfigDict(frozen=True)
+
+    experiment_id: str | None = None
+    session_id: str | None = None
+    volume_path: str = DEFAULT_VOLUME_PATH
+    max_iterations: int = Field(DEFAULT_MAX_ITERATIONS, ge=1)
+    max_attempts: int = Field(DEFAULT_MAX_ATTEMPTS, ge=1)
+    max_budget_usd: float | None = Field(DEFAULT_MAX_BUDGET_USD, gt=0)
+    model: str | None = None
+    tracking_uri: str | None = None
+    agent_experiment_id: str | None = None
+    verbose: bool = False
+    allow_annotate: bool = False
+    offline: bool = False
+    secret_scope: str | None = None
+    secret_key: str | None = None
+    access: ModelAccess = Field(default_factory=ModelAccess)
+    # Where Claude Code keeps its config for our runs; None means a private temp folder per run.
+    claude_config_dir: str | None = None
+    # Extra environment for the Claude Code subprocess (tests tune CLI retry knobs here).
+    cli_env_extra: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def sessions_root(self) -> str:
+        return f"{self.volume_path.rstrip('/')}/sessions"
+
+    def redactions(self) -> list[str]:
+        return self.access.secret_values()
+
+
+def read_environment(environ: Mapping[str, str] | None = None, dotenv_path: str | Path | None = ".env") -> dict[str, str]:
+    """The process environment over a `.env` file (the environment wins, as with dotenv)."""
+    merged: dict[str, str] = {}
+    if dotenv_path and Path(dotenv_path).is_file():
+        merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    merged.update(os.environ if environ is None else environ)
+    return merged
+
+
+def model_access_from_env(env: Mapping[str, str]) -> ModelAccess:
+    def secret(name: str) -> SecretStr | None:
+        value = env.get(name, "").strip()
+        return SecretStr(value) if value else None
+
+    passthrough = {k: SecretStr(env[k]) for k in PROVIDER_PASSTHROUGH if env.get(k, "").strip()}
+    return ModelAccess(
+        api_key=secret("ANTHROPIC_API_KEY"),
+        base_url=env.get("ANTHROPIC_BASE_URL", "").strip() or None,
+        auth_token=secret("ANTHROPIC_AUTH_TOKEN"),
+        passthrough=passthrough,
+    )
+
+
+def resolve_settings(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Settings:
+    """Merge flags (None = not given) over the environment over defaults, and validate."""
+    env = read_environment() if env is None else env
+    values: dict[str, Any] = {}
+    for field, names in ENV_NAMES.items():
+        found = next((env[n] for n in names if env.get(n, "").strip()), None)
+        if found is not None:
+            values[field] = found.strip()
+    values.update({k: v for k, v in flags.items() if v is not None})
+    values.setdefault("access", model_access_from_env(env))
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"Invalid setting ({problems}). Check the flags and your .env file.") from None
+
+
+MISSING_CREDENTIALS = (
+    "No Claude credential found. Set ANTHROPIC_API_KEY, or ANTHROPIC_BASE_URL with "
+    "ANTHROPIC_AUTH_TOKEN (e.g. the Databricks Foundation Model API), or CLAUDE_CODE_USE_BEDROCK / "
+    "CLAUDE_CODE_USE_VERTEX with their cloud settings - see .env.example. "
+    "To build a suite without a model, add --offline."
+)
+
+
+def require_model_access(settings: Settings) -> None:
+    """Fail before any session starts when no model can be reached."""
+    if not settings.access.configured:
+        raise ConfigError(MISSING_CREDENTIALS)
+    if settings.access.auth_token and not settings.access.base_url:
+        raise ConfigError("ANTHROPIC_AUTH_TOKEN is set but ANTHROPIC_BASE_URL is not: set the gateway URL too.")
