@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..databricks import adapt_settings
 from ..settings import Settings, resolve_settings
 from ._errors import EXIT_USAGE, fail, user_errors
 
@@ -13,8 +14,8 @@ ROOT_FLAGS = "root_flags"
 
 
 def settings_from(flags: dict[str, Any]) -> Settings:
-    """Resolve settings once per command (flags > env/.env > defaults)."""
-    return resolve_settings(flags)
+    """Resolve settings once per command (flags > env/.env > defaults), then adapt them for Databricks."""
+    return adapt_settings(resolve_settings({k: v for k, v in flags.items() if k != "anthropic_base_url"}), base_url=flags.get("anthropic_base_url"))
 
 
 def root(
@@ -33,6 +34,9 @@ def root(
     allow_annotate: Annotated[bool, typer.Option("--allow-annotate", help="Let the agent tag traces and log feedback/expectations on them.")] = False,
     offline: Annotated[bool, typer.Option("--offline", help="Build the plan and suite without a model, from the trace profile.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show every tool call and the model's text.")] = False,
+    secret_scope: Annotated[str | None, typer.Option("--secret-scope", help="Databricks secret scope holding the model token (env EVAL_AGENT_SECRET_SCOPE).")] = None,
+    secret_key: Annotated[str | None, typer.Option("--secret-key", help="Key of the model token in that scope (env EVAL_AGENT_SECRET_KEY).")] = None,
+    anthropic_base_url: Annotated[str | None, typer.Option("--anthropic-base-url", help="Model gateway URL (env ANTHROPIC_BASE_URL); on Databricks default https://<workspace>/serving-endpoints/anthropic.")] = None,
 ) -> None:
     flags = {
         "experiment_id": experiment_id,
@@ -47,6 +51,9 @@ def root(
         "allow_annotate": allow_annotate or None,
         "offline": offline or None,
         "verbose": verbose or None,
+        "secret_scope": secret_scope,
+        "secret_key": secret_key,
+        "anthropic_base_url": anthropic_base_url,
     }
     ctx.obj = {ROOT_FLAGS: flags}
     if ctx.invoked_subcommand:

@@ -1,0 +1,251 @@
+"""Running on Databricks: runtime detection, the model token from a secret scope, the Foundation
+Model API URL, a writable Claude Code config folder, and an event loop that works in notebooks.
+
+Settings are adapted in one place, `adapt_settings()`, called once by the CLI after flags, the
+environment and defaults are resolved. The token is read here, in code, and kept as a `SecretStr`:
+it never travels as a job parameter, widget default, log line, trace attribute or error message.
+`databricks-sdk` is imported only when needed (`import databricks.sdk.runtime` raises off-cluster).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections.abc import Callable, Coroutine, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import SecretStr
+
+from .settings import ConfigError, Settings, read_environment
+
+T = TypeVar("T")
+
+RUNTIME_VERSION_VAR = "DATABRICKS_RUNTIME_VERSION"
+DATABRICKS_TRACKING_URI = "databricks"
+FM_API_PATH = "/serving-endpoints/anthropic"
+
+# Optional text settings where an empty value means "not set": job parameters and notebook widgets
+# always pass something, so an empty `--agent-experiment-id=` must not turn into an experiment "".
+_BLANK_MEANS_UNSET = (
+    "experiment_id",
+    "session_id",
+    "model",
+    "tracking_uri",
+    "agent_experiment_id",
+    "secret_scope",
+    "secret_key",
+)
+
+
+def on_databricks(env: Mapping[str, str]) -> bool:
+    """True inside Databricks compute (clusters, serverless jobs and notebooks)."""
+    return bool(env.get(RUNTIME_VERSION_VAR, "").strip())
+
+
+def fm_api_base_url(host: str) -> str:
+    """`https://<workspace-host>/serving-endpoints/anthropic` for a workspace host or URL."""
+    host = host.strip().rstrip("/")
+    if not host:
+        raise ConfigError("The Databricks workspace host is unknown: set DATABRICKS_HOST or --anthropic-base-url.")
+    if "://" not in host:
+        host = f"https://{host}"
+    return f"{host}{FM_API_PATH}"
+
+
+def workspace_client() -> Any:
+    """A `WorkspaceClient` from the standard Databricks auth chain, or a ConfigError saying what to set."""
+    from databricks.sdk import WorkspaceClient
+
+    try:
+        return WorkspaceClient()
+    except Exception as exc:  # the SDK raises ValueError for every kind of missing configuration
+        raise ConfigError(
+            f"Cannot connect to Databricks ({_reason(exc)}). Run on Databricks, or set DATABRICKS_HOST and "
+            "DATABRICKS_TOKEN (or DATABRICKS_CONFIG_PROFILE for a profile in ~/.databrickscfg)."
+        ) from None
+
+
+def notebook_dbutils() -> Any | None:
+    """The `dbutils` of the running notebook, when there is one."""
+    try:
+        import IPython
+    except ImportError:
+        return None
+    shell = IPython.get_ipython()
+    return None if shell is None else shell.user_ns.get("dbutils")
+
+
+def read_secret(
+    scope: str,
+    key: str,
+    *,
+    dbutils: Any | None = None,
+    client_factory: Callable[[], Any] = workspace_client,
+) -> SecretStr:
+    """Read a secret: the notebook's dbutils when available, else `WorkspaceClient().dbutils`
+    (the runtime's dbutils on a cluster, the Secrets API off it)."""
+    try:
+        utils = dbutils or notebook_dbutils() or client_factory().dbutils
+        value = utils.secrets.get(scope, key)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(
+            f"Cannot read the model token from secret scope {scope!r}, key {key!r} ({_reason(exc)}). "
+            f"Create it with `databricks secrets put-secret {scope} {key}` and give the identity that runs "
+            "the job READ permission on the scope."
+        ) from None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"The secret {scope}/{key} is empty: store the model token in it.")
+    return SecretStr(value.strip())
+
+
+def workspace_host(env: Mapping[str, str], client_factory: Callable[[], Any] = workspace_client) -> str:
+    """The workspace URL: DATABRICKS_HOST, else what the SDK's auth chain resolved."""
+    host = env.get("DATABRICKS_HOST", "").strip()
+    if host:
+        return host
+    host = getattr(client_factory().config, "host", None) or ""
+    if not host:
+        raise ConfigError("The Databricks workspace host is unknown: set DATABRICKS_HOST or --anthropic-base-url.")
+    return host
+
+
+def claude_config_dir(base: str | Path | None = None) -> str:
+    """A private, writable local folder for Claude Code's config (the CLI hangs on a read-only one).
+
+    Stable per user, so repeated runs on one machine reuse it; never the workspace or a volume.
+    """
+    root = Path(base) if base else Path(tempfile.gettempdir())
+    path = root / f"mlflow-eval-agent-{_user_tag()}" / "claude-config"
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        probe = path / ".write-test"
+        probe.write_text("ok", encoding="utf-8")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"Cannot create a writable Claude Code config folder at {path} ({exc.strerror}).") from None
+    return str(path)
+
+
+def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from sync code, even where an event loop already runs.
+
+    A notebook cell runs inside the kernel's loop, where `asyncio.run` refuses to start; there the
+    coroutine gets its own loop in a worker thread and the caller waits for its result.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-eval-agent-loop") as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def adapt_settings(
+    settings: Settings,
+    env: Mapping[str, str] | None = None,
+    *,
+    base_url: str | None = None,
+    dbutils: Any | None = None,
+    client_factory: Callable[[], Any] = workspace_client,
+) -> Settings:
+    """Settings for Databricks, returned as a new object (the input is not changed).
+
+    Always: empty optional values become unset. On Databricks, or when a secret scope/key is given:
+    tracking URI `databricks` (unless one is set), the model token from the secret scope with the
+    Foundation Model API URL (`base_url`, else ANTHROPIC_BASE_URL, else derived from the workspace
+    host), and a writable Claude Code config folder. `base_url` (--anthropic-base-url) always wins.
+    """
+    env = read_environment() if env is None else env
+    settings = _blank_to_unset(settings)
+    base_url = (base_url or "").strip() or None
+    databricks = on_databricks(env)
+    wants_secret = bool(settings.secret_scope or settings.secret_key)
+    if not (databricks or wants_secret or base_url):
+        return settings
+
+    client = _once(client_factory)
+    update: dict[str, Any] = {}
+    access = settings.access
+    if base_url:
+        access = access.model_copy(update={"base_url": base_url})
+    if wants_secret and not settings.offline:
+        if not (settings.secret_scope and settings.secret_key):
+            raise ConfigError(
+                "Give both --secret-scope and --secret-key (or EVAL_AGENT_SECRET_SCOPE and EVAL_AGENT_SECRET_KEY) "
+                "to read the model token from a Databricks secret."
+            )
+        token = read_secret(settings.secret_scope, settings.secret_key, dbutils=dbutils, client_factory=client)
+        url = access.base_url or fm_api_base_url(workspace_host(env, client))
+        access = access.model_copy(update={"auth_token": token, "base_url": url, "api_key": None})
+    elif databricks and access.auth_token and not access.base_url:
+        access = access.model_copy(update={"base_url": fm_api_base_url(workspace_host(env, client))})
+    if access is not settings.access:
+        update["access"] = access
+    if databricks or wants_secret:
+        if settings.tracking_uri is None:
+            update["tracking_uri"] = DATABRICKS_TRACKING_URI
+        if settings.claude_config_dir is None:
+            update["claude_config_dir"] = claude_config_dir()
+    return settings.model_copy(update=update)
+
+
+def cli_args(values: Mapping[str, str]) -> list[str]:
+    """The CLI arguments for an autonomous run from notebook widget values (names as in the bundle).
+
+    Empty optional values are left out, so the CLI applies its own defaults.
+    """
+    argv = ["-a", "-e", values.get("experiment_id", "").strip()]
+    for name, flag in _WIDGET_FLAGS:
+        value = values.get(name, "").strip()
+        if value:
+            argv += [flag, value]
+    return argv
+
+
+_WIDGET_FLAGS = (
+    ("session_id", "--session-id"),
+    ("volume_path", "--volume-path"),
+    ("max_iterations", "--max-iterations"),
+    ("max_budget_usd", "--max-budget-usd"),
+    ("model", "--model"),
+    ("agent_experiment_id", "--agent-experiment-id"),
+    ("secret_scope", "--secret-scope"),
+    ("secret_key", "--secret-key"),
+    ("anthropic_base_url", "--anthropic-base-url"),
+)
+
+
+def _blank_to_unset(settings: Settings) -> Settings:
+    blanks = {name: None for name in _BLANK_MEANS_UNSET if isinstance(getattr(settings, name), str) and not getattr(settings, name).strip()}
+    return settings.model_copy(update=blanks) if blanks else settings
+
+
+def _once(factory: Callable[[], T]) -> Callable[[], T]:
+    """The factory, called at most once (one WorkspaceClient for the secret and the host)."""
+    made: list[T] = []
+
+    def get() -> T:
+        if not made:
+            made.append(factory())
+        return made[0]
+
+    return get
+
+
+def _user_tag() -> str:
+    try:
+        return str(os.getuid())
+    except AttributeError:  # Windows
+        return "user"
+
+
+def _reason(exc: BaseException) -> str:
+    """A short, single-line reason for an SDK error (its messages never contain secret values)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = text.split(". Config:")[0]
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
