@@ -1,0 +1,257 @@
+"""The autonomous loop: an initializer until a valid plan exists, then one fresh worker per task.
+
+Every decision comes from the plan in the store, never from model text. Bounds: iterations,
+attempts per task, initializer attempts, consecutive model-API failures, and budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from .plan import PLAN_FILE, Task, TaskPlan, TaskStatus
+from .prompts import load_prompt
+from .session import SessionObserver, SessionOutcome, SessionRequest, run_session
+from .settings import Settings
+from .store import CorruptStateError, SessionStore
+
+SESSIONS_FILE = "state/sessions.json"
+INITIALIZER_ATTEMPTS = 3
+API_RETRIES = 3
+
+StopReason = Literal["completed", "tasks_failed", "max_iterations", "budget", "api_errors", "no_plan", "interrupted"]
+
+STOP_MESSAGES: dict[str, str] = {
+    "completed": "All tasks completed.",
+    "tasks_failed": "The plan finished, but some tasks failed (see the reasons above).",
+    "max_iterations": "Stopped at --max-iterations before the plan was done.",
+    "budget": "Stopped: the --max-budget-usd budget is used up.",
+    "api_errors": "Stopped: the model API kept failing.",
+    "no_plan": "Stopped: the initializer did not produce a valid plan.",
+    "interrupted": "Interrupted.",
+}
+
+
+class RunReport(BaseModel):
+    session_id: str
+    plan: TaskPlan | None
+    sessions: list[SessionOutcome] = Field(default_factory=list)
+    stop_reason: StopReason
+    detail: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.stop_reason == "completed" else 1
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(s.cost_usd for s in self.sessions)
+
+    @property
+    def message(self) -> str:
+        base = STOP_MESSAGES[self.stop_reason]
+        return f"{base} {self.detail}" if self.detail else base
+
+
+class LoopHooks:
+    """Callbacks for progress and self-tracing. The default does nothing."""
+
+    def session_observers(self, request: SessionRequest, index: int) -> list[SessionObserver]:
+        return []
+
+    def session_started(self, request: SessionRequest, index: int) -> None: ...
+    def session_finished(self, request: SessionRequest, outcome: SessionOutcome) -> None: ...
+    def notice(self, message: str) -> None: ...
+
+
+SessionRunner = Callable[[Settings, SessionStore, SessionRequest, Path], Awaitable[SessionOutcome]]
+
+
+@dataclass
+class AutonomousLoop:
+    settings: Settings
+    store: SessionStore
+    config_dir: Path
+    hooks: LoopHooks = field(default_factory=LoopHooks)
+    runner: SessionRunner = run_session
+    backoff_s: Callable[[int], float] = lambda attempt: min(60.0, 5.0 * 2 ** (attempt - 1))
+    sessions: list[SessionOutcome] = field(default_factory=list)
+
+    # --- plan and history in the store ---------------------------------------------------------
+    def load_plan(self) -> TaskPlan | None:
+        try:
+            return self.store.read_model(PLAN_FILE, TaskPlan)
+        except CorruptStateError as exc:
+            self.hooks.notice(f"{exc} A new plan will be written by the initializer.")
+            return None
+
+    def save_plan(self, plan: TaskPlan) -> None:
+        self.store.write_model(PLAN_FILE, plan)
+
+    def record(self, outcome: SessionOutcome) -> None:
+        self.sessions.append(outcome)
+        try:
+            history = self.store.read_json(SESSIONS_FILE) or []
+        except CorruptStateError as exc:
+            self.hooks.notice(str(exc))
+            history = []
+        history.append(json.loads(outcome.model_dump_json()))
+        self.store.write_json(SESSIONS_FILE, history)
+
+    @property
+    def spent(self) -> float:
+        return sum(s.cost_usd for s in self.sessions)
+
+    def remaining_budget(self) -> float | None:
+        limit = self.settings.max_budget_usd
+        return None if limit is None else max(0.0, limit - self.spent)
+
+    # --- the loop --------------------------------------------------------------------------------
+    async def run(self) -> RunReport:
+        plan = self.load_plan()
+        init_failures = api_failures = 0
+        while True:
+            if plan is not None and plan.done:
+                reason: StopReason = "completed" if plan.counts()["failed"] == 0 else "tasks_failed"
+                return self.report(plan, reason)
+            if len(self.sessions) >= self.settings.max_iterations:
+                return self.report(plan, "max_iterations", f"({self.settings.max_iterations} sessions)")
+            budget = self.remaining_budget()
+            if budget is not None and budget <= 0:
+                return self.report(plan, "budget", f"(spent ${self.spent:.2f})")
+            if plan is None:
+                outcome = await self.initializer(budget)
+                plan = self.load_plan()
+                if plan is None and not outcome.retryable:
+                    init_failures += 1
+                    if init_failures >= INITIALIZER_ATTEMPTS:
+                        why = outcome.error or "it ended without calling write_plan"
+                        return self.report(None, "no_plan", f"{init_failures} initializer sessions failed; last: {why}")
+            else:
+                task = plan.next_task()
+                assert task is not None  # plan.done was checked above
+                outcome, plan = await self.worker(plan, task, budget)
+            if outcome.retryable:
+                api_failures += 1
+                if api_failures > API_RETRIES:
+                    return self.report(plan, "api_errors", f"{api_failures} sessions in a row failed; last: {outcome.error}")
+                wait = self.backoff_s(api_failures)
+                self.hooks.notice(f"Model API error ({outcome.error}); retrying in {wait:.0f}s ({api_failures}/{API_RETRIES}).")
+                await asyncio.sleep(wait)
+            else:
+                api_failures = 0
+
+    async def initializer(self, budget: float | None) -> SessionOutcome:
+        request = SessionRequest(
+            role="initializer",
+            system_prompt=load_prompt("initializer"),
+            prompt=initializer_prompt(self.settings),
+            budget_usd=budget,
+        )
+        return await self.run_one(request)
+
+    async def worker(self, plan: TaskPlan, task: Task, budget: float | None) -> tuple[SessionOutcome, TaskPlan]:
+        if task.status == TaskStatus.IN_PROGRESS:
+            self.hooks.notice(f"Task '{task.id}' was interrupted in an earlier run; trying it again.")
+            plan = plan.record_failure(task.id, "the previous run stopped during this task", self.settings.max_attempts)
+            self.save_plan(plan)
+            if plan.get(task.id).status == TaskStatus.FAILED:
+                return SessionOutcome(role="worker", task_id=task.id, started_at=0, error="attempts used up"), plan
+        plan = plan.start(task.id)
+        self.save_plan(plan)
+        request = SessionRequest(
+            role="worker",
+            system_prompt=load_prompt("worker"),
+            prompt=worker_prompt(self.settings, plan, plan.get(task.id)),
+            task_id=task.id,
+            budget_usd=budget,
+        )
+        try:
+            outcome = await self.run_one(request)
+        except asyncio.CancelledError:
+            self.save_plan(_undo_attempt(self.load_plan() or plan, task.id))
+            raise
+        return outcome, self.settle(task.id, outcome)
+
+    def settle(self, task_id: str, outcome: SessionOutcome) -> TaskPlan:
+        """Decide the task's state from the store after its session ended."""
+        plan = self.load_plan()
+        if plan is None:
+            raise RuntimeError("the plan disappeared during a worker session")  # only a bug or a hand edit does this
+        task = plan.get(task_id)
+        if task.status != TaskStatus.IN_PROGRESS:
+            return plan  # the worker called complete_task or fail_task
+        if outcome.retryable:
+            plan = _undo_attempt(plan, task_id)  # the model API failed; not the task's fault
+        else:
+            reason = outcome.error or "the session ended without calling complete_task"
+            plan = plan.record_failure(task_id, reason, self.settings.max_attempts)
+        self.save_plan(plan)
+        return plan
+
+    async def run_one(self, request: SessionRequest) -> SessionOutcome:
+        index = len(self.sessions) + 1
+        request.observers = self.hooks.session_observers(request, index)
+        self.hooks.session_started(request, index)
+        outcome = await self.runner(self.settings, self.store, request, self.config_dir)
+        self.record(outcome)
+        self.hooks.session_finished(request, outcome)
+        return outcome
+
+    def report(self, plan: TaskPlan | None, reason: StopReason, detail: str | None = None) -> RunReport:
+        return RunReport(session_id=self.store.session_id, plan=plan, sessions=self.sessions, stop_reason=reason, detail=detail)
+
+
+def _undo_attempt(plan: TaskPlan, task_id: str) -> TaskPlan:
+    task = plan.get(task_id)
+    return plan._with(task_id, status=TaskStatus.PENDING, attempts=max(0, task.attempts - 1))
+
+
+def initializer_prompt(settings: Settings) -> str:
+    return (
+        f"Experiment to evaluate: {settings.experiment_id}.\n"
+        "Start with the profile tool, drill into examples, save your analysis with save_analysis, "
+        "then write the task plan with write_plan. End the session once the plan is saved."
+    )
+
+
+def worker_prompt(settings: Settings, plan: TaskPlan, task: Task) -> str:
+    overview = "\n".join(f"- {t.id} [{t.status.value}] {t.type}: {t.name}" for t in plan.tasks)
+    previous = f"\nThe previous attempt failed: {task.failure_reason}\n" if task.failure_reason else ""
+    return (
+        f"Experiment: {settings.experiment_id}.\n"
+        f"Your task (attempt {task.attempts} of {settings.max_attempts}):\n"
+        f"{task.model_dump_json(include={'id', 'name', 'type', 'details'}, indent=1)}\n"
+        f"{previous}\nThe whole plan, for context (do only your task):\n{overview}\n\n"
+        "Read state/analysis.json with read_state if you need the initializer's findings. When your task's "
+        f"output exists and was checked, call complete_task with task_id '{task.id}'; if it cannot be done, "
+        "call fail_task with the specific reason."
+    )
+
+
+class CombinedHooks(LoopHooks):
+    """Several hooks as one (console progress and self-tracing, say)."""
+
+    def __init__(self, *hooks: LoopHooks):
+        self.hooks = hooks
+
+    def session_observers(self, request: SessionRequest, index: int) -> list[SessionObserver]:
+        return [o for h in self.hooks for o in h.session_observers(request, index)]
+
+    def session_started(self, request: SessionRequest, index: int) -> None:
+        for h in self.hooks:
+            h.session_started(request, index)
+
+    def session_finished(self, request: SessionRequest, outcome: SessionOutcome) -> None:
+        for h in self.hooks:
+            h.session_finished(request, outcome)
+
+    def notice(self, message: str) -> None:
+        for h in self.hooks:
+            h.notice(message)

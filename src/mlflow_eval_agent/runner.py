@@ -1,0 +1,108 @@
+"""`-a/--autonomous`: check the inputs, open the session, run the loop (or the offline planner), summarise."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from rich.console import Console
+
+from .aio import run_sync
+from .cli._errors import EXIT_FAILED, UserError
+from .loop import AutonomousLoop, CombinedHooks, RunReport
+from .plan import PLAN_FILE, TaskPlan
+from .progress import ConsoleHooks, print_summary
+from .settings import ConfigError, Settings, require_model_access
+from .store import CorruptStateError, SessionStore, new_session_id, open_session_store
+from .tracing import maybe_tracer
+
+
+def configure_mlflow(settings: Settings) -> None:
+    """Point MLflow's fluent APIs (evaluate, tracing) at the configured store, once per process."""
+    if settings.tracking_uri:
+        mlflow.set_tracking_uri(settings.tracking_uri)
+
+
+def check_experiment(settings: Settings) -> None:
+    """Fail fast, with a sentence, when the experiment is missing or the store unreachable."""
+    if not settings.experiment_id:
+        raise ConfigError("No experiment given: pass -e/--experiment-id <id> (or set MLFLOW_EXPERIMENT_ID).")
+    try:
+        MlflowClient(tracking_uri=settings.tracking_uri).get_experiment(settings.experiment_id)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            raise UserError(f"Experiment {settings.experiment_id!r} was not found in the tracking store "
+                            f"{mlflow.get_tracking_uri()!r}. Check -e and --tracking-uri.") from None
+        raise UserError(f"The tracking store could not be read: {exc.message}", EXIT_FAILED) from None
+    except Exception as exc:  # connection refused, DNS, TLS: a server problem, not a usage error
+        raise UserError(f"The tracking store {settings.tracking_uri or mlflow.get_tracking_uri()!r} is unreachable "
+                        f"({type(exc).__name__}: {exc}).", EXIT_FAILED) from None
+
+
+@contextlib.contextmanager
+def claude_config_dir(settings: Settings) -> Iterator[Path]:
+    """A private, writable config folder for Claude Code (its own settings must not leak in)."""
+    if settings.claude_config_dir:
+        path = Path(settings.claude_config_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="eval-agent-claude-") as tmp:
+        yield Path(tmp)
+
+
+def open_store(settings: Settings, console: Console) -> SessionStore:
+    session_id = settings.session_id or new_session_id()
+    store = open_session_store(settings.volume_path, session_id)
+    resumed = store.exists(PLAN_FILE)
+    console.print(f"{'Resuming' if resumed else 'Starting'} session {session_id} in {store.description}", highlight=False)
+    return store
+
+
+def run_autonomous(settings: Settings, console: Console | None = None) -> int:
+    console = console or Console()
+    configure_mlflow(settings)
+    check_experiment(settings)
+    if not settings.offline:
+        require_model_access(settings)
+    store = open_store(settings, console)
+    report = run_offline(settings, store) if settings.offline else run_agent(settings, store, console)
+    store.sync()
+    print_summary(console, report, store)
+    return report.exit_code
+
+
+def run_agent(settings: Settings, store: SessionStore, console: Console) -> RunReport:
+    tracer = maybe_tracer(settings.agent_experiment_id, store.session_id, settings.experiment_id, settings.redactions())
+    hooks = ConsoleHooks(console, store, settings.verbose, settings.max_iterations)
+    report: RunReport | None = None
+    with claude_config_dir(settings) as config_dir:
+        loop = AutonomousLoop(settings, store, config_dir, hooks=CombinedHooks(hooks, *([tracer] if tracer else [])))
+        try:
+            report = run_sync(loop.run())
+        except KeyboardInterrupt:
+            report = loop.report(loop.load_plan(), "interrupted", "State is saved.")
+        finally:
+            if tracer:
+                tracer.finish(report, None if report else "the run raised")
+    return report
+
+
+def run_offline(settings: Settings, store: SessionStore) -> RunReport:
+    from .suite.offline import build_offline  # the no-model planner
+
+    plan = build_offline(settings, store)
+    reason = "completed" if plan.done and plan.counts()["failed"] == 0 else "tasks_failed"
+    return RunReport(session_id=store.session_id, plan=plan, stop_reason=reason)
+
+
+def load_plan_or_none(store: SessionStore) -> TaskPlan | None:
+    try:
+        return store.read_model(PLAN_FILE, TaskPlan)
+    except CorruptStateError:
+        return None
