@@ -40,3 +40,6 @@ def _no_user_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
         if name.startswith(("ANTHROPIC_", "CLAUDE_CODE_", "DATABRICKS_", "AWS_", "EVAL_AGENT_")) or name in ("MODEL",):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(Path(os.environ.get("PYTEST_CWD_OVERRIDE", os.getcwd())))
+
+
+from tests.fakes.anthropic_fixture import fake_anthropic, fake_claude_env  # noqa: E402,F401  (fixtures)

@@ -82,7 +82,9 @@ def run_agent(settings: Settings, store: SessionStore, console: Console) -> RunR
     hooks = ConsoleHooks(console, store, settings.verbose, settings.max_iterations)
     report: RunReport | None = None
     with claude_config_dir(settings) as config_dir:
-        loop = AutonomousLoop(settings, store, config_dir, hooks=CombinedHooks(hooks, *([tracer] if tracer else [])))
+        hooks_all = CombinedHooks(hooks, *([tracer] if tracer else []))
+        wait = settings.api_retry_wait_s
+        loop = AutonomousLoop(settings, store, config_dir, hooks=hooks_all, backoff_s=lambda n: min(120.0, wait * 2 ** (n - 1)))
         try:
             report = run_sync(loop.run())
         except KeyboardInterrupt:

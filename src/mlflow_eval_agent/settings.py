@@ -34,6 +34,9 @@ PROVIDER_PASSTHROUGH = (
     "GOOGLE_APPLICATION_CREDENTIALS",
 )
 
+# Claude Code's own retry/timeout knobs, passed through when set (tests make them small).
+CLI_TUNING = ("CLAUDE_CODE_MAX_RETRIES", "API_TIMEOUT_MS", "CLAUDE_CODE_OVERLOADED_RETRY_MAX_WAIT_MS")
+
 # Environment variable per setting (first one set wins).
 ENV_NAMES: dict[str, tuple[str, ...]] = {
     "experiment_id": ("MLFLOW_EXPERIMENT_ID",),
@@ -47,6 +50,7 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "agent_experiment_id": ("MLFLOW_AGENT_EXPERIMENT_ID",),
     "secret_scope": ("EVAL_AGENT_SECRET_SCOPE",),
     "secret_key": ("EVAL_AGENT_SECRET_KEY",),
+    "api_retry_wait_s": ("EVAL_AGENT_API_RETRY_WAIT_S",),
 }
 
 
@@ -127,7 +131,9 @@ class Settings(BaseModel):
     access: ModelAccess = Field(default_factory=ModelAccess)
     # Where Claude Code keeps its config for our runs; None means a private temp folder per run.
     claude_config_dir: str | None = None
-    # Extra environment for the Claude Code subprocess (tests tune CLI retry knobs here).
+    # First wait before a session that hit a model-API error is retried (doubles each time).
+    api_retry_wait_s: float = Field(5.0, ge=0)
+    # Extra environment for the Claude Code subprocess (its retry and timeout knobs).
     cli_env_extra: dict[str, str] = Field(default_factory=dict)
 
     @property
@@ -171,6 +177,7 @@ def resolve_settings(flags: Mapping[str, Any], env: Mapping[str, str] | None = N
             values[field] = found.strip()
     values.update({k: v for k, v in flags.items() if v is not None})
     values.setdefault("access", model_access_from_env(env))
+    values.setdefault("cli_env_extra", {k: env[k] for k in CLI_TUNING if env.get(k, "").strip()})
     try:
         return Settings(**values)
     except ValidationError as exc:

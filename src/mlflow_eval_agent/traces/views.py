@@ -218,7 +218,7 @@ def _span_view(span: Any, depth: int, field_chars: int) -> SpanView:
     error = None
     if _status(span) == "ERROR":
         error = getattr(span.status, "description", None) or _exception_text(span)
-    attributes = {k: v for k, v in (span.attributes or {}).items() if not k.startswith("mlflow.span") and k not in ("mlflow.traceRequestId",)}
+    attributes = {k: v for k, v in (span.attributes or {}).items() if not k.startswith(("mlflow.span", "mlflow.trace")) and k != "mlflow.experimentId"}
     return SpanView(
         span_id=span.span_id,
         parent_id=span.parent_id,

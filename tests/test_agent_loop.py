@@ -1,0 +1,138 @@
+"""The autonomous loop end to end: the real CLI and bundled Claude Code against the scripted model.
+
+Each test runs `python -m src.cli -a ...` in a subprocess, so exit codes, output and the session
+folder are what a user would get.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.agent_harness import INITIALIZER, WORKER, cli_env, plan_of, run_cli, task_status
+from tests.fakes.anthropic_server import FakeAnthropic, HttpError, text, tool_results_in, tool_use
+
+pytestmark = pytest.mark.slow
+
+PLAN_NOTES_ONLY = {
+    "tasks": [
+        {"id": "notes", "name": "Write failure notes", "type": "analysis", "details": "Summarise the tool timeouts."},
+        {"id": "validate", "name": "Run the suite", "type": "validation", "details": "Run and review."},
+    ]
+}
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, dict[str, list[str]]]:
+    import mlflow
+
+    from tests.seed_traces import seed_experiment
+
+    folder = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    try:
+        experiment_id, kinds = seed_experiment()
+    finally:
+        mlflow.set_tracking_uri(None)
+    return uri, experiment_id, kinds
+
+
+def _args(experiment_id: str, volume: Path, *extra: str) -> list[str]:
+    return ["-a", "-e", experiment_id, "--volume-path", str(volume), *extra]
+
+
+def test_missing_credentials_exit_2_before_any_session(seeded, tmp_path: Path) -> None:
+    uri, experiment_id, _ = seeded
+    run = run_cli(_args(experiment_id, tmp_path / "v", "--session-id", "s1"), cli_env(None, uri, tmp_path))
+    assert run.code == 2, run.output
+    assert "ANTHROPIC_API_KEY" in run.stderr and ".env.example" in run.stderr
+    assert "Traceback" not in run.output
+    assert not (tmp_path / "v" / "sessions" / "s1").exists()
+
+
+def test_unknown_experiment_is_a_usage_error(seeded, fake_anthropic: FakeAnthropic, tmp_path: Path) -> None:
+    uri, _, _ = seeded
+    run = run_cli(_args("987654", tmp_path / "v"), cli_env(fake_anthropic, uri, tmp_path))
+    assert run.code == 2, run.output
+    assert "987654" in run.stderr and "not found" in run.stderr
+    assert fake_anthropic.main_requests() == []
+
+
+def test_initializer_that_never_writes_a_plan_gives_up(seeded, fake_anthropic: FakeAnthropic, tmp_path: Path) -> None:
+    uri, experiment_id, _ = seeded
+    fake_anthropic.script(*[text("I looked at the traces and I am done.")] * 3, match=INITIALIZER)
+    run = run_cli(_args(experiment_id, tmp_path / "v", "--session-id", "np"), cli_env(fake_anthropic, uri, tmp_path))
+    assert run.code == 1, run.output
+    assert "did not produce a valid plan" in run.stdout
+    assert len(fake_anthropic.sessions()) == 3
+    fake_anthropic.assert_script_finished()
+
+
+def test_task_that_keeps_failing_is_marked_failed(seeded, fake_anthropic: FakeAnthropic, tmp_path: Path) -> None:
+    uri, experiment_id, _ = seeded
+    fake_anthropic.script(tool_use("mcp__eval__write_plan", PLAN_NOTES_ONLY), text("Plan saved."), match=INITIALIZER)
+    # Worker sessions: 'notes' twice ends without complete_task; 'validate' fails itself twice.
+    fake_anthropic.script(
+        text("I could not finish."),
+        text("Still not finished."),
+        tool_use("mcp__eval__fail_task", {"task_id": "validate", "reason": "there is no suite to run yet"}),
+        text("Stopping."),
+        tool_use("mcp__eval__fail_task", {"task_id": "validate", "reason": "there is no suite to run yet"}),
+        text("Stopping."),
+        match=WORKER,
+    )
+    session = tmp_path / "v" / "sessions" / "kf"
+    run = run_cli(_args(experiment_id, tmp_path / "v", "--session-id", "kf", "--max-attempts", "2"), cli_env(fake_anthropic, uri, tmp_path))
+    assert run.code == 1, run.output
+    assert task_status(session) == {"notes": ("failed", 2), "validate": ("failed", 2)}
+    tasks = {t["id"]: t for t in plan_of(session)["tasks"]}
+    assert "without calling complete_task" in tasks["notes"]["failure_reason"]
+    assert "no suite to run" in tasks["validate"]["failure_reason"]
+    assert "some tasks failed" in run.stdout
+    # The second attempt's prompt tells the worker why the first failed.
+    worker_first_messages = [reqs[0].last_user_text() for reqs in list(fake_anthropic.sessions().values())[1:]]
+    assert "previous attempt failed" in worker_first_messages[1]
+    fake_anthropic.assert_script_finished()
+
+
+def test_overloaded_storm_is_retried_a_bounded_number_of_times(seeded, fake_anthropic: FakeAnthropic, tmp_path: Path) -> None:
+    uri, experiment_id, _ = seeded
+    fake_anthropic.script(HttpError(529, times=50))
+    run = run_cli(_args(experiment_id, tmp_path / "v", "--session-id", "storm"), cli_env(fake_anthropic, uri, tmp_path))
+    assert run.code == 1, run.output
+    assert "model API kept failing" in run.stdout
+    # Our loop: 1 session + 3 retries; the CLI: 1 request + 1 retry of its own each (CLAUDE_CODE_MAX_RETRIES=1).
+    assert len(fake_anthropic.main_requests()) == 8
+    assert "Resume with: --session-id storm" in run.stdout
+
+
+def test_path_traversal_is_refused(seeded, fake_anthropic: FakeAnthropic, tmp_path: Path) -> None:
+    uri, experiment_id, _ = seeded
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-VALUE")
+    fake_anthropic.script(
+        tool_use("Read", {"file_path": str(secret)}),
+        tool_use("Read", {"file_path": "../../../secret.txt"}),
+        tool_use("Glob", {"pattern": "/etc/*"}),
+        tool_use("mcp__eval__write_artifact", {"path": "../../escape.txt", "content": "x"}),
+        tool_use("mcp__eval__write_artifact", {"path": "eval_tasks.json", "content": "{}"}),
+        tool_use("Bash", {"command": "cat /etc/passwd"}),
+        tool_use("mcp__eval__write_artifact", {"path": "notes/ok.md", "content": "inside"}),
+        text("done"),
+        text("nothing"),
+        text("nothing"),
+        match=INITIALIZER,
+    )
+    session = tmp_path / "v" / "sessions" / "pt"
+    run = run_cli(_args(experiment_id, tmp_path / "v", "--session-id", "pt"), cli_env(fake_anthropic, uri, tmp_path))
+    assert run.code == 1
+    results = [r for req in fake_anthropic.main_requests() for r in tool_results_in(req, latest_only=True)]
+    assert [r.is_error for r in results[:6]] == [True] * 6, [(r.tool_name, r.text[:80]) for r in results]
+    assert results[6].is_error is False
+    assert all("TOP-SECRET-VALUE" not in json.dumps(req.body) for req in fake_anthropic.requests)
+    assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "v" / "escape.txt").exists()
+    assert (session / "notes" / "ok.md").read_text() == "inside"
+    assert not (session / "eval_tasks.json").exists()
