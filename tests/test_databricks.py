@@ -1,0 +1,233 @@
+"""Databricks runtime settings: secret-scope token, FM API URL, config folder, event loop in notebooks."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import types
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from mlflow_eval_agent.cli import main
+from mlflow_eval_agent.databricks import (
+    adapt_settings,
+    claude_config_dir,
+    cli_args,
+    fm_api_base_url,
+    on_databricks,
+    read_secret,
+    run_coroutine,
+)
+from mlflow_eval_agent.settings import ConfigError, ModelAccess, Settings
+from tests.fakes.databricks_api import FakeDatabricks
+
+TOKEN = "dapi-model-token-0123456789"
+ON_DATABRICKS = {"DATABRICKS_RUNTIME_VERSION": "client.4.1"}
+
+
+@pytest.fixture
+def fake():
+    with FakeDatabricks() as server:
+        server.put_secret("mlflow-eval-agent", "fm-api-token", TOKEN)
+        yield server
+
+
+class StandInDbutils:
+    """The slice of a notebook's dbutils that the code touches."""
+
+    def __init__(self, secrets: dict[tuple[str, str], str]):
+        outer = self
+        self.reads: list[tuple[str, str]] = []
+
+        class Secrets:
+            def get(self, scope: str, key: str) -> str:
+                outer.reads.append((scope, key))
+                if (scope, key) not in secrets:
+                    raise RuntimeError(f"Secret does not exist with scope: {scope} and key: {key}")
+                return secrets[(scope, key)]
+
+        self.secrets = Secrets()
+
+
+def no_client():
+    raise AssertionError("no WorkspaceClient should be needed here")
+
+
+def test_runtime_detection_and_fm_api_url():
+    assert on_databricks(ON_DATABRICKS) and not on_databricks({}) and not on_databricks({"DATABRICKS_RUNTIME_VERSION": " "})
+    assert fm_api_base_url("https://adb-1.2.azuredatabricks.net/") == "https://adb-1.2.azuredatabricks.net/serving-endpoints/anthropic"
+    assert fm_api_base_url("dbc-123.cloud.databricks.com") == "https://dbc-123.cloud.databricks.com/serving-endpoints/anthropic"
+    with pytest.raises(ConfigError, match="host is unknown"):
+        fm_api_base_url(" ")
+
+
+def test_off_databricks_without_secrets_nothing_changes_but_blanks_are_unset():
+    settings = Settings(experiment_id="7", agent_experiment_id="", model=" ", tracking_uri="sqlite:///x.db")
+    adapted = adapt_settings(settings, {}, client_factory=no_client)
+    assert adapted.agent_experiment_id is None and adapted.model is None
+    assert adapted.tracking_uri == "sqlite:///x.db" and adapted.access == settings.access
+    assert adapted.claude_config_dir is None
+    assert settings.agent_experiment_id == ""  # the input is not changed
+
+
+def test_on_databricks_the_token_comes_from_the_secret_scope(fake, tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    settings = Settings(experiment_id="7", secret_scope="mlflow-eval-agent", secret_key="fm-api-token")
+    adapted = adapt_settings(settings, ON_DATABRICKS, client_factory=fake.client)
+
+    assert adapted.tracking_uri == "databricks"
+    assert adapted.access.base_url == f"{fake.url}/serving-endpoints/anthropic"  # host from the SDK's config
+    env = adapted.access.cli_env()
+    assert env["ANTHROPIC_AUTH_TOKEN"] == TOKEN
+    assert env["CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS"] == "1" and env["ANTHROPIC_API_KEY"] == ""
+    assert TOKEN in adapted.redactions()
+    for shown in (repr(adapted), str(adapted), adapted.model_dump_json(), str(adapted.model_dump())):
+        assert TOKEN not in shown
+
+    config = Path(adapted.claude_config_dir)
+    assert config.is_dir() and config.is_relative_to(tmp_path) and (config.stat().st_mode & 0o077) == 0
+    assert [r.path for r in fake.calls("GET", "/api/2.0/secrets/get")] == ["/api/2.0/secrets/get"]
+
+
+def test_notebook_dbutils_is_used_before_the_api(monkeypatch):
+    dbutils = StandInDbutils({("s", "k"): TOKEN})
+    shell = types.SimpleNamespace(user_ns={"dbutils": dbutils})
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: shell))
+    env = {**ON_DATABRICKS, "DATABRICKS_HOST": "adb-42.azuredatabricks.net"}
+    adapted = adapt_settings(Settings(secret_scope="s", secret_key="k"), env, client_factory=no_client)
+    assert dbutils.reads == [("s", "k")]
+    assert adapted.access.auth_token.get_secret_value() == TOKEN
+    assert adapted.access.base_url == "https://adb-42.azuredatabricks.net/serving-endpoints/anthropic"
+
+
+def test_given_base_url_wins_then_the_environment_then_the_derived_one():
+    dbutils = StandInDbutils({("s", "k"): TOKEN})
+    from_flag = adapt_settings(Settings(secret_scope="s", secret_key="k"), ON_DATABRICKS,
+                               base_url="https://gateway.example/anthropic", dbutils=dbutils, client_factory=no_client)
+    assert from_flag.access.base_url == "https://gateway.example/anthropic"
+    from_env = Settings(secret_scope="s", secret_key="k", access=ModelAccess(base_url="https://env.example"))
+    assert adapt_settings(from_env, ON_DATABRICKS, dbutils=dbutils, client_factory=no_client).access.base_url == "https://env.example"
+    # Off Databricks the flag alone only sets the URL.
+    plain = adapt_settings(Settings(), {}, base_url="https://gw.example", client_factory=no_client)
+    assert plain.access.base_url == "https://gw.example" and plain.tracking_uri is None
+
+
+def test_an_auth_token_without_url_on_databricks_gets_the_derived_url():
+    settings = Settings(access=ModelAccess(auth_token=SecretStr(TOKEN)))
+    env = {**ON_DATABRICKS, "DATABRICKS_HOST": "https://adb-9.net/"}
+    assert adapt_settings(settings, env, client_factory=no_client).access.base_url == "https://adb-9.net/serving-endpoints/anthropic"
+
+
+def test_a_given_tracking_uri_and_config_dir_are_kept():
+    settings = Settings(tracking_uri="databricks://profile", claude_config_dir="/tmp/mine")
+    adapted = adapt_settings(settings, ON_DATABRICKS, client_factory=no_client)
+    assert adapted.tracking_uri == "databricks://profile" and adapted.claude_config_dir == "/tmp/mine"
+
+
+def test_missing_secret_is_a_clear_error_that_names_the_fix(fake):
+    settings = Settings(secret_scope="mlflow-eval-agent", secret_key="other-key")
+    with pytest.raises(ConfigError) as err:
+        adapt_settings(settings, ON_DATABRICKS, client_factory=fake.client)
+    message = str(err.value)
+    assert "'mlflow-eval-agent'" in message and "'other-key'" in message
+    assert "databricks secrets put-secret mlflow-eval-agent other-key" in message and TOKEN not in message
+
+
+def test_half_a_secret_reference_is_refused():
+    with pytest.raises(ConfigError, match="both --secret-scope and --secret-key"):
+        adapt_settings(Settings(secret_scope="s"), {}, client_factory=no_client)
+
+
+def test_empty_secret_is_refused():
+    with pytest.raises(ConfigError, match="is empty"):
+        read_secret("s", "k", dbutils=StandInDbutils({("s", "k"): "  "}), client_factory=no_client)
+
+
+def test_offline_runs_read_no_secret():
+    adapted = adapt_settings(Settings(secret_scope="s", secret_key="k", offline=True), ON_DATABRICKS, client_factory=no_client)
+    assert adapted.access.auth_token is None and adapted.tracking_uri == "databricks"
+
+
+def test_no_databricks_credentials_is_a_config_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "none.cfg"))
+    with pytest.raises(ConfigError, match="Cannot connect to Databricks.*DATABRICKS_HOST and DATABRICKS_TOKEN"):
+        adapt_settings(Settings(secret_scope="s", secret_key="k"), {})
+
+
+def test_config_dir_is_private_and_writable(tmp_path):
+    path = Path(claude_config_dir(tmp_path))
+    assert path.is_dir() and (path.stat().st_mode & 0o777) == 0o700
+    assert claude_config_dir(tmp_path) == str(path)  # stable across runs on one machine
+
+
+def test_run_coroutine_with_and_without_a_running_loop():
+    async def where() -> str:
+        await asyncio.sleep(0)
+        return threading.current_thread().name
+
+    assert run_coroutine(where()) == threading.current_thread().name
+
+    async def notebook_cell() -> str:  # a cell runs inside the kernel's loop
+        return run_coroutine(where())
+
+    assert asyncio.run(notebook_cell()).startswith("mlflow-eval-agent-loop")
+
+    async def boom() -> None:
+        raise ValueError("inside")
+
+    async def failing_cell() -> None:
+        run_coroutine(boom())
+
+    with pytest.raises(ValueError, match="inside"):
+        asyncio.run(failing_cell())
+
+
+def test_cli_args_from_widget_values_leave_out_blanks():
+    values = {"experiment_id": " 123 ", "volume_path": "/Volumes/a/b/c", "max_iterations": "5", "model": "",
+              "session_id": "", "secret_scope": "s", "secret_key": "k", "agent_experiment_id": " "}
+    assert cli_args(values) == ["-a", "-e", "123", "--volume-path", "/Volumes/a/b/c", "--max-iterations", "5",
+                                "--secret-scope", "s", "--secret-key", "k"]
+
+
+# --- through the CLI ---------------------------------------------------------------------------
+@pytest.fixture
+def captured(monkeypatch):
+    """Replace the autonomous runner: record the settings the CLI resolved."""
+    seen: list[Settings] = []
+
+    def run_autonomous(settings: Settings) -> int:
+        seen.append(settings)
+        return 0
+
+    monkeypatch.setitem(sys.modules, "mlflow_eval_agent.runner", types.SimpleNamespace(run_autonomous=run_autonomous))
+    return seen
+
+
+def test_cli_on_databricks_reads_the_secret_and_never_prints_it(fake, captured, monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "client.4.1")
+    monkeypatch.setenv("DATABRICKS_HOST", fake.url)
+    monkeypatch.setenv("DATABRICKS_TOKEN", fake.token)
+    code = main(["-a", "-e", "42", "--volume-path", "/Volumes/c/s/v", "--secret-scope", "mlflow-eval-agent",
+                 "--secret-key", "fm-api-token", "--agent-experiment-id=", "--anthropic-base-url="])
+    assert code == 0
+    (settings,) = captured
+    assert settings.experiment_id == "42" and settings.agent_experiment_id is None
+    assert settings.tracking_uri == "databricks"
+    assert settings.access.base_url == f"{fake.url}/serving-endpoints/anthropic"
+    assert settings.access.auth_token.get_secret_value() == TOKEN
+    out = capsys.readouterr()
+    assert TOKEN not in out.out + out.err
+
+
+def test_cli_missing_secret_exits_2_with_one_sentence(fake, captured, monkeypatch, capsys):
+    monkeypatch.setenv("DATABRICKS_HOST", fake.url)
+    monkeypatch.setenv("DATABRICKS_TOKEN", fake.token)
+    code = main(["-a", "-e", "42", "--secret-scope", "nope", "--secret-key", "k"])
+    err = capsys.readouterr().err
+    assert code == 2 and not captured
+    assert err.startswith("Error: Cannot read the model token from secret scope 'nope'") and "Traceback" not in err
