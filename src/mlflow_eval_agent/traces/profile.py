@@ -1,0 +1,711 @@
+"""The trace profile: exact statistics over every matching trace, in one streaming pass.
+
+`build_profile(...)` reads records page by page (see source.py) and feeds `ProfileBuilder`,
+which keeps only aggregates: counters, capped example lists chosen order-free (most recent by
+timestamp, or smallest hash), and compact arrays of durations for exact percentiles
+(percentiles.py). Nothing per trace is kept except 8 bytes of latency per trace and per span,
+and a small counter per session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+from .percentiles import CountDistribution, ExactValues
+from .profile_model import (
+    AssessmentSummary,
+    CountStats,
+    ErrorSignature,
+    HiddenFailures,
+    LatencyStats,
+    LlmUsage,
+    NamedCount,
+    NumericStats,
+    OddCount,
+    Outputs,
+    ProfileSource,
+    Retrieval,
+    RetrieverStats,
+    Sessions,
+    Shape,
+    Shapes,
+    SlowTrace,
+    SpanCount,
+    SpanStats,
+    TimeRange,
+    TokenTotals,
+    ToolStats,
+    TraceProfile,
+)
+from .records import AssessmentRecord, TraceRecord
+from .signatures import error_from_span, signature_id
+from .source import TraceQuery, TraceSource, redact_uri, resolve_experiment
+from .spans import HUGE_PAYLOAD_CHARS, INPUTS, LLM_TYPES, OUTPUTS, Payload, SpanRow, is_empty_value, model_name, span_row
+
+EXAMPLES = 5
+MANY_EXAMPLES = 20
+SAMPLE_SIZE = 25
+SLOWEST = 10
+MAX_SPAN_KEYS = 1_000
+MAX_SIGNATURES = 2_000
+MAX_NAMED = 200  # models, trace names, shapes, tools beyond this fold into "(other)"
+MAX_VALUES = 20
+MESSAGE_CHARS = 300
+OTHER = "(other)"
+ODD_KEYS = (
+    "traces_without_spans",
+    "traces_without_root",
+    "traces_with_multiple_roots",
+    "traces_without_duration",
+    "spans_missing_end_time",
+    "spans_negative_duration",
+    "spans_unset_status",
+    "unparseable_spans",
+    "non_json_payloads",
+    "huge_payloads",
+    "folded_span_names",
+    "folded_signatures",
+)
+
+
+class Examples:
+    """The k most recent trace ids offered (by timestamp, then id): independent of visit order."""
+
+    __slots__ = ("k", "_heap", "_seen")
+
+    def __init__(self, k: int = EXAMPLES):
+        self.k = k
+        self._heap: list[tuple[int, str]] = []
+        self._seen: set[str] = set()
+
+    def offer(self, trace_id: str, timestamp_ms: int | None) -> None:
+        if trace_id in self._seen:
+            return
+        item = (timestamp_ms or 0, trace_id)
+        if len(self._heap) < self.k:
+            heapq.heappush(self._heap, item)
+            self._seen.add(trace_id)
+        elif item > self._heap[0]:
+            dropped = heapq.heapreplace(self._heap, item)
+            self._seen.discard(dropped[1])
+            self._seen.add(trace_id)
+
+    def ids(self) -> list[str]:
+        return [tid for _, tid in sorted(self._heap, reverse=True)]
+
+
+class HashSample:
+    """The k ids with the smallest hash: a stable pseudo-random sample, independent of visit order."""
+
+    def __init__(self, k: int = SAMPLE_SIZE):
+        self.k = k
+        self._heap: list[tuple[int, str]] = []  # max-heap via negated hash
+
+    def offer(self, trace_id: str) -> None:
+        h = _hash64(trace_id)
+        if len(self._heap) < self.k:
+            heapq.heappush(self._heap, (-h, trace_id))
+        elif -h > self._heap[0][0]:
+            heapq.heapreplace(self._heap, (-h, trace_id))
+
+    def ids(self) -> list[str]:
+        return [tid for _, tid in sorted(self._heap, reverse=True)]
+
+
+def _hash64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+class _Odd:
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.examples: dict[str, Examples] = defaultdict(Examples)
+
+    def add(self, key: str, record: TraceRecord, n: int = 1) -> None:
+        self.counts[key] += n
+        self.examples[key].offer(record.trace_id, record.request_time_ms)
+
+    def result(self) -> dict[str, OddCount]:
+        return {k: OddCount(count=self.counts[k], trace_ids=self.examples[k].ids() if k in self.examples else []) for k in ODD_KEYS}
+
+
+class _Latency:
+    """count, errors and exact durations (ns) for one span name or tool."""
+
+    __slots__ = ("count", "errors", "durations", "traces")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.errors = 0
+        self.traces = 0
+        self.durations = ExactValues()
+
+    def stats(self) -> LatencyStats:
+        return LatencyStats(**self.durations.summary(scale=1e6))
+
+
+class _Signature:
+    __slots__ = ("count", "traces", "examples", "message", "message_key")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.traces = 0
+        self.examples = Examples()
+        self.message = ""
+        self.message_key: tuple[int, str] = (-1, "")
+
+    def offer_message(self, message: str, record: TraceRecord) -> None:
+        key = (record.request_time_ms or 0, record.trace_id)
+        if key > self.message_key:  # the most recent trace's message: order-free
+            self.message_key, self.message = key, message[:MESSAGE_CHARS]
+
+
+class _ShapeAcc:
+    __slots__ = ("count", "example")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.example: tuple[int, str] = (-1, "")
+
+
+class _AssessmentAcc:
+    def __init__(self) -> None:
+        self.count = 0
+        self.traces = 0
+        self.errors = 0
+        self.sources: Counter[str] = Counter()
+        self.values: Counter[str] = Counter()
+        self.numbers: list[float] = [0, float("inf"), float("-inf"), 0.0]  # n, min, max, sum
+
+    def add(self, a: AssessmentRecord) -> None:
+        self.count += 1
+        self.errors += a.has_error
+        self.sources[a.source_type] += 1
+        value = a.value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            n, lo, hi, total = self.numbers
+            self.numbers = [n + 1, min(lo, value), max(hi, value), total + value]
+        label = _value_label(value)
+        if label in self.values or len(self.values) < MAX_VALUES:
+            self.values[label] += 1
+        else:
+            self.values[OTHER] += 1
+
+    def summary(self, name: str, kind: str) -> AssessmentSummary:
+        n, lo, hi, total = self.numbers
+        numeric = NumericStats(count=int(n), min=lo, max=hi, mean=round(total / n, 6)) if n else None
+        return AssessmentSummary(
+            name=name, kind=kind, count=self.count, trace_count=self.traces, sources=dict(self.sources),
+            values=dict(self.values.most_common()), numeric=numeric, errors=self.errors,
+        )
+
+
+def _value_label(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = value if isinstance(value, str) else type(value).__name__
+    return text[:60]
+
+
+class ProfileBuilder:
+    """Feed records with `add`; `finish` returns the profile. Memory stays flat-ish (see module doc)."""
+
+    def __init__(self) -> None:
+        self.trace_count = 0
+        self.span_count = 0
+        self.status = Counter[str]()
+        self.first_ms: int | None = None
+        self.last_ms: int | None = None
+        self.latency = ExactValues()
+        self.slowest: list[tuple[int, str, str]] = []
+        self.spans_per_trace = CountDistribution()
+        self.trace_names: Counter[str] = Counter()
+        self.span_stats: dict[tuple[str, str], _Latency] = {}
+        self.tools: dict[str, _Latency] = {}
+        self.signatures: dict[tuple[str | None, str, str], _Signature] = {}
+        self.traces_with_error_spans = 0
+        self.hidden = 0
+        self.hidden_examples = Examples(MANY_EXAMPLES)
+        self.hidden_by_span: Counter[str] = Counter()
+        self.tokens = [0, 0, 0, 0]  # input, output, total, traces_with_usage
+        self.llm_calls = 0
+        self.llm_traces = 0
+        self.llm_per_trace = CountDistribution()
+        self.models: Counter[str] = Counter()
+        self.calls_without_model = 0
+        self.retrieval = [0, 0, 0, 0]  # spans, empty, traces, traces_with_empty
+        self.retrieval_examples = Examples(MANY_EXAMPLES)
+        self.retrievers: dict[str, list[int]] = {}
+        self.outputs = Counter[str]()
+        self.output_examples = {"missing_ok": Examples(MANY_EXAMPLES), "empty_ok": Examples(MANY_EXAMPLES)}
+        self.shapes: dict[str, dict[tuple[str, tuple[str, ...]], _ShapeAcc]] = {"inputs": {}, "outputs": {}}
+        self.sessions: Counter[int] = Counter()
+        self.session_examples: list[str] = []
+        self.traces_with_session = 0
+        self.assessments: dict[tuple[str, str], _AssessmentAcc] = {}
+        self.sample = HashSample()
+        self.odd = _Odd()
+
+    # --- one trace ---------------------------------------------------------------------------
+    def add(self, record: TraceRecord) -> None:
+        self.trace_count += 1
+        self.status[record.state] += 1
+        self._trace_level(record)
+        rows = self._rows(record)
+        self.span_count += len(rows)
+        self.spans_per_trace.add(len(rows))
+        if not rows:
+            self.odd.add("traces_without_spans", record)
+            self.llm_per_trace.add(0)
+            self._root_payloads(record, None)
+            return
+        root = self._root(rows, record)
+        if root is not None:
+            self._count_name(self.trace_names, root.name)
+        self._root_payloads(record, root)
+        self._spans(rows, record)
+
+    def _trace_level(self, record: TraceRecord) -> None:
+        ts = record.request_time_ms
+        if ts is not None:
+            self.first_ms = ts if self.first_ms is None else min(self.first_ms, ts)
+            self.last_ms = ts if self.last_ms is None else max(self.last_ms, ts)
+        if record.execution_ms is None:
+            self.odd.add("traces_without_duration", record)
+        else:
+            self.latency.add(int(record.execution_ms))
+            item = (int(record.execution_ms), record.trace_id, record.state)
+            if len(self.slowest) < SLOWEST:
+                heapq.heappush(self.slowest, item)
+            elif item > self.slowest[0]:
+                heapq.heapreplace(self.slowest, item)
+        if record.tokens:
+            t = record.tokens
+            self.tokens[0] += int(t.get("input_tokens") or 0)
+            self.tokens[1] += int(t.get("output_tokens") or 0)
+            self.tokens[2] += int(t.get("total_tokens") or 0)
+            self.tokens[3] += 1
+        if record.session_id:
+            self.traces_with_session += 1
+            self.sessions[_hash64(record.session_id)] += 1
+            if record.session_id not in self.session_examples:
+                self.session_examples = sorted([*self.session_examples, record.session_id])[:EXAMPLES]
+        seen: set[tuple[str, str]] = set()
+        for a in record.assessments:
+            acc = self.assessments.setdefault((a.name, a.kind), _AssessmentAcc())
+            acc.add(a)
+            if (a.name, a.kind) not in seen:
+                seen.add((a.name, a.kind))
+                acc.traces += 1
+
+    def _rows(self, record: TraceRecord) -> list[SpanRow]:
+        rows = []
+        for span in record.spans:
+            row = span_row(span) if isinstance(span, dict) else None
+            if row is None:
+                self.odd.add("unparseable_spans", record)
+            else:
+                rows.append(row)
+        return rows
+
+    def _root(self, rows: list[SpanRow], record: TraceRecord) -> SpanRow | None:
+        roots = [r for r in rows if r.parent_id is None]
+        if not roots:
+            self.odd.add("traces_without_root", record)
+            ids = {r.span_id for r in rows}
+            roots = [r for r in rows if r.parent_id not in ids]  # orphans: their parent never arrived
+        elif len(roots) > 1:
+            self.odd.add("traces_with_multiple_roots", record)
+        if not roots:
+            return None
+        return min(roots, key=lambda r: (r.start_ns if r.start_ns is not None else 0, r.span_id))
+
+    def _spans(self, rows: list[SpanRow], record: TraceRecord) -> None:
+        llm_calls = 0
+        retrieval = [0, 0]
+        tools_seen: set[str] = set()
+        errors: list[SpanRow] = []
+        for row in rows:
+            duration = row.duration_ns
+            if row.end_ns is None:
+                self.odd.add("spans_missing_end_time", record)
+            elif duration is None:
+                self.odd.add("spans_negative_duration", record)
+            if row.status == "UNSET":
+                self.odd.add("spans_unset_status", record)
+            elif row.status == "ERROR":
+                errors.append(row)
+            self._payload_checks(row, record)
+            stats = self._span_key(row, record)
+            stats.count += 1
+            stats.errors += row.status == "ERROR"
+            if duration is not None:
+                stats.durations.add(duration)
+            if row.span_type == "TOOL":
+                self._tool(row, duration, tools_seen)
+            elif row.span_type in LLM_TYPES:
+                llm_calls += 1
+                model = model_name(row)
+                if model:
+                    self._count_name(self.models, model)
+                else:
+                    self.calls_without_model += 1
+            elif row.span_type == "RETRIEVER":
+                retrieval[0] += 1
+                retrieval[1] += self._retriever(row)
+        self.llm_calls += llm_calls
+        self.llm_traces += llm_calls > 0
+        self.llm_per_trace.add(llm_calls)
+        if retrieval[0]:
+            self.retrieval[2] += 1
+            if retrieval[1]:
+                self.retrieval[3] += 1
+                self.retrieval_examples.offer(record.trace_id, record.request_time_ms)
+        self._errors(errors, rows, record)
+
+    def _span_key(self, row: SpanRow, record: TraceRecord) -> _Latency:
+        key = (row.name, row.span_type)
+        stats = self.span_stats.get(key)
+        if stats is None:
+            if len(self.span_stats) >= MAX_SPAN_KEYS:
+                self.odd.add("folded_span_names", record)
+                key = (OTHER, row.span_type)
+            stats = self.span_stats.setdefault(key, _Latency())
+        return stats
+
+    def _tool(self, row: SpanRow, duration: int | None, seen: set[str]) -> None:
+        name = row.name if (row.name in self.tools or len(self.tools) < MAX_NAMED) else OTHER
+        tool = self.tools.setdefault(name, _Latency())
+        tool.count += 1
+        tool.errors += row.status == "ERROR"
+        if duration is not None:
+            tool.durations.add(duration)
+        if name not in seen:
+            seen.add(name)
+            tool.traces += 1
+
+    def _retriever(self, row: SpanRow) -> int:
+        payload = row.payload(OUTPUTS)
+        empty = int(not payload.present or (not payload.is_huge and is_empty_value(payload.value)))
+        self.retrieval[0] += 1
+        self.retrieval[1] += empty
+        name = row.name if (row.name in self.retrievers or len(self.retrievers) < MAX_NAMED) else OTHER
+        counts = self.retrievers.setdefault(name, [0, 0])
+        counts[0] += 1
+        counts[1] += empty
+        return empty
+
+    def _payload_checks(self, row: SpanRow, record: TraceRecord) -> None:
+        attrs = row.raw.get("attributes")
+        if not isinstance(attrs, dict):
+            return
+        for key in (INPUTS, OUTPUTS):
+            raw = attrs.get(key)
+            if not isinstance(raw, str):
+                continue
+            if len(raw) > HUGE_PAYLOAD_CHARS:
+                self.odd.add("huge_payloads", record)
+            elif not _looks_like_json(raw):
+                self.odd.add("non_json_payloads", record)
+
+    def _errors(self, errors: list[SpanRow], rows: list[SpanRow], record: TraceRecord) -> None:
+        if not errors:
+            if record.state == "OK":
+                self.sample.offer(record.trace_id)
+            return
+        self.traces_with_error_spans += 1
+        infos = {r.span_id: error_from_span(r.raw, r.status_message) for r in errors}
+        keys = {sid: (info.exception_type, info.normalized) for sid, info in infos.items()}
+        parent_of = {r.span_id: r.parent_id for r in rows}
+        propagated: set[str] = set()
+        for row in errors:  # an error re-raised by each parent is counted once, where it began
+            parent, hops = row.parent_id, 0
+            while parent is not None and hops < len(rows):
+                if keys.get(parent) == keys[row.span_id]:
+                    propagated.add(parent)
+                parent, hops = parent_of.get(parent), hops + 1
+        counted: set[tuple[str | None, str, str]] = set()
+        hidden_spans: set[str] = set()
+        for row in errors:
+            if row.span_id in propagated:
+                continue
+            exc_type, normalized = keys[row.span_id]
+            sig = self._signature((exc_type, row.name, normalized), record)
+            sig.count += 1
+            sig.offer_message(infos[row.span_id].message, record)
+            key = (exc_type, row.name, normalized)
+            if key not in counted:
+                counted.add(key)
+                sig.traces += 1
+                sig.examples.offer(record.trace_id, record.request_time_ms)
+            hidden_spans.add(row.name)
+        if record.state == "OK":
+            self.hidden += 1
+            self.hidden_examples.offer(record.trace_id, record.request_time_ms)
+            for name in hidden_spans:
+                self.hidden_by_span[name] += 1
+
+    def _signature(self, key: tuple[str | None, str, str], record: TraceRecord) -> _Signature:
+        sig = self.signatures.get(key)
+        if sig is None:
+            if len(self.signatures) >= MAX_SIGNATURES:
+                self.odd.add("folded_signatures", record)
+                key = (None, OTHER, OTHER)
+            sig = self.signatures.setdefault(key, _Signature())
+        return sig
+
+    def _root_payloads(self, record: TraceRecord, root: SpanRow | None) -> None:
+        ok = record.state == "OK"
+        inputs = root.payload(INPUTS) if root else Payload(present=False)
+        outputs = root.payload(OUTPUTS) if root else Payload(present=False)
+        if not inputs.present or inputs.value is None:
+            self.outputs["inputs_missing"] += 1
+        else:
+            self._shape("inputs", inputs, record)
+        if not outputs.present or outputs.value is None:
+            self._output_case("missing", ok, record)
+        else:
+            self._shape("outputs", outputs, record)
+            if not outputs.is_huge and is_empty_value(outputs.value):
+                self._output_case("empty", ok, record)
+
+    def _output_case(self, case: str, ok: bool, record: TraceRecord) -> None:
+        self.outputs[case] += 1
+        if ok:
+            self.outputs[f"{case}_ok"] += 1
+            self.output_examples[f"{case}_ok"].offer(record.trace_id, record.request_time_ms)
+
+    def _shape(self, which: str, payload: Payload, record: TraceRecord) -> None:
+        key = shape_of(payload)
+        shapes = self.shapes[which]
+        acc = shapes.get(key)
+        if acc is None:
+            if len(shapes) >= MAX_NAMED:
+                key = (OTHER, ())
+            acc = shapes.setdefault(key, _ShapeAcc())
+        acc.count += 1
+        example = (record.request_time_ms or 0, record.trace_id)
+        if example > acc.example:
+            acc.example = example
+
+    @staticmethod
+    def _count_name(counter: Counter[str], name: str) -> None:
+        counter[name if (name in counter or len(counter) < MAX_NAMED) else OTHER] += 1
+
+    # --- the result --------------------------------------------------------------------------
+    def finish(self, experiment_id: str, source: ProfileSource, experiment_name: str | None = None) -> TraceProfile:
+        return TraceProfile(
+            experiment_id=experiment_id,
+            experiment_name=experiment_name,
+            generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            source=source,
+            trace_count=self.trace_count,
+            span_count=self.span_count,
+            time_range=TimeRange(first_ms=self.first_ms, last_ms=self.last_ms, first=_iso(self.first_ms), last=_iso(self.last_ms)),
+            status_counts=dict(sorted(self.status.items(), key=lambda kv: (-kv[1], kv[0]))),
+            latency_ms=LatencyStats(**self.latency.summary()),
+            spans_per_trace=CountStats(**self.spans_per_trace.summary()),
+            trace_names=_named(self.trace_names),
+            spans=sorted(
+                (SpanStats(name=n, span_type=t, count=s.count, error_count=s.errors, latency_ms=s.stats()) for (n, t), s in self.span_stats.items()),
+                key=lambda s: (-s.count, s.name, s.span_type),
+            ),
+            traces_with_error_spans=self.traces_with_error_spans,
+            error_signatures=self._signature_list(),
+            hidden_failures=HiddenFailures(
+                count=self.hidden,
+                trace_ids=self.hidden_examples.ids(),
+                by_span=[SpanCount(span_name=n, count=c) for n, c in sorted(self.hidden_by_span.items(), key=lambda kv: (-kv[1], kv[0]))],
+            ),
+            tools=sorted(
+                (ToolStats(name=n, calls=t.count, errors=t.errors, trace_count=t.traces, latency_ms=t.stats()) for n, t in self.tools.items()),
+                key=lambda t: (-t.calls, t.name),
+            ),
+            tokens=TokenTotals(input=self.tokens[0], output=self.tokens[1], total=self.tokens[2], traces_with_usage=self.tokens[3]),
+            llm=LlmUsage(
+                calls=self.llm_calls,
+                traces_with_calls=self.llm_traces,
+                calls_per_trace=CountStats(**self.llm_per_trace.summary()),
+                models=_named(self.models),
+                calls_without_model=self.calls_without_model,
+            ),
+            retrieval=self._retrieval(),
+            outputs=Outputs(
+                missing=self.outputs["missing"],
+                empty=self.outputs["empty"],
+                missing_ok=self.outputs["missing_ok"],
+                empty_ok=self.outputs["empty_ok"],
+                missing_ok_trace_ids=self.output_examples["missing_ok"].ids(),
+                empty_ok_trace_ids=self.output_examples["empty_ok"].ids(),
+                inputs_missing=self.outputs["inputs_missing"],
+            ),
+            shapes=Shapes(inputs=self._shapes("inputs"), outputs=self._shapes("outputs")),
+            sessions=self._sessions(),
+            assessments=sorted(
+                (acc.summary(name, kind) for (name, kind), acc in self.assessments.items()),
+                key=lambda a: (-a.count, a.name, a.kind),
+            ),
+            slowest_traces=[SlowTrace(trace_id=tid, latency_ms=float(ms), state=st) for ms, tid, st in sorted(self.slowest, reverse=True)],
+            sample_trace_ids=self.sample.ids(),
+            odd_data=self.odd.result(),
+        )
+
+    def _signature_list(self) -> list[ErrorSignature]:
+        out = [
+            ErrorSignature(
+                id=signature_id(exc_type, span, normalized),
+                signature=f"{exc_type}: {normalized}" if exc_type else normalized,
+                exception_type=exc_type,
+                span_name=span,
+                count=s.count,
+                trace_count=s.traces,
+                trace_ids=s.examples.ids(),
+                example_message=s.message,
+            )
+            for (exc_type, span, normalized), s in self.signatures.items()
+        ]
+        return sorted(out, key=lambda s: (-s.count, s.signature, s.span_name))
+
+    def _retrieval(self) -> Retrieval:
+        spans, empty, traces, traces_empty = self.retrieval
+        return Retrieval(
+            spans=spans,
+            empty=empty,
+            empty_share=round(empty / spans, 4) if spans else None,
+            traces_with_retrieval=traces,
+            traces_with_empty_retrieval=traces_empty,
+            empty_trace_ids=self.retrieval_examples.ids(),
+            by_name=sorted((RetrieverStats(name=n, spans=c[0], empty=c[1]) for n, c in self.retrievers.items()), key=lambda r: (-r.spans, r.name)),
+        )
+
+    def _shapes(self, which: str) -> list[Shape]:
+        shapes = [
+            Shape(kind=kind, keys=list(keys), count=acc.count, example_trace_id=acc.example[1])
+            for (kind, keys), acc in self.shapes[which].items()
+        ]
+        return sorted(shapes, key=lambda s: (-s.count, s.kind, s.keys))
+
+    def _sessions(self) -> Sessions:
+        per_session = CountDistribution()
+        for count in self.sessions.values():
+            per_session.add(count)
+        return Sessions(
+            traces_with_session=self.traces_with_session,
+            distinct_sessions=len(self.sessions),
+            traces_per_session=CountStats(**per_session.summary()),
+            example_session_ids=self.session_examples,
+        )
+
+
+def shape_of(payload: Payload) -> tuple[str, tuple[str, ...]]:
+    """(kind, top-level keys) of a root input or output."""
+    if payload.is_huge:
+        return "huge", ()
+    if not payload.is_json:
+        return "non_json", ()
+    value = payload.value
+    if isinstance(value, dict):
+        keys = tuple(sorted(str(k) for k in value)[:12])
+        messages = value.get("messages")
+        if isinstance(messages, list) and messages and all(isinstance(m, dict) and "role" in m for m in messages[:5]):
+            return "chat_messages", keys
+        if isinstance(value.get("choices"), list):
+            return "chat_completion", keys
+        if "role" in value and "content" in value:
+            return "message", keys
+        return "object", keys
+    if isinstance(value, list):
+        if value and all(isinstance(m, dict) and "role" in m for m in value[:5]):
+            return "chat_messages", ()
+        return "list", ()
+    if isinstance(value, str):
+        return "text", ()
+    if isinstance(value, bool):
+        return "boolean", ()
+    if isinstance(value, (int, float)):
+        return "number", ()
+    return "null", ()
+
+
+def _looks_like_json(raw: str) -> bool:
+    """MLflow JSON-encodes every payload; a payload that does not parse came from elsewhere."""
+    head = raw.lstrip()[:1]
+    if head in ('"', "{", "[") or head.isdigit() or head == "-" or raw in ("true", "false", "null"):
+        try:
+            import json
+
+            json.loads(raw)
+            return True
+        except ValueError:
+            return False
+    return False
+
+
+def _named(counter: Counter[str]) -> list[NamedCount]:
+    return [NamedCount(name=n, count=c) for n, c in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def _iso(ms: int | None) -> str | None:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="seconds") if ms is not None else None
+
+
+def profile_records(
+    records: Iterable[TraceRecord],
+    experiment_id: str,
+    source: ProfileSource,
+    experiment_name: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> TraceProfile:
+    """Profile any stream of records (used by build_profile and by tests on hand-made records)."""
+    builder = ProfileBuilder()
+    started = time.perf_counter()
+    for record in records:
+        builder.add(record)
+        if progress and builder.trace_count % 500 == 0:
+            progress(builder.trace_count)
+    source.seconds = round(time.perf_counter() - started, 3)
+    return builder.finish(experiment_id, source, experiment_name)
+
+
+def build_profile(
+    tracking_uri: str | None,
+    experiment_id: str,
+    filter_string: str | None = None,
+    since_ms: int | None = None,
+    max_traces: int | None = None,
+    *,
+    path: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> TraceProfile:
+    """Profile every trace of an experiment (id or name) matching the filter, in one pass.
+
+    Raises TraceSourceError subclasses (ExperimentNotFound, InvalidQuery, TrackingServerError)
+    with a sentence the user can act on. `path` forces "sql", "sql+search" or "api" (tests).
+    """
+    from .source import mlflow_client
+
+    if max_traces is not None and max_traces < 1:
+        from .source import InvalidQuery
+
+        raise InvalidQuery("--max-traces must be at least 1.")
+    client = mlflow_client(tracking_uri)
+    experiment = resolve_experiment(tracking_uri, experiment_id, client=client)
+    query = TraceQuery(experiment.experiment_id, filter_string or None, since_ms, max_traces)
+    source = TraceSource(tracking_uri, query, force_path=path, client=client)  # type: ignore[arg-type]
+    meta = ProfileSource(
+        tracking_uri=redact_uri(tracking_uri), path=source.path, filter_string=query.filter_string,
+        since_ms=since_ms, max_traces=max_traces,
+    )
+    profile = profile_records(source.records(), experiment.experiment_id, meta, experiment.name, progress)
+    profile.source.truncated = source.truncated
+    return profile
