@@ -27,7 +27,7 @@ from claude_agent_sdk import (
     tool,
 )
 
-from tests.fakes.anthropic_fixture import fake_anthropic  # noqa: F401 - fixture
+from tests.fakes.anthropic_fixture import fake_anthropic, fake_claude_env  # noqa: F401 - fixtures
 from tests.fakes.anthropic_server import (
     EXHAUSTED_TEXT,
     DropStream,
@@ -139,6 +139,14 @@ def test_callable_step_sees_the_request_and_side_requests_do_not_consume(fake_an
     assert json.loads(raw)["content"][0]["text"] == EXHAUSTED_TEXT
     assert len(fake_anthropic.exhausted) == 1
     with pytest.raises(AssertionError, match="1 request"):
+        fake_anthropic.assert_script_finished()
+
+
+def test_a_broken_callable_step_is_reported(fake_anthropic: FakeAnthropic) -> None:
+    fake_anthropic.script(lambda body: None)
+    status, raw = _post(fake_anthropic, _main_body(stream=False))
+    assert status == 500 and "returned None" in json.loads(raw)["error"]["message"]
+    with pytest.raises(AssertionError, match="returned None"):
         fake_anthropic.assert_script_finished()
 
 
@@ -382,3 +390,22 @@ def test_one_client_keeps_going_after_an_api_error(fake_anthropic: FakeAnthropic
     second = fake_anthropic.main_requests()[1]
     # The failed turn's prompt stays in the conversation.
     assert "first" in json.dumps(second.messages) and "second" in second.last_user_text()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_fake_claude_env_reaches_a_cli_started_without_env_options(fake_claude_env: FakeAnthropic, tmp_path: Path) -> None:
+    """Code under test that builds its own options (or a subprocess) finds the fake via os.environ."""
+    fake_claude_env.script(text("reached through os.environ"))
+
+    async def go() -> ResultMessage | None:
+        options = ClaudeAgentOptions(setting_sources=[], tools=[], mcp_servers={"eval": create_sdk_mcp_server("eval", tools=[_lookup])}, cwd=str(tmp_path))
+        async with ClaudeSDKClient(options) as client:
+            await client.query("hi")
+            results = [m async for m in client.receive_response() if isinstance(m, ResultMessage)]
+            return results[-1] if results else None
+
+    result = asyncio.run(asyncio.wait_for(go(), timeout=45))
+    assert result is not None and result.result == "reached through os.environ"
+    assert [r.kind for r in fake_claude_env.requests] == ["main"]
+    fake_claude_env.assert_script_finished()

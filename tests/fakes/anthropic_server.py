@@ -1,43 +1,64 @@
 """A scripted fake of the Anthropic Messages API, for driving the real bundled Claude Code CLI offline.
 
-Facts measured against claude-agent-sdk 0.2.189 / bundled Claude Code CLI 2.1.332 (see
-tests/test_fake_anthropic.py, which checks most of them):
+Facts measured on claude-agent-sdk 0.2.189 / bundled Claude Code CLI 2.1.332, as root, 2 cores
+(tests/test_fake_anthropic.py checks the ones marked [T]; benchmarks/claude_cli_overhead.py times them).
 
 What the CLI sends to ``ANTHROPIC_BASE_URL``
-- ``HEAD /api/hello`` once at start-up (a connectivity probe; any 2xx is fine).
-- ``POST /v1/messages?beta=true`` with ``stream: true`` for every model turn. Body keys: model,
+- ``POST /v1/messages?beta=true`` with ``stream: true`` for every model turn [T]. Body keys: model,
   messages, system, tools, metadata, max_tokens, thinking, context_management, output_config, stream.
-  The default model is whatever the CLI picks (``claude-opus-5-5`` here); ``options.model``
-  overrides it. ``tools`` lists built-ins from ``tools=[...]`` plus MCP tools as
-  ``mcp__<server>__<tool>`` (with ``ENABLE_TOOL_SEARCH=false``). The environment block arrives as a
-  ``{"role": "system"}`` entry inside ``messages``; ``system`` holds the billing header and the
-  system prompt. Tool results come back as ``tool_result`` blocks in the next user message.
-- Headers: ``x-api-key`` (or ``authorization: Bearer`` with ANTHROPIC_AUTH_TOKEN),
-  ``anthropic-version: 2023-06-01``, ``anthropic-beta: claude-code-20250219,...``,
-  ``x-claude-code-session-id: <session uuid>`` (also in ``metadata.user_id`` JSON),
-  ``x-stainless-retry-count: <n>`` on retries, ``user-agent: claude-cli/2.1.332 (external, sdk-py, ...)``.
-- Requests without tools (titles, summaries) are "side" requests; this fake answers them with
-  a canned short text so that scripts only describe the main conversation.
+  Default model ``claude-opus-5-5`` unless ``options.model``. ``tools`` = built-ins named in
+  ``tools=[...]`` then MCP tools as ``mcp__<server>__<tool>`` (with ``ENABLE_TOOL_SEARCH=false``) [T].
+  ``system`` = billing header + system prompt; the environment block arrives as a
+  ``{"role": "system"}`` entry inside ``messages``. Tool results come back as ``tool_result`` blocks
+  in the next request [T]; several tool calls in one reply are answered together, not necessarily
+  in the order they were called.
+- Headers: ``x-api-key`` (``authorization: Bearer`` with ANTHROPIC_AUTH_TOKEN), ``anthropic-version:
+  2023-06-01`` [T], ``anthropic-beta: claude-code-20250219,...``, ``x-claude-code-session-id`` = the
+  ResultMessage's session_id [T], ``user-agent: claude-cli/2.1.332 (external, sdk-py, ...)``,
+  ``x-stainless-retry-count`` (stays 0: the CLI's own retry loop does not bump it).
+- Only WITHOUT ``CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1``: ``HEAD /api/hello`` at start-up and,
+  per user prompt, a tool-less title request (``tools: []``, ``output_config.format`` a JSON schema
+  ``{"title": string}``) whose usage is added to the session cost. This fake answers tool-less
+  requests itself (kind "side"; JSON when a schema is demanded) without consuming script steps.
+  ``count_tokens`` was never called; it is answered anyway.
 
-Offline start-up
+Offline, quick start-up (see ``offline_cli_env``)
 - Without ``CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1`` the CLI resolves ``api.anthropic.com``
-  several times per run (telemetry/config); ``DISABLE_TELEMETRY``, ``DISABLE_ERROR_REPORTING`` and
-  ``DISABLE_AUTOUPDATER`` alone leave two lookups. With it (strace-checked) the only connection is
-  to the base URL. ``offline_cli_env()`` below returns the full set used by the tests.
-- ``CLAUDE_CONFIG_DIR`` must be a private writable folder; ``setting_sources=[]``.
+  ~10 times per run (strace); ``DISABLE_TELEMETRY``/``DISABLE_ERROR_REPORTING``/``DISABLE_AUTOUPDATER``
+  alone still leave 2 lookups. With it the base URL is the only connection [T: one request total].
+- ``CLAUDE_CONFIG_DIR`` a private writable folder; ``setting_sources=[]``.
+- Spawn to connected ~0.35-0.4 s; CLI start to first request ~0.4-0.5 s; one MCP tool call round
+  trip (reply with tool_use -> next request with its tool_result) ~40-70 ms; idle machine.
 
-API errors (see the test module's docstring for the measured shapes and timings)
-- The CLI retries 429/5xx/529 and dropped streams itself, ``CLAUDE_CODE_MAX_RETRIES`` times.
-  Keep it low in tests (``offline_cli_env`` sets 2) together with a ``retry-after-ms: 0``-style
-  fast reply (this fake sends ``retry-after: 0``) so a storm ends in well under a second of backoff.
+API errors: never an exception through the SDK [T]
+- 429/500/529 and dropped streams are retried by the CLI ``CLAUDE_CODE_MAX_RETRIES`` times with
+  backoff ~0.5 s * 2^n + jitter (retries=2: ~1.7 s; 4: ~8.3 s). ``retry-after``/``retry-after-ms``
+  headers and ``CLAUDE_CODE_OVERLOADED_RETRY_BASE_DELAY_MS`` did not shorten it.
+- Then: one ``AssistantMessage(model="<synthetic>", error="server_error" | "rate_limit",
+  content=[TextBlock("API Error: 529 Overloaded. ...")])`` and
+  ``ResultMessage(subtype="success", is_error=True, api_error_status=529, terminal_reason="api_error",
+  result="API Error: ...")`` [T]. 429 -> error "rate_limit", result "API Error: Request rejected (429)
+  · <message>". A dropped-stream storm: three streamed attempts plus one non-streaming fallback,
+  then ``result="API Error: Connection to the API was lost (ECONNRESET)..."``, api_error_status None.
+  One dropped stream is retried transparently [T]. The same client can take the next query [T].
 
-Usage: start a ``FakeAnthropic`` (or use the ``fake_anthropic`` fixture from
-``tests.fakes.anthropic_fixture``), give it a script, point the CLI at ``server.url``::
+Permissions (default mode, as root; never bypassPermissions)
+- A tool not in ``tools=`` -> error tool_result "No such tool available: Bash. ..." and the guard is
+  never asked [T]. A tool in ``allowed_tools`` skips ``can_use_tool`` entirely (the SDK warns
+  CanUseToolShadowedWarning) - so a path guard must not list Read/Write there [T]. Other offered
+  tools (built-in or MCP) go to ``can_use_tool``; a ``PermissionResultDeny(message=m)`` becomes an
+  error tool_result whose text is exactly ``m`` and is listed in ``ResultMessage.permission_denials`` [T].
+- ``permission_mode="dontAsk"``: ``can_use_tool`` is never called; everything not in
+  ``allowed_tools`` is denied ("... running in don't ask mode ...").
+- ``ResultMessage.num_turns`` counts the prompt plus one per tool result, not model requests [T].
 
-    server.script(tool_use("mcp__eval__search_traces", {"limit": 5}), text("done"))
-    ... run a session ...
-    assert server.tool_results_in(server.main_requests()[1])[0].text.startswith("...")
-    server.assert_script_finished()
+Usage: the ``fake_anthropic`` / ``fake_claude_env`` fixtures (``tests.fakes.anthropic_fixture``)::
+
+    fake.script(tool_use("mcp__eval__search_traces", {"max_results": 5}), text("done"))
+    fake.script(text("worker reply"), match="<marker in the worker system prompt>")
+    ... run sessions ...
+    assert "trace_id" in fake.tool_results_in(fake.main_requests()[1])[0].text
+    fake.assert_script_finished()
 """
 
 from __future__ import annotations
@@ -110,7 +131,7 @@ class HttpError:
     status: int
     times: int = 1
     message: str | None = None
-    retry_after: float | None = 0
+    retry_after: float | None = None  # the CLI ignores it: backoff is ~0.5 s * 2^n regardless
 
 
 @dataclass(frozen=True)
@@ -262,6 +283,7 @@ class FakeAnthropic:
         self.side_text = side_text
         self.requests: list[RecordedRequest] = []
         self.exhausted: list[RecordedRequest] = []
+        self.script_errors: list[str] = []
         self._scripts: list[_Script] = [_Script(None, [])]
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -319,11 +341,11 @@ class FakeAnthropic:
     def assert_script_finished(self) -> None:
         """Every scripted step was used and no main request ran past the end of its script."""
         leftover = self.remaining_steps()
-        if self.exhausted or leftover:
-            replies = [(r.kind, r.reply) for r in self.requests if r.kind == "main"]
+        if self.exhausted or leftover or self.script_errors:
+            replies = [r.reply for r in self.main_requests()]
             raise AssertionError(
                 f"script not finished cleanly: {len(self.exhausted)} request(s) past the end, "
-                f"{leftover} step(s) unused; main replies so far: {replies}"
+                f"{leftover} step(s) unused, script errors {self.script_errors}; main replies so far: {replies}"
             )
 
     # -- queries over recorded traffic
@@ -368,7 +390,10 @@ class FakeAnthropic:
             else:
                 queue.steps.pop(0)
         while callable(step) and not isinstance(step, (Reply, HttpError, DropStream)):
-            step = step(body)
+            produced = step(body)
+            if produced is None:
+                raise TypeError(f"script step {step!r} returned None; return a step such as text('...')")
+            step = produced
             if isinstance(step, (HttpError, DropStream)) and step.times > 1:
                 # The callable's verdict holds for the following requests too.
                 with self._lock:
@@ -436,7 +461,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_reply(body, text(answer, input_tokens=200, output_tokens=8))
             return
         record = self._record(body, "main", "")
-        step = self.fake._next_step(body)
+        try:
+            step = self.fake._next_step(body)
+        except Exception as exc:  # a broken callable step: fail the test loudly, not the socket
+            record.reply = f"script error: {exc!r}"
+            with self.fake._lock:
+                self.fake.script_errors.append(f"{exc!r}")
+            self._send_json(500, _error_body(500, f"fake script error: {exc!r}"))
+            return
         if step is None:
             record.reply = f"text: {EXHAUSTED_TEXT}"
             with self.fake._lock:
