@@ -52,6 +52,15 @@ Permissions (default mode, as root; never bypassPermissions)
   ``allowed_tools`` is denied ("... running in don't ask mode ...").
 - ``ResultMessage.num_turns`` counts the prompt plus one per tool result, not model requests [T].
 
+Usage, cost and limits
+- ``ResultMessage.usage`` sums the fake's ``input_tokens``/``output_tokens`` [T]; ``total_cost_usd``
+  is priced by model name: 1M in + 1M out = $24 for the default/unknown names, $18 for names
+  containing ``claude-sonnet-4-5`` (e.g. ``databricks-claude-sonnet-4-5``). Big token counts in a
+  script therefore drive budget tests.
+- ``max_budget_usd`` is checked after each model turn: ``ResultMessage(subtype="error_max_budget_usd",
+  is_error=True, terminal_reason="budget_exhausted", errors=["Reached maximum budget ($1)"])``.
+  ``max_turns=2`` stops after 2 requests: ``subtype="error_max_turns", terminal_reason="max_turns"``.
+
 Usage: the ``fake_anthropic`` / ``fake_claude_env`` fixtures (``tests.fakes.anthropic_fixture``)::
 
     fake.script(tool_use("mcp__eval__search_traces", {"max_results": 5}), text("done"))
