@@ -136,3 +136,79 @@ def test_path_traversal_is_refused(seeded, fake_anthropic: FakeAnthropic, tmp_pa
     assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "v" / "escape.txt").exists()
     assert (session / "notes" / "ok.md").read_text() == "inside"
     assert not (session / "eval_tasks.json").exists()
+
+
+PLAN_THREE = {
+    "tasks": [
+        {"id": "first", "name": "First piece", "type": "analysis", "details": "a"},
+        {"id": "second", "name": "Second piece", "type": "analysis", "details": "b"},
+        {"id": "validate", "name": "Run the suite", "type": "validation", "details": "Run and review."},
+    ]
+}
+
+
+def _blocking_step(started, release):
+    def step(body):
+        started.set()
+        release.wait(60)
+        return text("too late")
+
+    return step
+
+
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGINT"])
+def test_killed_run_resumes_without_redoing_completed_tasks(seeded, fake_anthropic: FakeAnthropic, tmp_path: Path, signal_name: str) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from tests.conftest import REPO_ROOT
+
+    uri, experiment_id, _ = seeded
+    started, release = threading.Event(), threading.Event()
+    fake_anthropic.script(tool_use("mcp__eval__write_plan", PLAN_THREE), text("Plan saved."), match=INITIALIZER)
+    fake_anthropic.script(
+        tool_use("mcp__eval__complete_task", {"task_id": "first", "summary": "first piece is done"}),
+        text("done"),
+        _blocking_step(started, release),
+        match=WORKER,
+    )
+    session = tmp_path / "v" / "sessions" / "kr"
+    env = cli_env(fake_anthropic, uri, tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "src.cli", *_args(experiment_id, tmp_path / "v", "--session-id", "kr")],
+                            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        assert started.wait(120), "the second worker session never started"
+        os.killpg(proc.pid, getattr(signal, signal_name)) if signal_name == "SIGKILL" else proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        release.set()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    statuses = task_status(session)
+    assert statuses["first"] == ("completed", 1)
+    if signal_name == "SIGINT":
+        assert proc.returncode == 1 and "Interrupted" in output, output
+        assert statuses["second"] == ("pending", 0)  # a clean stop gives the attempt back
+    else:
+        assert statuses["second"] == ("in_progress", 1)
+
+    fake_anthropic.script(
+        tool_use("mcp__eval__complete_task", {"task_id": "second", "summary": "second piece is done"}),
+        text("done"),
+        tool_use("mcp__eval__fail_task", {"task_id": "validate", "reason": "no suite tools in this test"}),
+        text("stop"),
+        match=WORKER,
+    )
+    before = len(fake_anthropic.sessions())
+    run = run_cli(_args(experiment_id, tmp_path / "v", "--session-id", "kr", "--max-attempts", "1"), env)
+    assert "Resuming session kr" in run.stdout, run.output
+    resumed = list(fake_anthropic.sessions().values())[before:]
+    first_prompts = [reqs[0].last_user_text() for reqs in resumed]
+    assert len(resumed) == 2 and '"id": "second"' in first_prompts[0] and '"id": "validate"' in first_prompts[1]
+    assert not any('"id": "first"' in p for p in first_prompts)  # never redone
+    statuses = task_status(session)
+    assert statuses["first"] == ("completed", 1) and statuses["second"][0] == "completed"
+    assert statuses["second"][1] == 1  # an interrupted attempt is not charged to the task

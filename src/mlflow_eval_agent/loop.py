@@ -158,11 +158,9 @@ class AutonomousLoop:
 
     async def worker(self, plan: TaskPlan, task: Task, budget: float | None) -> tuple[SessionOutcome, TaskPlan]:
         if task.status == TaskStatus.IN_PROGRESS:
-            self.hooks.notice(f"Task '{task.id}' was interrupted in an earlier run; trying it again.")
-            plan = plan.record_failure(task.id, "the previous run stopped during this task", self.settings.max_attempts)
-            self.save_plan(plan)
-            if plan.get(task.id).status == TaskStatus.FAILED:
-                return SessionOutcome(role="worker", task_id=task.id, started_at=0, error="attempts used up"), plan
+            # The run was killed during this task: not the task's fault, so the attempt is given back.
+            self.hooks.notice(f"Task '{task.id}' was interrupted in an earlier run; starting it again.")
+            plan = _undo_attempt(plan, task.id)
         plan = plan.start(task.id)
         self.save_plan(plan)
         request = SessionRequest(

@@ -98,7 +98,7 @@ class TaskPlan(BaseModel):
         final = task.attempts >= max_attempts
         status = TaskStatus.FAILED if final else TaskStatus.PENDING
         if final:
-            reason = f"{reason} (gave up after {task.attempts} attempts)"
+            reason = f"{reason} (gave up after {task.attempts} attempt{'s' if task.attempts != 1 else ''})"
         return self._with(task_id, status=status, failure_reason=reason)
 
 

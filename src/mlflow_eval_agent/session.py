@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from claude_agent_sdk import (
     ToolUseBlock,
     UserMessage,
 )
+from claude_agent_sdk.types import CanUseToolShadowedWarning
 from pydantic import BaseModel
 
 from .guard import BUILTIN_TOOLS, FileGuard
@@ -36,6 +38,9 @@ from .tools._base import SERVER_NAME, Role, redact
 
 DEFAULT_MAX_TURNS = 80
 SESSION_TIMEOUT_S = 45 * 60
+# Our MCP tools are allowed by name on purpose; the PreToolUse hook still sees every call.
+warnings.filterwarnings("ignore", category=CanUseToolShadowedWarning)
+
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
 RETRYABLE_WORDS = ("overloaded", "rate limit", "rate_limit", "server_error", "timed out", "timeout", "econnreset",
                    "socket", "stream", "connection", "terminated", "network", "529", "503", "502", "500")
