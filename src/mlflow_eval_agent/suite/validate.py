@@ -1,0 +1,232 @@
+"""Validate a rendered suite by really running it, and measure each scorer against its evidence.
+
+`run_eval.py` runs in a child process with a timeout and a clean environment (no agent secrets),
+writes its per-trace verdicts to JSON, and we compute per scorer: recall on its must-fail traces,
+false alarms on its must-pass traces, precision, and agreement with existing human feedback of the
+same name. The first successful run becomes the baseline; later runs are compared with it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from ..store import SessionStore
+from .sandbox import clean_env, run_python
+from .spec import EVAL_DIR, ScorerSpec, SuiteSpec
+
+VALIDATION_FILE = "state/validation.json"
+RUN_RESULTS_FILE = "state/run_results.json"
+DEFAULT_TIMEOUT_S = 900.0
+# Judges are not deterministic: they meet their evidence when they agree on most of it.
+JUDGE_MIN_RECALL = 0.8
+JUDGE_MAX_FALSE_ALARM_RATE = 0.2
+
+RunStatus = Literal["PASS", "FAIL", "ERROR", "SKIPPED", "REPORT", "MISSING"]
+
+
+class EvidenceAgreement(BaseModel):
+    must_fail: int = 0
+    must_pass: int = 0
+    caught: list[str] = Field(default_factory=list, description="must_fail traces the scorer failed")
+    missed: list[str] = Field(default_factory=list, description="must_fail traces the scorer passed")
+    false_alarms: list[str] = Field(default_factory=list, description="must_pass traces the scorer failed")
+    errored: list[str] = Field(default_factory=list, description="evidence traces with no verdict")
+    recall: float | None = None
+    precision: float | None = None
+    false_alarm_rate: float | None = None
+
+
+class ScorerValidation(BaseModel):
+    name: str
+    kind: str
+    needs_judge: bool
+    status: RunStatus
+    reason: str = ""
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+    pass_rate: float | None = None
+    threshold: float | None = None
+    evidence: EvidenceAgreement = Field(default_factory=EvidenceAgreement)
+    meets_evidence: bool | None = Field(None, description="None when not measured (skipped judge)")
+    human_labels: int = 0
+    human_agreement: float | None = None
+    summary: str = ""
+
+
+class ValidationRun(BaseModel):
+    validated_at: str
+    ok: bool = Field(description="The suite ran and produced verdicts (whatever the gate said).")
+    exit_code: int | None
+    seconds: float
+    run_id: str | None = None
+    data: str = ""
+    error: str | None = None
+    scorers: dict[str, ScorerValidation] = Field(default_factory=dict)
+    summary: str = ""
+
+    def missing_evidence(self) -> dict[str, str]:
+        """Scorers that did not meet their evidence, with the reason."""
+        return {n: s.summary for n, s in self.scorers.items() if s.meets_evidence is False}
+
+
+class ValidationReport(BaseModel):
+    latest: ValidationRun
+    baseline: ValidationRun | None = None
+
+
+class ScorerDiff(BaseModel):
+    name: str
+    change: str
+
+
+def validate_suite(
+    spec: SuiteSpec,
+    store: SessionStore,
+    tracking_uri: str,
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    judge_model: str | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    python: str | None = None,
+) -> ValidationReport:
+    """Run the rendered suite, measure it, save `state/validation.json` (keeping the baseline)."""
+    script = store.path(f"{EVAL_DIR}/run_eval.py")
+    if not script.is_file():
+        raise FileNotFoundError("evaluation/run_eval.py does not exist yet: render the suite first")
+    results = store.path(RUN_RESULTS_FILE)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.unlink(missing_ok=True)
+    args = [str(script), "--output-json", str(results)] + (["--judge-model", judge_model] if judge_model else [])
+    env = clean_env({"MLFLOW_TRACKING_URI": tracking_uri, **(extra_env or {})})
+    outcome = run_python(args, timeout_s=timeout_s, env=env, cwd=script.parent, python=python)
+    if results.is_file():
+        store.write_text(RUN_RESULTS_FILE, results.read_text(encoding="utf-8"))  # push to the backend
+        run = measure(spec, json.loads(results.read_text(encoding="utf-8")), outcome.returncode, outcome.seconds)
+    else:
+        why = f"timed out after {timeout_s:.0f} s" if outcome.timed_out else f"exited with code {outcome.returncode}"
+        run = ValidationRun(
+            validated_at=_now(), ok=False, exit_code=outcome.returncode, seconds=outcome.seconds,
+            error=f"run_eval.py {why} without results: {outcome.tail()}", summary=f"the suite did not run: {why}",
+        )
+    previous = load_report(store)
+    baseline = previous.baseline if previous and previous.baseline else (run if run.ok else None)
+    report = ValidationReport(latest=run, baseline=baseline)
+    store.write_model(VALIDATION_FILE, report)
+    return report
+
+
+def load_report(store: SessionStore) -> ValidationReport | None:
+    return store.read_model(VALIDATION_FILE, ValidationReport)
+
+
+def measure(spec: SuiteSpec, results: dict, exit_code: int | None, seconds: float) -> ValidationRun:
+    """Turn run_eval.py's JSON into per-scorer validation with evidence agreement."""
+    rows = {row["scorer"]: row for row in results.get("scorers", [])}
+    per_trace = results.get("per_trace", {})
+    scorers = {s.name: _scorer_validation(s, rows.get(s.name), per_trace.get(s.name, {})) for s in spec.scorers}
+    missing = [n for n, v in scorers.items() if v.meets_evidence is False]
+    skipped = [n for n, v in scorers.items() if v.status == "SKIPPED"]
+    summary = (
+        f"{len(scorers)} scorers on {results.get('data', '?')}: "
+        f"{len(scorers) - len(missing) - len(skipped)} meet their evidence, {len(missing)} miss it"
+        + (f" ({', '.join(missing)})" if missing else "")
+        + (f", {len(skipped)} judges skipped" if skipped else "")
+    )
+    return ValidationRun(
+        validated_at=_now(), ok=True, exit_code=exit_code, seconds=seconds, run_id=results.get("run_id"),
+        data=results.get("data", ""), scorers=scorers, summary=summary,
+    )
+
+
+def _scorer_validation(spec: ScorerSpec, row: dict | None, outcomes: dict[str, str]) -> ScorerValidation:
+    base = {"name": spec.name, "kind": spec.kind, "needs_judge": spec.needs_judge, "threshold": spec.threshold}
+    if row is None:
+        return ScorerValidation(**base, status="MISSING", meets_evidence=False, summary="the run reported nothing for this scorer")
+    human = row.get("human") or {}
+    result = ScorerValidation(
+        **base, status=row["status"], reason=row.get("reason", ""), passed=row.get("passed", 0), failed=row.get("failed", 0),
+        errors=row.get("errors", 0), pass_rate=row.get("pass_rate"), human_labels=human.get("labels", 0), human_agreement=human.get("agreement"),
+    )
+    if result.status == "SKIPPED":
+        return result.model_copy(update={"summary": f"not measured: {result.reason}"})
+    agreement = agree(spec.evidence.must_fail, spec.evidence.must_pass, outcomes)
+    meets = _meets(spec, agreement)
+    return result.model_copy(update={"evidence": agreement, "meets_evidence": meets, "summary": _summary(agreement, meets, result)})
+
+
+def agree(must_fail: list[str], must_pass: list[str], outcomes: dict[str, str]) -> EvidenceAgreement:
+    caught = [t for t in must_fail if outcomes.get(t) == "fail"]
+    missed = [t for t in must_fail if outcomes.get(t) == "pass"]
+    alarms = [t for t in must_pass if outcomes.get(t) == "fail"]
+    errored = [t for t in [*must_fail, *must_pass] if outcomes.get(t) not in ("pass", "fail")]
+    return EvidenceAgreement(
+        must_fail=len(must_fail), must_pass=len(must_pass), caught=caught, missed=missed, false_alarms=alarms, errored=errored,
+        recall=len(caught) / len(must_fail) if must_fail else None,
+        precision=len(caught) / (len(caught) + len(alarms)) if caught or alarms else None,
+        false_alarm_rate=len(alarms) / len(must_pass) if must_pass else None,
+    )
+
+
+def _meets(spec: ScorerSpec, a: EvidenceAgreement) -> bool:
+    if a.errored:
+        return False
+    if spec.deterministic:
+        return not a.missed and not a.false_alarms
+    recall_ok = a.recall is None or a.recall >= JUDGE_MIN_RECALL
+    alarms_ok = a.false_alarm_rate is None or a.false_alarm_rate <= JUDGE_MAX_FALSE_ALARM_RATE
+    return recall_ok and alarms_ok
+
+
+def _summary(a: EvidenceAgreement, meets: bool, result: ScorerValidation) -> str:
+    parts = []
+    if a.recall is not None:
+        parts.append(f"caught {len(a.caught)}/{a.must_fail} must-fail traces")
+    if a.false_alarm_rate is not None:
+        parts.append(f"{len(a.false_alarms)} false alarm(s) on {a.must_pass} must-pass traces")
+    if a.missed:
+        parts.append(f"missed {', '.join(a.missed[:3])}")
+    if a.false_alarms:
+        parts.append(f"flagged {', '.join(a.false_alarms[:3])}")
+    if a.errored:
+        parts.append(f"no verdict on {', '.join(a.errored[:3])} ({result.reason})")
+    if result.human_labels:
+        parts.append(f"agrees with {result.human_agreement:.0%} of {result.human_labels} human labels")
+    verdict = "meets its evidence" if meets else "MISSES its evidence"
+    return f"{verdict}: " + "; ".join(parts) if parts else verdict
+
+
+def compare(baseline: ValidationRun, latest: ValidationRun) -> list[ScorerDiff]:
+    """What changed per scorer since the baseline (status, pass rate, evidence)."""
+    diffs = []
+    for name in sorted(set(baseline.scorers) | set(latest.scorers)):
+        old, new = baseline.scorers.get(name), latest.scorers.get(name)
+        if old is None or new is None:
+            diffs.append(ScorerDiff(name=name, change="new scorer" if old is None else "removed"))
+            continue
+        changes = []
+        if old.status != new.status:
+            changes.append(f"status {old.status} -> {new.status}")
+        if old.pass_rate != new.pass_rate:
+            changes.append(f"pass rate {_pct(old.pass_rate)} -> {_pct(new.pass_rate)}")
+        if old.meets_evidence != new.meets_evidence:
+            changes.append(f"evidence {_evidence_word(old.meets_evidence)} -> {_evidence_word(new.meets_evidence)}")
+        diffs.append(ScorerDiff(name=name, change="; ".join(changes) or "unchanged"))
+    return diffs
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def _evidence_word(value: bool | None) -> str:
+    return {True: "met", False: "missed", None: "not measured"}[value]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
