@@ -1,0 +1,76 @@
+# Databricks notebook source
+# MAGIC %md
+# MAGIC # mlflow-eval-agent
+# MAGIC
+# MAGIC Turns the traces in an MLflow experiment into a validated, runnable evaluation suite.
+# MAGIC
+# MAGIC 1. Fill in the widgets at the top: **experiment_id** and **volume_path** are required; the others have defaults.
+# MAGIC 2. Run all cells. The first cells install this bundle's wheel and restart Python; the last one runs the agent.
+# MAGIC
+# MAGIC The model token is read from the secret scope (`secret_scope` / `secret_key`), never typed here.
+# MAGIC Results land in `<volume_path>/sessions/<session_id>/`; see docs/databricks.md in the repository.
+
+# COMMAND ----------
+
+# Widgets mirror the command-line flags and the bundle's variables; a job sets them as base_parameters.
+dbutils.widgets.text("experiment_id", "", "Experiment ID (required)")
+dbutils.widgets.text("volume_path", "", "Volume path (required)")
+dbutils.widgets.text("session_id", "", "Session ID (blank: new)")
+dbutils.widgets.text("max_iterations", "20", "Max sessions")
+dbutils.widgets.text("max_budget_usd", "10", "Max budget (USD)")
+dbutils.widgets.text("model", "databricks-claude-sonnet-4-5", "Model endpoint")
+dbutils.widgets.text("agent_experiment_id", "", "Agent traces experiment")
+dbutils.widgets.text("secret_scope", "mlflow-eval-agent", "Token secret scope")
+dbutils.widgets.text("secret_key", "fm-api-token", "Token secret key")
+dbutils.widgets.text("anthropic_base_url", "", "Model gateway URL (blank: this workspace)")
+dbutils.widgets.text("wheel_dir", "", "Wheel folder (blank: ../dist)")
+
+# COMMAND ----------
+
+# Find the wheel that `databricks bundle deploy` built and synced next to this notebook.
+import glob
+import os
+
+wheel_dir = dbutils.widgets.get("wheel_dir").strip() or os.path.normpath(os.path.join(os.getcwd(), "..", "dist"))
+wheels = sorted(glob.glob(os.path.join(wheel_dir, "*.whl")), key=os.path.getmtime)
+if not wheels:
+    raise FileNotFoundError(
+        f"No mlflow-eval-agent wheel in {wheel_dir}. Run `databricks bundle deploy` (it builds dist/*.whl and "
+        "uploads it beside this notebook), or point the wheel_dir widget at the folder that holds the wheel."
+    )
+wheel_path = wheels[-1]
+print(f"Installing {wheel_path}")
+
+# COMMAND ----------
+
+# MAGIC %pip install --quiet $wheel_path
+
+# COMMAND ----------
+
+dbutils.library.restartPython()
+
+# COMMAND ----------
+
+# Python restarted: read the widgets again and call the same entry point as the wheel job.
+from mlflow_eval_agent.cli import main
+from mlflow_eval_agent.databricks import cli_args
+
+names = ["experiment_id", "volume_path", "session_id", "max_iterations", "max_budget_usd", "model",
+         "agent_experiment_id", "secret_scope", "secret_key", "anthropic_base_url"]
+values = {name: dbutils.widgets.get(name) for name in names}
+missing = [name for name in ("experiment_id", "volume_path") if not values[name].strip()]
+if missing:
+    raise ValueError(
+        f"Fill in the {' and '.join(missing)} widget{'s' if len(missing) > 1 else ''} at the top of the notebook "
+        "(experiment_id: the MLflow experiment whose traces to evaluate; volume_path: "
+        "/Volumes/<catalog>/<schema>/<volume> for the session), then run all cells again."
+    )
+
+argv = cli_args(values)
+print("mlflow-eval-agent " + " ".join(argv))
+exit_code = main(argv)
+if exit_code != 0:
+    raise RuntimeError(
+        f"mlflow-eval-agent stopped with exit code {exit_code} (1: tasks failed or the run stopped early; "
+        "2: a setting needs fixing). The reason is printed above; the session log is run.log in the session folder."
+    )
