@@ -122,7 +122,7 @@ class SessionStore:
         if text is None:
             return None
         try:
-            return model.model_validate_json(text)
+            return model.model_validate(json.loads(text))
         except ValidationError as exc:
             problem = f"{exc.error_count()} validation error(s), first: {_first_error(exc)}"
         except ValueError as exc:
@@ -139,7 +139,7 @@ class SessionStore:
             raise CorruptStateError(rel_path, self._move_aside(rel_path), f"not valid JSON: {exc}") from None
 
     def _move_aside(self, rel_path: str) -> str:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + os.urandom(2).hex()
         kept = f"{rel_path}.corrupt-{stamp}"
         os.replace(self.path(rel_path), self.path(kept))
         self._push(kept)
