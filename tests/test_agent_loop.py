@@ -212,3 +212,54 @@ def test_killed_run_resumes_without_redoing_completed_tasks(seeded, fake_anthrop
     statuses = task_status(session)
     assert statuses["first"] == ("completed", 1) and statuses["second"][0] == "completed"
     assert statuses["second"][1] == 1  # an interrupted attempt is not charged to the task
+
+
+def test_self_tracing_and_no_secret_anywhere(seeded, fake_anthropic: FakeAnthropic, tmp_path: Path) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri, experiment_id, kinds = seeded
+    secret = "sk-ant-test-SECRET-0123456789"
+    agent_experiment = MlflowClient(tracking_uri=uri).create_experiment(f"agent-{tmp_path.name}")
+    fake_anthropic.script(
+        tool_use("mcp__eval__search_traces", {"filter": "attributes.status = 'ERROR'"}),
+        tool_use("mcp__eval__get_trace", {"trace_id": kinds["tool_error"][0]}),
+        tool_use("mcp__eval__write_plan", PLAN_NOTES_ONLY),
+        text("Plan saved."),
+        match=INITIALIZER,
+    )
+    fake_anthropic.script(
+        tool_use("mcp__eval__complete_task", {"task_id": "notes", "summary": "notes are written"}),
+        text("done"),
+        tool_use("mcp__eval__fail_task", {"task_id": "validate", "reason": "no suite in this test"}),
+        text("stop"),
+        match=WORKER,
+    )
+    env = cli_env(fake_anthropic, uri, tmp_path, ANTHROPIC_API_KEY=secret)
+    run = run_cli(_args(experiment_id, tmp_path / "v", "--session-id", "tr", "--max-attempts", "1",
+                        "--agent-experiment-id", agent_experiment), env)
+    assert run.code == 1, run.output
+    mlflow.set_tracking_uri(uri)
+    try:
+        traces = mlflow.search_traces(locations=[agent_experiment], return_type="list")
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert len(traces) == 1
+    spans = traces[0].data.spans
+    by_name = {}
+    for span in spans:
+        by_name.setdefault(span.name, []).append(span)
+    assert [s.name for s in spans if s.parent_id is None] == ["eval_agent_run"]
+    sessions = [s for s in spans if s.name.startswith("session_")]
+    assert [s.name for s in sessions] == ["session_1_initializer", "session_2_worker", "session_3_worker"]
+    assert sessions[0].attributes["input_tokens"] > 0 and sessions[0].attributes["cost_usd"] > 0
+    tool_spans = [s for s in spans if s.span_type == "TOOL"]
+    assert [s.name for s in tool_spans][:3] == ["search_traces", "get_trace", "write_plan"]
+    assert all(s.parent_id == sessions[0].span_id for s in tool_spans[:3])
+    assert all(s.end_time_ns > s.start_time_ns for s in tool_spans)
+    # The credential is nowhere: output, session files, the agent's own trace.
+    assert secret not in run.output
+    for path in (tmp_path / "v").rglob("*"):
+        if path.is_file():
+            assert secret not in path.read_text(errors="ignore"), path
+    assert secret not in json.dumps([s.to_dict() for s in spans], default=str)
