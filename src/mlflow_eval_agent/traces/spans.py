@@ -105,7 +105,7 @@ def span_row(span: dict[str, Any]) -> SpanRow | None:
         status=status_code(status.get("code")),
         status_message=str(status.get("message") or ""),
         start_ns=_int_or_none(span.get("start_time_unix_nano")),
-        end_ns=_int_or_none(span.get("end_time_unix_nano")),
+        end_ns=_int_or_none(span.get("end_time_unix_nano")) or None,  # OTLP and protobuf say 0 for "not ended"
         raw=span,
     )
 
