@@ -9,16 +9,15 @@ it never travels as a job parameter, widget default, log line, trace attribute o
 
 from __future__ import annotations
 
-import asyncio
 import os
 import tempfile
-from collections.abc import Callable, Coroutine, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import SecretStr
 
+from .aio import run_sync as run_coroutine  # one implementation; re-exported for notebook callers
 from .settings import ConfigError, Settings, read_environment
 
 T = TypeVar("T")
@@ -131,20 +130,6 @@ def claude_config_dir(base: str | Path | None = None) -> str:
     return str(path)
 
 
-def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine to completion from sync code, even where an event loop already runs.
-
-    A notebook cell runs inside the kernel's loop, where `asyncio.run` refuses to start; there the
-    coroutine gets its own loop in a worker thread and the caller waits for its result.
-    """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-eval-agent-loop") as pool:
-        return pool.submit(asyncio.run, coro).result()
-
-
 def adapt_settings(
     settings: Settings,
     env: Mapping[str, str] | None = None,
@@ -249,3 +234,16 @@ def _reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     text = text.split(". Config:")[0]
     return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+
+
+__all__ = [
+    "adapt_settings",
+    "claude_config_dir",
+    "cli_args",
+    "fm_api_base_url",
+    "on_databricks",
+    "read_secret",
+    "run_coroutine",
+    "workspace_client",
+    "workspace_host",
+]
