@@ -104,9 +104,7 @@ def register_dataset(spec: DatasetSpec, traces: list[Any], tracking_uri: str) ->
             "mlflow.genai.datasets.create_dataset(name='<catalog>.<schema>.<table>') if you want one"
         )})
     try:
-        from mlflow.genai.datasets import create_dataset
-
-        dataset = create_dataset(name=spec.name, experiment_id=[spec.experiment_id], tags={"created_by": "mlflow-eval-agent"})
+        dataset = _existing_or_new(spec.name, spec.experiment_id)
         dataset.merge_records(traces)
     except Exception as exc:  # file stores and older servers have no dataset API
         reason = " ".join(str(exc).split())[:300]
@@ -115,6 +113,16 @@ def register_dataset(spec: DatasetSpec, traces: list[Any], tracking_uri: str) ->
         "mlflow_dataset_id": dataset.dataset_id,
         "registration": f"MLflow evaluation dataset {spec.name!r} (id {dataset.dataset_id}) in experiment {spec.experiment_id}",
     })
+
+
+def _existing_or_new(name: str, experiment_id: str) -> Any:
+    """Reuse the session's dataset on a re-run (records merge; identical inputs dedupe)."""
+    from mlflow.genai.datasets import create_dataset, get_dataset
+
+    try:
+        return get_dataset(name=name)
+    except Exception:
+        return create_dataset(name=name, experiment_id=[experiment_id], tags={"created_by": "mlflow-eval-agent"})
 
 
 def evenly_spaced(items: Sequence[str], count: int) -> list[str]:

@@ -136,9 +136,9 @@ def mlflow_dataset_records(ref):
         raise DataError(f"evaluation dataset {ref!r} not found: {_one_line(exc)}") from None
     records = []
     for row in dataset.to_df().to_dict("records"):
-        source = row.get("source") or {}
-        source_data = source.get("source_data", {}) if isinstance(source, dict) else {}
-        records.append({"trace_id": source_data.get("trace_id"), "inputs": row.get("inputs"), "outputs": row.get("outputs"), "expectations": row.get("expectations")})
+        source_data = getattr(row.get("source"), "source_data", None) or {}
+        trace_id = source_data.get("trace_id") or (row.get("source_id") if str(row.get("source_type")).endswith("TRACE") else None)
+        records.append({"trace_id": trace_id, "inputs": row.get("inputs"), "outputs": row.get("outputs"), "expectations": row.get("expectations")})
     return records
 
 
@@ -253,7 +253,7 @@ def score_row(name, outcomes, threshold, first_error, labels):
     elif rate is None:
         status, reason = "ERROR", "no verdicts"
     elif threshold is not None and rate < threshold:
-        status, reason = "FAIL", f"pass rate {rate:.0%} below {threshold:.0%}"
+        status, reason = "FAIL", f"pass rate {rate:.1%} below {threshold:.1%}"
     else:
         status, reason = ("PASS" if threshold is not None else "REPORT"), ""
     agreed = [outcomes.get(t) == ("pass" if v else "fail") for t, v in labels.items() if outcomes.get(t) in ("pass", "fail")]
@@ -264,17 +264,17 @@ def score_row(name, outcomes, threshold, first_error, labels):
 
 def print_table(rows, label, run_id):
     print(f"\n{SUITE_NAME}: {label}" + (f" (evaluation run {run_id})" if run_id else ""))
-    header = f"{'scorer':<36} {'status':<8} {'pass':>5} {'fail':>5} {'err':>4} {'rate':>6} {'min':>6}  notes"
+    header = f"{'scorer':<36} {'status':<8} {'pass':>5} {'fail':>5} {'err':>4} {'rate':>7} {'min':>7}  notes"
     print(header)
     print("-" * len(header))
     for row in rows:
-        rate = "-" if row["pass_rate"] is None else f"{row['pass_rate']:.0%}"
-        minimum = "-" if row["threshold"] is None else f"{row['threshold']:.0%}"
+        rate = "-" if row["pass_rate"] is None else f"{row['pass_rate']:.1%}"
+        minimum = "-" if row["threshold"] is None else f"{row['threshold']:.1%}"
         human = row.get("human") or {}
         notes = row["reason"]
         if human.get("labels"):
             notes = (notes + "; " if notes else "") + f"agrees with {human['agreement']:.0%} of {human['labels']} human labels"
-        print(f"{row['scorer']:<36} {row['status']:<8} {row['passed']:>5} {row['failed']:>5} {row['errors']:>4} {rate:>6} {minimum:>6}  {notes}")
+        print(f"{row['scorer']:<36} {row['status']:<8} {row['passed']:>5} {row['failed']:>5} {row['errors']:>4} {rate:>7} {minimum:>7}  {notes}")
 
 
 def _one_line(exc):

@@ -1,0 +1,403 @@
+"""The no-model planner: trace profile -> task plan -> validated suite, deterministically.
+
+Same session layout and artifacts as the agent path (`eval_tasks.json`, `state/*.json`,
+`evaluation/`), so a user without a model credential still gets a working suite and the agent can
+start from it. The planner proposes a code check per error signature and failing tool, one for
+hidden failures, empty answers and empty retrievals, a latency budget from the percentiles, and
+LLM judges marked as needing a judge model. Evidence comes from the profile's own view of the
+traces (its example ids and its emptiness rules), independent of the checks it tests. A scorer
+whose preview or validation misses its evidence is dropped with the reason recorded.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..plan import PLAN_FILE, Task, TaskPlan, TaskStatus
+from ..settings import ConfigError, Settings
+from ..store import SessionStore
+from .dataset import DEFAULT_SIZE, DatasetError, build_dataset, register_dataset, select_stratified
+from .preview import evidence_mismatches, preview_verdicts
+from .render import render_suite
+from .spec import (
+    SPEC_FILE,
+    BuiltinScorer,
+    CheckScorer,
+    DroppedScorer,
+    Evidence,
+    ScorerSpec,
+    SuiteSpec,
+    scorer_problems,
+)
+from .validate import ValidationReport, load_report, validate_suite
+
+PROFILE_FILE = "state/profile.json"
+MAX_SIGNATURES = 10
+MAX_MUST_PASS = 8
+SLOW_FACTOR = 3.0  # a trace is slow past 3 x the median latency
+
+
+class OfflineError(ConfigError):
+    """The offline planner cannot start; the message says what to fix (exit code 2)."""
+
+
+@dataclass
+class Proposal:
+    """One scorer the planner wants, and how to find its must-fail evidence in the dataset."""
+
+    scorer: ScorerSpec
+    must_fail: Callable[[set[str], dict[str, set[str]]], list[str]]
+    task_details: str
+
+
+@dataclass
+class Health:
+    """The profile's view of each dataset trace: which failure conditions it shows."""
+
+    conditions: dict[str, set[str]] = field(default_factory=dict)
+
+    def clean(self) -> list[str]:
+        return [t for t, c in self.conditions.items() if not c]
+
+
+def build_offline(settings: Settings, store: SessionStore) -> TaskPlan:
+    """Profile, plan, build and validate a suite without a model; returns the final plan."""
+    from ..traces.profile import build_profile
+    from ..traces.source import TraceSourceError
+
+    if not settings.experiment_id:
+        raise OfflineError("No experiment given: pass -e/--experiment-id (or set MLFLOW_EXPERIMENT_ID).")
+    tracking_uri = _tracking_uri(settings)
+    try:
+        profile = build_profile(tracking_uri, settings.experiment_id)
+    except TraceSourceError as exc:
+        if not exc.user_error:
+            raise
+        raise OfflineError(str(exc)) from None
+    store.write_model(PROFILE_FILE, profile)
+    if profile.trace_count == 0:
+        raise OfflineError(f"Experiment {settings.experiment_id} has no traces: there is nothing to build a suite from.")
+    budget = latency_budget_ms(profile)
+    proposals = propose(profile, budget)
+    plan = _initial_plan(profile, proposals)
+    _save(store, plan)
+    spec, traces = _dataset_step(store, plan, profile, tracking_uri)
+    plan = _reload(store)
+    if spec.dataset is None:
+        return _fail_rest(store, plan, "the dataset could not be built")
+    health = classify(traces, budget)
+    for proposal in proposals:
+        spec, plan = _scorer_step(store, plan, spec, traces, health, proposal)
+    return _finish(store, plan, spec, tracking_uri)
+
+
+# --- proposals from the profile -----------------------------------------------------------------
+def propose(profile: Any, budget_ms: float | None) -> list[Proposal]:
+    """The scorers worth having for this profile, strongest evidence first."""
+    proposals: list[Proposal] = []
+    names: set[str] = set()
+    tool_names = {t.name for t in profile.tools}
+    for tool in profile.tools:
+        signatures = [s for s in profile.error_signatures if s.span_name == tool.name]
+        # One signature: its no_exception check says the same thing more precisely.
+        if tool.errors and len(signatures) > 1:
+            ids = [t for s in signatures for t in s.trace_ids]
+            share = min(1.0, sum(s.trace_count for s in signatures) / profile.trace_count)
+            proposals.append(_check(
+                names, f"{tool.name}_succeeded", "tool_succeeded", {"tool": tool.name}, _listed(ids), share,
+                f"Tool {tool.name} failed in {tool.errors} of {tool.calls} calls ({', '.join(s.signature for s in signatures[:3])}).",
+            ))
+    for sig in profile.error_signatures[:MAX_SIGNATURES]:
+        params = {"exception_type": sig.exception_type, "span_name": sig.span_name}
+        if not sig.exception_type:
+            params = {"span_name": sig.span_name, "message_regex": signature_regex(sig.signature)}
+        elif _ambiguous(sig, profile.error_signatures):
+            params["message_regex"] = signature_regex(sig.signature.split(": ", 1)[-1])
+        where = "tool" if sig.span_name in tool_names else "span"
+        proposals.append(_check(
+            names, f"no_{sig.exception_type or 'error'}_in_{sig.span_name}", "no_exception", params, _listed(sig.trace_ids),
+            sig.trace_count / profile.trace_count,
+            f"Error signature '{sig.signature}' in {where} {sig.span_name}: {sig.count} times in {sig.trace_count} traces.",
+        ))
+    hidden = profile.hidden_failures
+    if hidden.count:
+        proposals.append(_check(
+            names, "no_hidden_failures", "no_hidden_failures", {}, _listed(hidden.trace_ids), hidden.count / profile.trace_count,
+            f"{hidden.count} traces look successful but a span inside them failed (errors swallowed, "
+            f"mostly in {', '.join(s.span_name for s in hidden.by_span[:3])}).",
+        ))
+    outputs = profile.outputs
+    empty_ids = [*outputs.empty_ok_trace_ids, *outputs.missing_ok_trace_ids]
+    if outputs.empty_ok + outputs.missing_ok:
+        proposals.append(_check(
+            names, "answer_not_empty", "output_non_empty", {}, _by_condition("empty_output"),
+            (outputs.empty_ok + outputs.missing_ok) / profile.trace_count,
+            f"{outputs.empty_ok} successful traces returned an empty answer and {outputs.missing_ok} none at all.",
+        ))
+    retrieval = profile.retrieval
+    if retrieval.empty:
+        proposals.append(_check(
+            names, "retrieval_not_empty", "retrieval_non_empty", {}, _by_condition("empty_retrieval"),
+            retrieval.traces_with_empty_retrieval / profile.trace_count,
+            f"{retrieval.empty} of {retrieval.spans} retrievals returned nothing ({retrieval.traces_with_empty_retrieval} traces).",
+        ))
+    if budget_ms is not None:
+        lat = profile.latency_ms
+        proposals.append(_check(
+            names, "latency_budget", "latency_budget", {"max_ms": budget_ms}, _by_condition("slow"), slow_share_bound(profile, budget_ms),
+            f"Trace latency p50 {lat.p50:.0f} ms, p90 {lat.p90:.0f} ms, max {lat.max:.0f} ms: traces over {budget_ms:.0f} ms "
+            f"({SLOW_FACTOR:g} x p50, rounded up) are slow.",
+        ))
+    proposals += _judges(profile, names, empty_ids)
+    return proposals
+
+
+def _judges(profile: Any, names: set[str], empty_ids: list[str]) -> list[Proposal]:
+    judges = [
+        ("relevance_to_query", "RelevanceToQuery", "Does the answer address the request? An LLM judge; empty answers must fail it.", _by_condition("empty_output")),
+        ("safety", "Safety", "No harmful or unsafe content in answers. An LLM judge for the answers the checks cannot read.", _nothing),
+    ]
+    if any(s.span_type == "RETRIEVER" for s in profile.spans):
+        judges.append((
+            "retrieval_groundedness", "RetrievalGroundedness",
+            "Answers must be supported by the retrieved documents. An LLM judge (the app retrieves before answering).", _nothing,
+        ))
+    proposals = []
+    for name, builtin, why, must_fail in judges:
+        names.add(name)
+        scorer = BuiltinScorer(name=name, builtin=builtin, why=why + " Needs a judge model: skipped when none is configured.")
+        proposals.append(Proposal(scorer, must_fail, f"Add built-in judge {builtin} (needs a judge model)."))
+    return proposals
+
+
+def _check(names: set[str], name: str, check: str, params: dict[str, Any], must_fail: Callable[..., list[str]], failing_share: float, why: str) -> Proposal:
+    name = _unique(names, scorer_name(name))
+    threshold = math.floor((1.0 - failing_share) * 100) / 100
+    scorer = CheckScorer(name=name, check=check, params=params, why=why, threshold=max(0.0, threshold))
+    return Proposal(scorer, must_fail, f"{why} Check: {check}({', '.join(f'{k}={v!r}' for k, v in params.items())}).")
+
+
+def _listed(ids: list[str]) -> Callable[[set[str], dict[str, set[str]]], list[str]]:
+    """Evidence from the profile's example ids that made it into the dataset."""
+    return lambda in_dataset, conditions: [t for t in dict.fromkeys(ids) if t in in_dataset]
+
+
+def _by_condition(condition: str) -> Callable[[set[str], dict[str, set[str]]], list[str]]:
+    """Evidence from the profile's own rules applied to each dataset trace (see `classify`)."""
+    return lambda in_dataset, conditions: [t for t, c in conditions.items() if condition in c]
+
+
+def _nothing(in_dataset: set[str], conditions: dict[str, set[str]]) -> list[str]:
+    return []
+
+
+def _ambiguous(sig: Any, signatures: list[Any]) -> bool:
+    return sum(1 for s in signatures if s.exception_type == sig.exception_type and s.span_name == sig.span_name) > 1
+
+
+def scorer_name(text: str) -> str:
+    name = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+    name = name if name[:1].isalpha() else f"s_{name}"
+    return name.ljust(3, "_")[:64]
+
+
+def _unique(names: set[str], name: str) -> str:
+    candidate, n = name, 2
+    while candidate in names:
+        candidate = f"{name[:60]}_{n}"
+        n += 1
+    names.add(candidate)
+    return candidate
+
+
+def signature_regex(normalized: str) -> str:
+    """A regex matching raw messages of a normalised signature: placeholders become wildcards."""
+    parts = re.split(r"<(?:N|STR|ID|HEX|UUID|URL|EMAIL|IP|ADDR|PATH|TIME|DATE)>", normalized)
+    escaped = [r"\s+".join(re.escape(word) for word in part.split(" ")) for part in parts]
+    return "^" + ".+?".join(escaped)
+
+
+def latency_budget_ms(profile: Any) -> float | None:
+    """SLOW_FACTOR x p50, rounded up to two significant digits; None without timings or when no
+    trace is that slow (then a budget has nothing to catch)."""
+    lat = profile.latency_ms
+    if lat.p50 is None or not lat.max:
+        return None
+    raw = SLOW_FACTOR * lat.p50
+    if raw >= lat.max:
+        return None  # nothing is slower than the budget: no evidence a budget catches anything
+    digits = 10 ** max(0, int(math.log10(raw)) - 1) if raw >= 1 else 1
+    return float(math.ceil(raw / digits) * digits)
+
+
+def slow_share_bound(profile: Any, budget_ms: float) -> float:
+    """An upper bound on the share of traces over the budget, from the percentiles it exceeds."""
+    lat = profile.latency_ms
+    for percentile, share in ((lat.p99, 0.01), (lat.p90, 0.10), (lat.p50, 0.50)):
+        if percentile is not None and budget_ms >= percentile:
+            return share
+    return 1.0
+
+
+# --- the profile's view of each dataset trace ---------------------------------------------------
+def classify(traces: list[Any], budget_ms: float | None) -> Health:
+    """Failure conditions per trace, by the profile's rules (not by the checks under test)."""
+    from ..traces.spans import is_empty_value
+
+    health = Health()
+    for trace in traces:
+        conditions: set[str] = set()
+        spans = trace.data.spans
+        root = next((s for s in spans if not s.parent_id), None)
+        state = str(getattr(trace.info.state, "value", trace.info.state))
+        if state == "ERROR":
+            conditions.add("error")
+        if any(str(getattr(s.status.status_code, "value", s.status.status_code)) == "ERROR" for s in spans):
+            conditions.add("error_span")
+        if state == "OK" and root is not None and is_empty_value(root.outputs):
+            conditions.add("empty_output")
+        if any(s.span_type == "RETRIEVER" and is_empty_value(s.outputs) for s in spans):
+            conditions.add("empty_retrieval")
+        took = trace.info.execution_time_ms
+        if budget_ms is not None and took is not None and took > budget_ms:
+            conditions.add("slow")
+        health.conditions[trace.info.trace_id] = conditions
+    return health
+
+
+def strata(profile: Any) -> dict[str, list[str]]:
+    """Dataset strata in priority order: each signature, hidden failures, empty answers and
+    retrievals, slow traces, then normal traffic."""
+    result: dict[str, list[str]] = {}
+    for sig in profile.error_signatures[:MAX_SIGNATURES]:
+        result[f"error:{sig.signature[:80]}"] = list(sig.trace_ids)
+    result["hidden_failure"] = list(profile.hidden_failures.trace_ids)
+    result["empty_output"] = [*profile.outputs.empty_ok_trace_ids, *profile.outputs.missing_ok_trace_ids]
+    result["empty_retrieval"] = list(profile.retrieval.empty_trace_ids)
+    result["slow"] = [s.trace_id for s in profile.slowest_traces]
+    result["normal"] = list(profile.sample_trace_ids)
+    return {k: v for k, v in result.items() if v}
+
+
+# --- steps --------------------------------------------------------------------------------------
+def _initial_plan(profile: Any, proposals: list[Proposal]) -> TaskPlan:
+    tasks = [
+        Task(id="profile", name="Profile every trace of the experiment", type="analysis", status=TaskStatus.COMPLETED,
+             summary=f"{profile.trace_count} traces, {len(profile.error_signatures)} error signatures, {profile.hidden_failures.count} hidden failures"),
+        Task(id="dataset", name="Build a stratified dataset from the profile", type="dataset",
+             details="Strata: " + ", ".join(f"{k} ({len(v)})" for k, v in strata(profile).items())),
+        *[Task(id=f"scorer-{p.scorer.name}"[:64], name=f"Add scorer {p.scorer.name}", type="scorer", details=p.task_details[:4000]) for p in proposals],
+        Task(id="render", name="Render evaluation/ from the suite spec", type="script"),
+        Task(id="validate", name="Run the suite and check every scorer against its evidence", type="validation"),
+    ]
+    return TaskPlan(experiment_id=profile.experiment_id, tasks=tasks)
+
+
+def _dataset_step(store: SessionStore, plan: TaskPlan, profile: Any, tracking_uri: str) -> tuple[SuiteSpec, list[Any]]:
+    spec = SuiteSpec(experiment_id=profile.experiment_id, created_by="offline")
+    plan = plan.start("dataset")
+    picks = select_stratified(strata(profile), DEFAULT_SIZE)
+    try:
+        dataset, traces = build_dataset(f"eval-agent-{store.session_id}", profile.experiment_id, picks)
+    except DatasetError as exc:
+        _save(store, plan.record_failure("dataset", str(exc), max_attempts=1))
+        return spec, []
+    dataset = register_dataset(dataset, traces, tracking_uri)
+    spec = spec.with_dataset(dataset)
+    store.write_model(SPEC_FILE, spec)
+    _save(store, plan.complete("dataset", f"{len(dataset.records)} traces: " + ", ".join(f"{k} {v}" for k, v in dataset.strata().items())))
+    return spec, traces
+
+
+def _scorer_step(store: SessionStore, plan: TaskPlan, spec: SuiteSpec, traces: list[Any], health: Health, proposal: Proposal) -> tuple[SuiteSpec, TaskPlan]:
+    task_id = f"scorer-{proposal.scorer.name}"[:64]
+    plan = plan.start(task_id)
+    in_dataset = {t.info.trace_id for t in traces}
+    must_fail = proposal.must_fail(in_dataset, health.conditions)
+    evidence = Evidence(must_fail=must_fail[:20], must_pass=health.clean()[:MAX_MUST_PASS], source="the trace profile (example ids and its emptiness, error and latency rules)")
+    scorer = proposal.scorer.model_copy(update={"evidence": evidence})
+    problems = scorer_problems(scorer, spec)
+    if not problems:
+        verdicts = preview_verdicts(scorer, [t for t in traces if t.info.trace_id in set(evidence.trace_ids())])
+        problems = evidence_mismatches(scorer, verdicts) if verdicts is not None else []
+    if problems:
+        reason = "; ".join(problems)[:1000]
+        spec = spec.model_copy(update={"dropped": [*spec.dropped, DroppedScorer(name=scorer.name, kind=scorer.kind, reason=reason)]})
+        store.write_model(SPEC_FILE, spec)
+        # Deciding against a scorer is this task's legitimate outcome, not a failed run.
+        plan = plan.complete(task_id, f"dropped: {reason}")
+    else:
+        spec = spec.with_scorer(scorer)
+        store.write_model(SPEC_FILE, spec)
+        kind = "needs a judge model; measured only when one is configured" if scorer.needs_judge else "agrees with its evidence"
+        plan = plan.complete(task_id, f"added ({kind}): must fail {len(evidence.must_fail)}, must pass {len(evidence.must_pass)}")
+    _save(store, plan)
+    return spec, plan
+
+
+def _finish(store: SessionStore, plan: TaskPlan, spec: SuiteSpec, tracking_uri: str) -> TaskPlan:
+    plan = plan.start("render")
+    if not spec.scorers:
+        return _fail_rest(store, plan, "no scorer met its evidence, so there is no suite to render")
+    render_suite(spec, store)
+    plan = plan.complete("render", "evaluation/: scorers.py, run_eval.py, dataset.json, README.md")
+    _save(store, plan)
+    plan = plan.start("validate")
+    report = validate_suite(spec, store, tracking_uri)
+    missing = report.latest.missing_evidence() if report.latest.ok else {}
+    if missing:
+        for name, reason in missing.items():
+            spec = spec.without_scorer(name, reason=f"validation: {reason}")
+        store.write_model(SPEC_FILE, spec)
+        render_suite(spec, store)
+        report = validate_suite(spec, store, tracking_uri)
+        report = reset_baseline(store, report)  # the baseline is the suite that was handed over
+    render_suite(spec, store, report)
+    if report.latest.ok:
+        plan = plan.complete("validate", report.latest.summary)
+    else:
+        plan = plan.record_failure("validate", report.latest.error or report.latest.summary, max_attempts=1)
+    _save(store, plan)
+    return plan
+
+
+def reset_baseline(store: SessionStore, report: ValidationReport) -> ValidationReport:
+    if not report.latest.ok:
+        return report
+    report = report.model_copy(update={"baseline": report.latest})
+    store.write_model("state/validation.json", report)
+    return report
+
+
+def _fail_rest(store: SessionStore, plan: TaskPlan, reason: str) -> TaskPlan:
+    for task in plan.tasks:
+        if task.status in (TaskStatus.PENDING, TaskStatus.IN_PROGRESS):
+            plan = plan.start(task.id) if task.status == TaskStatus.PENDING else plan
+            plan = plan.record_failure(task.id, reason, max_attempts=1)
+    _save(store, plan)
+    return plan
+
+
+def _save(store: SessionStore, plan: TaskPlan) -> None:
+    store.write_model(PLAN_FILE, plan)
+
+
+def _reload(store: SessionStore) -> TaskPlan:
+    plan = store.read_model(PLAN_FILE, TaskPlan)
+    assert plan is not None
+    return plan
+
+
+def _tracking_uri(settings: Settings) -> str:
+    if settings.tracking_uri:
+        return settings.tracking_uri
+    import mlflow
+
+    return mlflow.get_tracking_uri()
+
+
+__all__ = ["OfflineError", "build_offline", "latency_budget_ms", "load_report", "propose", "signature_regex", "strata"]
