@@ -172,7 +172,7 @@ def _translate(exc: Exception, tracking_uri: str | None) -> TraceSourceError:
     code = str(getattr(exc, "error_code", ""))
     message = _first_line(getattr(exc, "message", None) or str(exc))
     if code in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE"):
-        return InvalidQuery(f"MLflow rejected the request: {message}")
+        return InvalidQuery(f"MLflow rejected the query (check the filter): {message}")
     if _is_not_found(exc):
         return ExperimentNotFound(message)
     return TrackingServerError(f"The tracking store at {redact_uri(tracking_uri) or 'the default URI'} failed: {message}")
