@@ -55,7 +55,7 @@ def test_jobs_load_as_typed_models(name):
 def test_wheel_entry_point_is_the_console_script():
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     task = load_bundle()["resources"]["jobs"]["eval_agent_job"]["tasks"][0]["python_wheel_task"]
-    assert project["scripts"][task["entry_point"]] == "mlflow_eval_agent.cli:main"
+    assert project["scripts"][task["entry_point"]] == "mlflow_eval_agent.cli:run"
     assert re.sub(r"[-_.]+", "_", project["name"]) == task["package_name"]
 
 

@@ -46,7 +46,7 @@ def test_wheel_holds_the_package_the_console_script_and_the_prompts(wheel):
     assert not any(n.startswith(("src/", "tests/", "notebooks/")) for n in names)  # a real import name, no top-level src
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "mlflow-eval-agent = mlflow_eval_agent.cli:main" in text
+    assert "mlflow-eval-agent = mlflow_eval_agent.cli:run" in text
 
 
 def test_installed_in_a_clean_virtualenv_the_console_script_and_prompts_work(wheel, tmp_path):

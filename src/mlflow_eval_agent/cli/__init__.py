@@ -29,4 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["app", "main"]
+def run() -> None:
+    """The console script: exit with main's code. A wheel task on Databricks calls this function and
+    ignores what it returns, so a failure must raise SystemExit to mark the run failed; success returns."""
+    code = main()
+    if code:
+        sys.exit(code)
+
+
+__all__ = ["app", "main", "run"]
