@@ -179,7 +179,7 @@ def scorer_problems(scorer: ScorerSpec, suite: SuiteSpec) -> list[str]:
     if suite.dataset is None:
         return ["set the dataset first (set_dataset): evidence and prerequisites are checked against its traces"]
     problems = _evidence_problems(scorer, suite.dataset)
-    problems += _kind_problems(scorer, suite.dataset.facts)
+    problems += definition_problems(scorer, suite.dataset.facts)
     clash = next((s for s in suite.scorers if s.name != scorer.name and _metric_name(s) == _metric_name(scorer)), None)
     if clash:
         problems.append(f"scorer {clash.name!r} already reports under the same metric name")
@@ -209,7 +209,8 @@ def _evidence_problems(scorer: ScorerSpec, dataset: DatasetSpec) -> list[str]:
     return problems
 
 
-def _kind_problems(scorer: ScorerSpec, facts: TraceFacts) -> list[str]:
+def definition_problems(scorer: ScorerSpec, facts: TraceFacts) -> list[str]:
+    """Problems with the scorer itself on traces with these facts (not its evidence)."""
     if isinstance(scorer, CheckScorer):
         return _check_problems(scorer, facts)
     if isinstance(scorer, BuiltinScorer):
