@@ -5,11 +5,11 @@ from __future__ import annotations
 from claude_agent_sdk import create_sdk_mcp_server
 from claude_agent_sdk.types import McpSdkServerConfig
 
-from . import annotate, state, suite, traces
+from . import annotate, profile, state, suite, traces
 from ._base import SERVER_NAME, AgentTool, Role, ToolCallRecord, ToolContext, ToolError, bind, qualified_name
 
 # Each module exposes TOOLS: list[AgentTool]. Add a module here to offer its tools to the agent.
-TOOL_MODULES = [traces, state, annotate, suite]
+TOOL_MODULES = [profile, traces, state, annotate, suite]
 
 
 def tools_for(role: Role, ctx: ToolContext) -> list[AgentTool]:
