@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import sys
 
-from . import analyze, importer, root
+from . import analyze, demo, importer, root, validate
 from ._app import app
 
 # Each module defines register(app). Order is the order shown in --help.
-COMMAND_MODULES = [root, analyze, importer]
+COMMAND_MODULES = [root, analyze, importer, demo, validate]
 
 for _module in COMMAND_MODULES:
     _module.register(app)

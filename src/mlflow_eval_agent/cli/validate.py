@@ -1,0 +1,108 @@
+"""`validate`: re-run a session's evaluation suite and report the difference against its baseline.
+
+Exit codes: 0 the suite ran and every measured scorer meets its evidence with no scorer worse than
+at the baseline; 1 the suite did not run, a scorer misses its evidence, or one got worse;
+2 usage mistakes (no such session, no suite in it).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ._errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UserError, user_errors
+from .root import ROOT_FLAGS, settings_from
+
+WORSE = {"PASS": 0, "REPORT": 0, "SKIPPED": 1, "FAIL": 2, "ERROR": 3, "MISSING": 4}
+
+
+def validate_command(
+    ctx: typer.Context,
+    session_id: Annotated[str, typer.Option("--session-id", help="The session whose suite to re-run.")],
+    volume_path: Annotated[str | None, typer.Option("--volume-path", help="Where sessions live (default .eval-agent).")] = None,
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (env MLFLOW_TRACKING_URI).")] = None,
+    judge_model: Annotated[str | None, typer.Option("--judge-model", help="Run the LLM judges with this model, e.g. openai:/gpt-4.1-mini.")] = None,
+    pass_env: Annotated[list[str] | None, typer.Option("--pass-env", help="Pass this environment variable to the suite (e.g. OPENAI_API_KEY for the judges); repeatable.")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=10, help="Seconds before the run is stopped.")] = 900,
+) -> None:
+    """Re-run a session's evaluation suite and compare it with the baseline run."""
+    with user_errors():
+        flags: dict[str, Any] = dict(ctx.obj[ROOT_FLAGS]) if ctx.obj else {}
+        flags.update({k: v for k, v in {"session_id": session_id, "volume_path": volume_path, "tracking_uri": tracking_uri}.items() if v})
+        settings = settings_from(flags)
+        code = _run(settings, judge_model, pass_env or [], timeout)
+    raise typer.Exit(code)
+
+
+def _run(settings: Any, judge_model: str | None, pass_env: list[str], timeout: float) -> int:
+    import mlflow
+
+    from ..store import open_session_store
+    from ..store.local import local_session_exists
+    from ..suite.spec import SPEC_FILE, SuiteSpec
+    from ..suite.validate import compare, load_report, validate_suite
+
+    if not settings.volume_path.startswith("/Volumes/") and not local_session_exists(settings.volume_path, settings.session_id):
+        raise UserError(f"No session {settings.session_id!r} under {settings.sessions_root}. Check --session-id and --volume-path.", EXIT_USAGE)
+    store = open_session_store(settings.volume_path, settings.session_id)
+    spec = store.read_model(SPEC_FILE, SuiteSpec)
+    if spec is None or not store.exists("evaluation/run_eval.py"):
+        raise UserError(f"Session {settings.session_id!r} has no evaluation suite yet (no {SPEC_FILE} or evaluation/run_eval.py).", EXIT_USAGE)
+    missing = [name for name in pass_env if name not in os.environ]
+    if missing:
+        raise UserError(f"--pass-env names variables that are not set: {', '.join(missing)}.", EXIT_USAGE)
+    before = load_report(store)
+    tracking = settings.tracking_uri or mlflow.get_tracking_uri()
+    console = Console()
+    console.print(f"Running the suite of session {settings.session_id} against {tracking} ...", highlight=False)
+    report = validate_suite(spec, store, tracking, timeout_s=timeout, judge_model=judge_model, extra_env={n: os.environ[n] for n in pass_env})
+    store.sync()
+    run = report.latest
+    if not run.ok:
+        console.print(f"[red]The suite did not run:[/red] {run.error}", highlight=False)
+        return EXIT_FAILED
+    baseline = before.baseline if before and before.baseline else None
+    _print_table(console, run, baseline, compare(baseline, run) if baseline else [])
+    worse = _worse(baseline, run) if baseline else []
+    missing_evidence = run.missing_evidence()
+    console.print(run.summary + ".", highlight=False)
+    if baseline is None:
+        console.print("This run is the baseline.", highlight=False)
+    if worse:
+        console.print(f"[red]Worse than the baseline:[/red] {', '.join(worse)}", highlight=False)
+    return EXIT_FAILED if worse or missing_evidence else EXIT_OK
+
+
+def _print_table(console: Console, run: Any, baseline: Any, diffs: list[Any]) -> None:
+    changes = {d.name: d.change for d in diffs}
+    table = Table(title=f"Validation ({run.data}, {run.seconds:.0f} s)")
+    for column in ("scorer", "status", "pass rate", "evidence", "vs baseline"):
+        table.add_column(column)
+    for name, result in run.scorers.items():
+        rate = "-" if result.pass_rate is None else f"{result.pass_rate:.1%}"
+        table.add_row(name, result.status, rate, result.summary, changes.get(name, "-" if baseline is None else "unchanged"))
+    for name, change in changes.items():
+        if name not in run.scorers:
+            table.add_row(name, "-", "-", "-", change)
+    console.print(table)
+
+
+def _worse(baseline: Any, run: Any) -> list[str]:
+    """Scorers whose status got worse, whose pass rate dropped, or that stopped meeting evidence."""
+    worse = []
+    for name, new in run.scorers.items():
+        old = baseline.scorers.get(name)
+        if old is None:
+            continue
+        dropped = old.pass_rate is not None and new.pass_rate is not None and new.pass_rate < old.pass_rate
+        if WORSE.get(new.status, 5) > WORSE.get(old.status, 5) or dropped or (old.meets_evidence and new.meets_evidence is False):
+            worse.append(name)
+    return worse
+
+
+def register(app: typer.Typer) -> None:
+    app.command("validate")(validate_command)
