@@ -331,7 +331,7 @@ class ProfileBuilder:
         return min(roots, key=lambda r: (r.start_ns if r.start_ns is not None else 0, r.span_id))
 
     def _spans(self, rows: list[SpanRow], record: TraceRecord) -> None:
-        llm_calls = 0
+        llm_rows: list[SpanRow] = []
         retrieval = [0, 0]
         tools_seen: set[str] = set()
         errors: list[SpanRow] = []
@@ -354,15 +354,11 @@ class ProfileBuilder:
             if row.span_type == "TOOL":
                 self._tool(row, duration, tools_seen)
             elif row.span_type in LLM_TYPES:
-                llm_calls += 1
-                model = model_name(row)
-                if model:
-                    self._count_name(self.models, model)
-                else:
-                    self.calls_without_model += 1
+                llm_rows.append(row)
             elif row.span_type == "RETRIEVER":
                 retrieval[0] += 1
                 retrieval[1] += self._retriever(row)
+        llm_calls = self._llm_calls(llm_rows, rows)
         self.llm_calls += llm_calls
         self.llm_traces += llm_calls > 0
         self.llm_per_trace.add(llm_calls)
@@ -372,6 +368,29 @@ class ProfileBuilder:
                 self.retrieval[3] += 1
                 self.retrieval_examples.offer(record.trace_id, record.request_time_ms)
         self._errors(errors, rows, record)
+
+    def _llm_calls(self, llm_rows: list[SpanRow], rows: list[SpanRow]) -> int:
+        """Model calls: LLM/CHAT_MODEL spans with no model span below them. Frameworks such as DSPy
+        type a whole module as LLM around the real call; counting both would double the calls."""
+        if not llm_rows:
+            return 0
+        parent_of = {r.span_id: r.parent_id for r in rows}
+        llm_ids = {r.span_id for r in llm_rows}
+        wrappers: set[str] = set()
+        for row in llm_rows:
+            parent, hops = row.parent_id, 0
+            while parent is not None and hops < len(rows):
+                if parent in llm_ids:
+                    wrappers.add(parent)
+                parent, hops = parent_of.get(parent), hops + 1
+        calls = [r for r in llm_rows if r.span_id not in wrappers]
+        for row in calls:
+            model = model_name(row)
+            if model:
+                self._count_name(self.models, model)
+            else:
+                self.calls_without_model += 1
+        return len(calls)
 
     def _span_key(self, row: SpanRow, record: TraceRecord) -> _Latency:
         key = (row.name, row.span_type)

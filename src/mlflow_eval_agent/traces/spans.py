@@ -147,18 +147,24 @@ def model_name(row: SpanRow) -> str | None:
     return None
 
 
-def is_empty_value(value: Any) -> bool:
-    """None, blank text, empty containers, or a chat reply whose content is blank."""
+def is_empty_value(value: Any, depth: int = 0) -> bool:
+    """None, blank text, empty containers, a chat reply whose content is blank, or an object or
+    list whose every value is empty ({"answer": ""})."""
     if value is None:
         return True
     if isinstance(value, str):
         return not value.strip()
     if isinstance(value, (list, tuple, dict)) and not value:
         return True
+    if depth >= 3:
+        return False
     if isinstance(value, dict):
         content = _chat_reply_content(value)
         if content is not MISSING:
-            return is_empty_value(content)
+            return is_empty_value(content, depth + 1)
+        return all(is_empty_value(v, depth + 1) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(is_empty_value(v, depth + 1) for v in value)
     return False
 
 
