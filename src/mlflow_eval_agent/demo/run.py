@@ -79,4 +79,4 @@ def suite_command(settings: Settings) -> tuple[Path, str]:
 def _python() -> str:
     """The interpreter that has mlflow: this one (e.g. .venv/bin/python in a checkout)."""
     exe = Path(sys.executable)
-    return shlex.quote(os.path.relpath(exe) if exe.is_relative_to(Path.cwd()) else "python")
+    return shlex.quote(os.path.relpath(exe) if exe.is_relative_to(Path.cwd()) else str(exe))

@@ -7,11 +7,33 @@ hang or an exception happened on. Standard library and mlflow only.
 """
 
 import json
+import signal
 import sys
 import traceback
 import types
 
 CODE_FILENAME = "<custom scorer>"
+
+
+class CallTimeout(BaseException):
+    """Raised inside a scorer call that runs past its time limit (BaseException: not caught by
+    the scorer's own `except Exception`)."""
+
+
+def _on_alarm(signum, frame):
+    raise CallTimeout()
+
+
+def call_with_limit(func, kwargs, seconds):
+    """Call func(**kwargs), interrupting it after `seconds` where the platform has interval timers."""
+    if not hasattr(signal, "setitimer"):
+        return func(**kwargs)  # the parent's whole-process timeout still applies
+    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return func(**kwargs)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def scorer_arguments(trace, wanted):
@@ -62,7 +84,10 @@ def main(job_path):
         trace_id = trace.info.trace_id
         emit(event="start", trace_id=trace_id)
         try:
-            value = func(**scorer_arguments(trace, job["params"]))
+            value = call_with_limit(func, scorer_arguments(trace, job["params"]), job["per_call_timeout_s"])
+        except CallTimeout:
+            emit(event="timeout", trace_id=trace_id)
+            return
         except Exception as exc:
             emit(event="raised", trace_id=trace_id, error=f"{type(exc).__name__}: {exc}", line=error_line(exc))
             continue

@@ -28,7 +28,8 @@ ALLOWED_MODULES = frozenset({
 FORBIDDEN_CALLS = frozenset({"eval", "exec", "compile", "open", "__import__", "input", "breakpoint", "globals", "locals", "vars", "exit", "quit", "memoryview"})
 SCORER_PARAMS = ("inputs", "outputs", "expectations", "trace")
 RUNNER = Path(__file__).with_name("_custom_runner.py")
-DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_TIMEOUT_S = 120.0
+DEFAULT_CALL_TIMEOUT_S = 10.0
 
 
 class CustomCodeError(ValueError):
@@ -130,18 +131,20 @@ def _top_level_names(tree: ast.Module) -> list[str]:
     return names
 
 
-def run_custom(code: str, traces: list[Any], timeout_s: float = DEFAULT_TIMEOUT_S) -> CustomRun:
+def run_custom(code: str, traces: list[Any], timeout_s: float = DEFAULT_TIMEOUT_S, per_call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S) -> CustomRun:
     """Analyse the code, then run it on `traces` (MLflow Trace objects) in a child process.
 
     Raises CustomCodeError when it does not load, raises, returns something other than a bool or
-    "yes"/"no", or does not finish within `timeout_s`.
+    "yes"/"no", takes longer than `per_call_timeout_s` on one trace, or the whole run takes longer
+    than `timeout_s`.
     """
     parsed = analyse(code)
     if not traces:
         raise CustomCodeError("no sample traces to run the scorer on: set the dataset first")
     with tempfile.TemporaryDirectory(prefix="custom-scorer-") as folder:
         job = Path(folder) / "job.json"
-        payload = {"code": code, "function": parsed.function, "params": list(parsed.params), "traces": [t.to_json() for t in traces]}
+        payload = {"code": code, "function": parsed.function, "params": list(parsed.params), "per_call_timeout_s": per_call_timeout_s,
+                   "traces": [t.to_json() for t in traces]}
         job.write_text(json.dumps(payload), encoding="utf-8")
         result = run_python([str(RUNNER), str(job)], timeout_s=timeout_s, env=clean_env(), cwd=folder)
     events = _events(result.stdout)
@@ -149,15 +152,20 @@ def run_custom(code: str, traces: list[Any], timeout_s: float = DEFAULT_TIMEOUT_
         started = [e["trace_id"] for e in events if e["event"] == "start"]
         where = f" while scoring trace {started[-1]}" if started else " before scoring the first trace"
         raise CustomCodeError(f"{parsed.function}() timed out after {timeout_s:.0f} s{where}; make it cheaper or remove loops that may not end")
-    return _outcome(parsed.function, events, result)
+    return _outcome(parsed.function, events, result, per_call_timeout_s)
 
 
-def _outcome(function: str, events: list[dict[str, Any]], result: Any) -> CustomRun:
+def _outcome(function: str, events: list[dict[str, Any]], result: Any, per_call_s: float) -> CustomRun:
     run = CustomRun(seconds=result.seconds)
     for event in events:
         line = f" (line {event['line']})" if event.get("line") else ""
         if event["event"] == "load_error":
             raise CustomCodeError(f"the code failed while loading: {event['error']}{line}")
+        if event["event"] == "timeout":
+            raise CustomCodeError(
+                f"{function}() timed out: it took longer than {per_call_s:g} s on trace {event['trace_id']}; "
+                "make it cheaper or remove loops that may not end"
+            )
         if event["event"] == "raised":
             raise CustomCodeError(f"{function}() raised {event['error']}{line} on trace {event['trace_id']}")
         if event["event"] == "bad_value":

@@ -1,0 +1,172 @@
+"""The code-check library: each check's verdicts, its typed parameters, its documentation, and the
+copy rendered into a self-contained scorers.py behaving exactly like the package version."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import sys
+from types import SimpleNamespace
+
+import pytest
+from pydantic import ValidationError
+
+from mlflow_eval_agent.suite.checks import CHECK_MODULES, CHECKS, get_check
+from mlflow_eval_agent.suite.checks._source import SOURCE_MODULES, library_source
+
+MS = 1_000_000
+
+
+def span(name, span_type="UNKNOWN", status="OK", parent="root", start_ms=0, end_ms=10, inputs=None, outputs=None, error=None, description=None):
+    events = []
+    if error:
+        events.append(SimpleNamespace(name="exception", attributes={"exception.type": error[0], "exception.message": error[1]}))
+        description = description or f"{error[0]}: {error[1]}"
+    return SimpleNamespace(
+        name=name, span_type=span_type, parent_id=parent, start_time_ns=start_ms * MS,
+        end_time_ns=None if end_ms is None else end_ms * MS, inputs=inputs, outputs=outputs, events=events,
+        status=SimpleNamespace(status_code=status, description=description or ""),
+    )
+
+
+def trace(*children, root_status="OK", outputs="Your order has shipped.", duration_ms=800, state=None, tokens=None):
+    root = span("agent", "AGENT", root_status, parent=None, end_ms=duration_ms, outputs=outputs)
+    info = SimpleNamespace(execution_time_ms=duration_ms, state=state or root_status, token_usage=tokens, trace_id="tr-x")
+    return SimpleNamespace(info=info, data=SimpleNamespace(spans=[root, *children]))
+
+
+def verdict(check, trace_, outputs=None, **params):
+    return get_check(check).build(params)(trace_, outputs)
+
+
+CLEAN = trace(
+    span("search_docs", "RETRIEVER", outputs=[{"page_content": "Ships in 2 days"}]),
+    span("get_order_status", "TOOL", outputs={"status": "shipped"}),
+    span("chat", "CHAT_MODEL", end_ms=500),
+)
+CAUGHT = trace(span("check_inventory", "TOOL", "ERROR", error=("ConnectionError", "inventory service unavailable at 10.0.3.7:8080")))
+UNCAUGHT = trace(
+    span("get_order_status", "TOOL", "ERROR", error=("TimeoutError", "order service timed out after 30s for 10042")),
+    root_status="ERROR", outputs=None, state="ERROR",
+)
+EMPTY_RETRIEVAL = trace(span("search_docs", "RETRIEVER", outputs=[]))
+SLOW = trace(span("chat", "CHAT_MODEL", end_ms=9000), duration_ms=9100)
+
+
+@pytest.mark.parametrize(
+    ("check", "params", "failing", "passing"),
+    [
+        ("no_error_spans", {}, [CAUGHT, UNCAUGHT], [CLEAN, SLOW]),
+        ("no_error_spans", {"span_types": ["RETRIEVER"]}, [], [CAUGHT, UNCAUGHT, CLEAN]),
+        ("no_exception", {"exception_type": "TimeoutError", "span_name": "get_order_status"}, [UNCAUGHT], [CAUGHT, CLEAN]),
+        ("no_exception", {"exception_type": "builtins.TimeoutError"}, [UNCAUGHT], [CAUGHT]),
+        ("no_exception", {"exception_type": "TimeoutError", "message_regex": r"after \d+s for 99"}, [], [UNCAUGHT]),
+        ("no_hidden_failures", {}, [CAUGHT], [UNCAUGHT, CLEAN]),
+        ("trace_succeeded", {}, [UNCAUGHT], [CAUGHT, CLEAN]),
+        ("tool_succeeded", {"tool": "get_order_status"}, [UNCAUGHT], [CLEAN, CAUGHT]),
+        ("required_tool_called", {"tool": "get_order_status"}, [CAUGHT, SLOW], [CLEAN, UNCAUGHT]),
+        ("tool_call_budget", {"max_calls": 0}, [CLEAN, CAUGHT], [SLOW]),
+        ("latency_budget", {"max_ms": 2000}, [SLOW], [CLEAN, CAUGHT]),
+        ("span_latency_budget", {"span_name": "chat", "max_ms": 1000}, [SLOW], [CLEAN]),
+        ("output_non_empty", {}, [UNCAUGHT, trace(outputs="  "), trace(outputs={"role": "assistant", "content": ""})], [CLEAN]),
+        ("retrieval_non_empty", {}, [EMPTY_RETRIEVAL], [CLEAN, SLOW]),
+        ("output_regex", {"pattern": "shipped"}, [trace(outputs="no idea")], [CLEAN]),
+        ("output_regex", {"pattern": "traceback", "mode": "must_not_match", "case_insensitive": True}, [trace(outputs="Traceback (most recent)")], [CLEAN]),
+        ("output_length", {"max_length": 3, "unit": "words"}, [CLEAN], [trace(outputs="ok then")]),
+        ("no_pii", {}, [trace(outputs="mail me at ann@example.com"), trace(outputs="card 4111 1111 1111 1111")], [CLEAN, trace(outputs="ref 4111 1111 1111 1112")]),
+        ("output_json", {}, [CLEAN], [trace(outputs='{"a": 1}'), trace(outputs={"a": 1})]),
+        ("output_json", {"json_schema": {"type": "object", "required": ["a"], "properties": {"a": {"type": "integer"}}}},
+         [trace(outputs='{"a": "x"}'), trace(outputs='{"b": 1}')], [trace(outputs='{"a": 2}')]),
+        ("token_budget", {"max_tokens": 100}, [trace(tokens={"total_tokens": 101})], [trace(tokens={"total_tokens": 100}), CLEAN]),
+    ],
+)
+def test_check_verdicts(check, params, failing, passing):
+    for item in failing:
+        passed, rationale = verdict(check, item, **params)
+        assert passed is False, rationale
+        assert rationale
+    for item in passing:
+        passed, rationale = verdict(check, item, **params)
+        assert passed is True, rationale
+
+
+def test_rationales_name_the_failure():
+    passed, rationale = verdict("tool_succeeded", UNCAUGHT, tool="get_order_status")
+    assert not passed and "TimeoutError" in rationale and "get_order_status" in rationale
+    passed, rationale = verdict("latency_budget", SLOW, max_ms=2000)
+    assert "9100 ms" in rationale and "2000 ms" in rationale
+
+
+def test_odd_traces_do_not_crash_checks():
+    odd = [
+        SimpleNamespace(info=None, data=None),
+        trace(span("x", None, status=None, end_ms=None)),
+        trace(outputs={"choices": []}),
+        trace(outputs=[{"type": "text", "text": "part"}]),
+    ]
+    for name, info in CHECKS.items():
+        run = info.build(_example_params(info))
+        for item in odd:
+            passed, rationale = run(item, None)
+            assert isinstance(passed, bool) and isinstance(rationale, str), name
+
+
+def _example_params(info):
+    params = {n: _example_value(n) for n, f in info.params.model_fields.items() if f.is_required()}
+    return {"max_length": 100} if info.name == "output_length" else params
+
+
+def _example_value(param):
+    return {"exception_type": "KeyError", "tool": "t", "max_calls": 1, "max_ms": 10.0, "span_name": "x", "max_tokens": 5, "pattern": "a"}[param]
+
+
+def test_every_parameter_is_typed_and_documented():
+    for name, info in CHECKS.items():
+        fields = info.params.model_fields
+        documented = [n for n, f in fields.items() if len(f.description or "") >= 15]
+        assert documented == list(fields), f"{name}: undocumented parameters {set(fields) - set(documented)}"
+        assert all(f.annotation is not inspect.Parameter.empty for f in fields.values())
+        assert len(info.summary) > 20, name
+
+
+def test_parameters_are_validated_precisely():
+    info = get_check("output_regex")
+    with pytest.raises(ValidationError) as caught:
+        info.validate_params({"pattern": "x", "mode": "sometimes"})
+    assert "must_match" in str(caught.value) and "must_not_match" in str(caught.value)
+    with pytest.raises(ValidationError) as caught:
+        get_check("tool_succeeded").validate_params({"tol": "x"})
+    text = str(caught.value)
+    assert "tool" in text and "tol" in text and "Extra inputs are not permitted" in text
+    with pytest.raises(KeyError, match="known checks: .*latency_budget"):
+        get_check("latency_budgets")
+
+
+def test_check_modules_import_only_the_standard_library():
+    allowed = set(sys.stdlib_module_names)
+    for module in SOURCE_MODULES:
+        tree = ast.parse(inspect.getsource(module))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                assert all(a.name.split(".")[0] in allowed for a in node.names), module.__name__
+            if isinstance(node, ast.ImportFrom):
+                assert node.level == 1 and node.module in ("_registry", "_trace") if node.level else node.module.split(".")[0] in allowed, module.__name__
+    assert {m.__name__ for m in CHECK_MODULES} <= {m.__name__ for m in SOURCE_MODULES}
+
+
+def test_rendered_library_behaves_like_the_package():
+    imports, source = library_source(sorted(CHECKS))
+    namespace: dict = {}
+    exec(compile("\n".join(imports) + "\n" + source, "scorers.py", "exec"), namespace)
+    assert "mlflow_eval_agent" not in source and "check(" not in [line.strip()[:6] for line in source.splitlines()]
+    samples = [CLEAN, CAUGHT, UNCAUGHT, EMPTY_RETRIEVAL, SLOW, trace(outputs="ann@example.com")]
+    for name, info in CHECKS.items():
+        params = _example_params(info)
+        ours, rendered = info.build(params), namespace[name](**params)
+        assert [ours(s, None) for s in samples] == [rendered(s, None) for s in samples], name
+
+
+def test_rendering_takes_only_what_the_chosen_checks_need():
+    _, source = library_source(["latency_budget"])
+    assert "def latency_budget" in source and "def trace_duration_ms" in source
+    assert "def no_pii" not in source and "PII_PATTERNS" not in source and "_span_known" not in source
