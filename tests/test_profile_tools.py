@@ -17,7 +17,7 @@ from mlflow_eval_agent.traces.profile import ProfileBuilder
 from mlflow_eval_agent.traces.profile_model import ProfileSource, TraceProfile
 from mlflow_eval_agent.traces.profile_summary import compact_profile
 from mlflow_eval_agent.traces.records import TraceRecord
-from tests.fakes.profile_fixtures import SeededStore
+from tests.fakes.profile_fixtures import SeededStore, free_port
 from tests.fakes.trace_writer import SpanSpec, TraceSpec, span_dicts
 
 pytest_plugins = ["tests.fakes.profile_fixtures"]
@@ -47,13 +47,14 @@ def test_profile_tool_is_compact_exact_and_saved(ctx: ToolContext, seeded_store:
     assert saved.trace_count == 200 and saved.source.filter_string is None
 
 
-def test_saved_profile_is_reused_until_refresh(ctx: ToolContext, tmp_path: Path):
+def test_saved_profile_is_reused_until_refresh(ctx: ToolContext):
     call(ctx, "profile")
-    offline = ToolContext(settings=Settings(tracking_uri=f"sqlite:///{tmp_path / 'other.db'}", experiment_id=ctx.settings.experiment_id), store=ctx.store)
-    result, is_error = call(offline, "profile")  # the other store has no such experiment: the cache answered
+    gone = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    offline = ToolContext(settings=Settings(tracking_uri=gone, experiment_id=ctx.settings.experiment_id), store=ctx.store)
+    result, is_error = call(offline, "profile")  # the store is unreachable: the saved profile answered
     assert not is_error and result["profile"]["trace_count"] == 200
     text, is_error = call(offline, "profile", refresh=True)
-    assert is_error and "was not found" in text
+    assert is_error and "Cannot reach the MLflow tracking server" in text
 
 
 def test_filtered_profile_is_not_saved(ctx: ToolContext):
