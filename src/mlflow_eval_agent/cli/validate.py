@@ -12,7 +12,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from ._errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UserError, user_errors
 from .root import ROOT_FLAGS, settings_from
@@ -78,17 +77,16 @@ def _run(settings: Any, judge_model: str | None, pass_env: list[str], timeout: f
 
 
 def _print_table(console: Console, run: Any, baseline: Any, diffs: list[Any]) -> None:
+    """One plain line per scorer (no table wrapping: CI logs and narrow terminals stay readable)."""
     changes = {d.name: d.change for d in diffs}
-    table = Table(title=f"Validation ({run.data}, {run.seconds:.0f} s)")
-    for column in ("scorer", "status", "pass rate", "evidence", "vs baseline"):
-        table.add_column(column)
+    console.print(f"Validation on {run.data} ({run.seconds:.0f} s, evaluation run {run.run_id}):", highlight=False)
     for name, result in run.scorers.items():
         rate = "-" if result.pass_rate is None else f"{result.pass_rate:.1%}"
-        table.add_row(name, result.status, rate, result.summary, changes.get(name, "-" if baseline is None else "unchanged"))
+        versus = changes.get(name, "no baseline yet" if baseline is None else "unchanged")
+        console.print(f"  {name}: {result.status}, pass rate {rate}; {result.summary}; vs baseline: {versus}", highlight=False, soft_wrap=True)
     for name, change in changes.items():
         if name not in run.scorers:
-            table.add_row(name, "-", "-", "-", change)
-    console.print(table)
+            console.print(f"  {name}: {change}", highlight=False, soft_wrap=True)
 
 
 def _worse(baseline: Any, run: Any) -> list[str]:

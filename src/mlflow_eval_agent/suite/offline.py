@@ -318,7 +318,8 @@ def _scorer_step(store: SessionStore, plan: TaskPlan, spec: SuiteSpec, traces: l
     plan = plan.start(task_id)
     in_dataset = {t.info.trace_id for t in traces}
     must_fail = proposal.must_fail(in_dataset, health.conditions)
-    evidence = Evidence(must_fail=must_fail[:20], must_pass=health.clean()[:MAX_MUST_PASS], source="the trace profile (example ids and its emptiness, error and latency rules)")
+    must_pass = [t for t in health.clean() if t not in must_fail][:MAX_MUST_PASS]
+    evidence = Evidence(must_fail=must_fail[:20], must_pass=must_pass, source="the trace profile (example ids and its emptiness, error and latency rules)")
     scorer = proposal.scorer.model_copy(update={"evidence": evidence})
     problems = scorer_problems(scorer, spec)
     if not problems:
