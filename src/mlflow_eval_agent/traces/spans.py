@@ -95,7 +95,7 @@ def span_row(span: dict[str, Any]) -> SpanRow | None:
     if not span_id:
         return None
     attrs = span.get("attributes") if isinstance(span.get("attributes"), dict) else {}
-    span_type = decode(attrs.get(SPAN_TYPE)) if SPAN_TYPE in attrs else None
+    span_type = _plain_string(attrs.get(SPAN_TYPE)) if SPAN_TYPE in attrs else None
     status = span.get("status") if isinstance(span.get("status"), dict) else {}
     return SpanRow(
         span_id=str(span_id),
@@ -108,6 +108,13 @@ def span_row(span: dict[str, Any]) -> SpanRow | None:
         end_ns=_int_or_none(span.get("end_time_unix_nano")) or None,  # OTLP and protobuf say 0 for "not ended"
         raw=span,
     )
+
+
+def _plain_string(raw: Any) -> Any:
+    """A JSON-encoded simple string ('"TOOL"') without a full parse; anything else is decoded."""
+    if isinstance(raw, str) and len(raw) >= 2 and raw[0] == raw[-1] == '"' and "\\" not in raw:
+        return raw[1:-1]
+    return decode(raw)
 
 
 def status_code(code: Any) -> str:

@@ -1,0 +1,217 @@
+"""Benchmark: the trace profile against the naive path, on the same store, at 1,000 and 20,000 traces.
+
+    uv run python -m benchmarks.profile                    # 1,000 and 20,000 traces
+    uv run python -m benchmarks.profile --sizes 1000 --paths sql,api,naive
+
+Corpus: realistic support-agent traces (an AGENT root with a system prompt and chat messages, a
+retriever returning three documents, one or two CHAT_MODEL calls with token usage, a tool call,
+sessions, ~5% caught tool timeouts, ~3% uncaught errors, 1-2 KB payloads per span). They are
+written through the store's bulk span ingestion (`store.log_spans`, the path OTLP ingestion
+takes, in batches of a few thousand spans), not through synchronous tracing (~12 traces/s) or
+async tracing (which drops traces under load). The sqlite file is kept in --cache-dir and reused
+by later runs of the same size.
+
+Each measurement runs in a fresh Python process, so one does not warm the other's caches:
+- sql:   build_profile on the local store (spans read straight from the store's tables);
+- api:   build_profile forced through the MLflow API (what a remote or Databricks store gets);
+- naive: mlflow.search_traces(include_spans=True) into pandas, then the same kind of summary
+         with pandas (status counts, latency and per-span percentiles, tool and error tables).
+Printed per run: wall seconds, peak RSS growth during the call (MB, from ru_maxrss), and whether
+its trace count, status counts and p50/p99 latency agree with the sql profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SYSTEM_PROMPT = (
+    "You are the support assistant of an online shop. Answer in the customer's language, cite the policy documents you "
+    "used, never promise refunds above the policy limit, and hand over to a human when the customer asks. " * 6
+)
+
+
+def corpus(n: int, seed: int = 1):
+    """n realistic traces (TraceSpec) with a fixed seed."""
+    sys.path.insert(0, str(REPO))
+    from tests.fakes.trace_writer import SpanSpec, TraceSpec
+
+    rng = random.Random(seed)
+    base_ms = 1_767_225_600_000
+    for i in range(n):
+        question = f"Hi, where is my order {10_000 + i}? I ordered it {rng.randint(2, 20)} days ago and paid express shipping."
+        docs = [{"page_content": f"Policy {k}: " + "Express orders ship within two business days. " * 10, "metadata": {"doc_uri": f"kb/policy-{k}"}}
+                for k in rng.sample(range(40), 3)]
+        timeout = rng.random() < 0.05
+        crash = not timeout and rng.random() < 0.03
+        tool = SpanSpec("lookup_order", "TOOL", start_ms=60, duration_ms=rng.randint(20, 400), inputs={"order_id": 10_000 + i})
+        if timeout or crash:
+            tool.status = "ERROR"
+            tool.error = ("TimeoutError", f"order service timed out after {rng.choice([10, 30])}s for order {10_000 + i}") if timeout else \
+                ("KeyError", f"'{rng.choice(['carrier', 'eta', 'warehouse'])}'")
+        else:
+            tool.outputs = {"status": rng.choice(["shipped", "in transit", "delayed"]), "carrier": "DHL", "eta_days": rng.randint(1, 5)}
+        calls = []
+        t = 500
+        for k in range(1 if rng.random() < 0.8 else 2):
+            ms = rng.randint(300, 4_000)
+            usage = {"input_tokens": rng.randint(600, 1_500), "output_tokens": rng.randint(20, 200)}
+            usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
+            calls.append(SpanSpec(
+                "chat_model", "CHAT_MODEL", start_ms=t, duration_ms=ms,
+                inputs={"model": "gpt-4o-mini", "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}]},
+                outputs={"choices": [{"message": {"role": "assistant", "content": "Your order has shipped and should arrive within two days."}}]},
+                attributes={"mlflow.chat.tokenUsage": usage, "mlflow.llm.model": "gpt-4o-mini"},
+            ))
+            t += ms + 10
+        root = SpanSpec(
+            "support_agent", "AGENT", duration_ms=t + rng.randint(10, 200),
+            inputs={"messages": [{"role": "user", "content": question}]},
+            children=[SpanSpec("search_docs", "RETRIEVER", start_ms=5, duration_ms=rng.randint(10, 50), inputs={"query": question},
+                               outputs=[] if rng.random() < 0.04 else docs), tool, *calls],
+        )
+        if crash:
+            root.status, root.error = "ERROR", tool.error
+        else:
+            root.outputs = {"answer": "" if rng.random() < 0.02 else "Your order has shipped and should arrive within two days."}
+        yield TraceSpec(root=root, start_ms=base_ms + i * 30_000, session_id=f"session-{i // 3}")
+
+
+def build_corpus(n: int, cache_dir: Path) -> tuple[str, str]:
+    """The store URI and experiment id holding n traces, built once and cached."""
+    sys.path.insert(0, str(REPO))
+    from tests.fakes.trace_writer import create_experiment, write_traces
+
+    path = cache_dir / f"profile-bench-{n}.db"
+    uri = f"sqlite:///{path}"
+    marker = cache_dir / f"profile-bench-{n}.json"
+    if path.exists() and marker.exists():
+        return uri, json.loads(marker.read_text())["experiment_id"]
+    path.unlink(missing_ok=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    experiment_id = create_experiment(uri, "support-agent", str(cache_dir / "artifacts"))
+    written = write_traces(uri, experiment_id, corpus(n), batch_spans=5_000)
+    seconds = time.perf_counter() - started
+    marker.write_text(json.dumps({"experiment_id": experiment_id, "traces": written}))
+    print(f"built {written:,} traces in {seconds:.1f}s ({written / seconds:,.0f} traces/s) -> {path}", flush=True)
+    return uri, experiment_id
+
+
+# --- one measurement, in a child process --------------------------------------------------------
+
+
+def _status_mb(field: str) -> float:
+    """VmRSS / VmHWM from /proc (ru_maxrss would carry the parent's peak across exec)."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _reset_peak() -> None:
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")  # resets VmHWM to the current RSS
+
+
+def measure(kind: str, uri: str, experiment_id: str) -> dict:
+    import mlflow  # imports are not part of the measurement
+    import pandas  # noqa: F401
+
+    from mlflow_eval_agent.traces.profile import build_profile
+
+    # Open the store first (lazy imports, schema check): both paths pay it once, outside the timer.
+    mlflow.set_tracking_uri(uri)
+    mlflow.MlflowClient(uri).get_experiment(experiment_id)
+    _reset_peak()
+    before = _status_mb("VmRSS")
+    started = time.perf_counter()
+    if kind == "naive":
+        summary = naive_summary(uri, experiment_id)
+    else:
+        p = build_profile(uri, experiment_id, path=kind)
+        summary = {"traces": p.trace_count, "status": p.status_counts, "p50": p.latency_ms.p50, "p99": p.latency_ms.p99,
+                   "spans": p.span_count, "signatures": len(p.error_signatures)}
+    seconds = time.perf_counter() - started
+    return {"kind": kind, "seconds": round(seconds, 3), "rss_growth_mb": round(max(0.0, _status_mb("VmHWM") - before), 1), **summary}
+
+
+def naive_summary(uri: str, experiment_id: str) -> dict:
+    """What one writes without the profile: load every trace with spans, then pandas."""
+    import mlflow
+    import numpy as np
+    import pandas as pd
+
+    mlflow.set_tracking_uri(uri)
+    df = mlflow.search_traces(locations=[experiment_id], include_spans=True)
+    rows = []
+    for trace_id, spans in zip(df["trace_id"], df["spans"]):
+        for span in spans:
+            d = span if isinstance(span, dict) else span.to_dict()
+            attrs = d.get("attributes") or {}
+            end, start = d.get("end_time_unix_nano"), d.get("start_time_unix_nano")
+            rows.append({
+                "trace_id": trace_id, "name": d.get("name"), "type": json.loads(attrs.get("mlflow.spanType", '"UNKNOWN"')),
+                "status": str((d.get("status") or {}).get("code")), "ms": (end - start) / 1e6 if end and start else None,
+                "message": (d.get("status") or {}).get("message"),
+            })
+    spans = pd.DataFrame(rows)
+    per_span = spans.groupby(["name", "type"]).agg(count=("ms", "size"), errors=("status", lambda s: (s == "STATUS_CODE_ERROR").sum()),
+                                                   p50=("ms", lambda s: np.percentile(s.dropna(), 50, method="inverted_cdf")),
+                                                   p99=("ms", lambda s: np.percentile(s.dropna(), 99, method="inverted_cdf")))
+    errors = spans[spans["status"] == "STATUS_CODE_ERROR"].groupby(["name", "message"]).size()
+    latency = df["execution_duration"].dropna().to_numpy()
+    return {
+        "traces": len(df), "status": {str(k): int(v) for k, v in df["state"].value_counts().items()},
+        "p50": float(np.percentile(latency, 50, method="inverted_cdf")), "p99": float(np.percentile(latency, 99, method="inverted_cdf")),
+        "spans": len(spans), "span_names": len(per_span), "error_messages": len(errors),
+    }
+
+
+def run_child(kind: str, uri: str, experiment_id: str) -> dict:
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONPATH": str(REPO / "src")}
+    done = subprocess.run([sys.executable, "-m", "benchmarks.profile", "--child", kind, uri, experiment_id],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=3_600)
+    if done.returncode != 0:
+        raise RuntimeError(f"{kind} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,20000", help="Comma-separated trace counts.")
+    parser.add_argument("--paths", default="sql,api,naive", help="Which of sql, api, naive to measure.")
+    parser.add_argument("--cache-dir", default="/tmp/mlflow-eval-agent-bench", help="Where corpora are kept between runs.")
+    parser.add_argument("--child", nargs=3, metavar=("KIND", "URI", "EXPERIMENT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # or litellm fetches its price list online
+    if args.child:
+        print(json.dumps(measure(*args.child)))
+        return 0
+    kinds = [k.strip() for k in args.paths.split(",") if k.strip()]
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus; each run in a fresh process; times exclude imports and opening the store")
+    for n in (int(s) for s in args.sizes.split(",")):
+        uri, experiment_id = build_corpus(n, Path(args.cache_dir))
+        results = {kind: run_child(kind, uri, experiment_id) for kind in kinds}
+        reference = results.get("sql")
+        print(f"\n{n:,} traces")
+        print(f"  {'path':<6} {'seconds':>9} {'traces/s':>10} {'RSS growth MB':>14}  agrees with sql")
+        for kind, r in results.items():
+            agrees = "-" if reference is None or kind == "sql" else ("yes" if all(r[k] == reference[k] for k in ("traces", "status", "p50", "p99", "spans")) else f"NO: {r}")
+            print(f"  {kind:<6} {r['seconds']:>9.2f} {r['traces'] / r['seconds']:>10,.0f} {r['rss_growth_mb']:>14.1f}  {agrees}")
+        if reference and "naive" in results:
+            print(f"  sql profile is {results['naive']['seconds'] / reference['seconds']:.1f}x faster than the naive path")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
