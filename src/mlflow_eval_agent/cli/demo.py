@@ -37,7 +37,7 @@ def _run(settings: Any, traces: int, fresh: bool, offline: bool) -> int:
     from ..demo.run import demo_settings, demo_tracking_uri, prepare_experiment, suite_command
     from ..runner import run_autonomous
 
-    console = Console()
+    console = Console(soft_wrap=True)  # long paths and commands stay on one line
     uri = demo_tracking_uri(settings.volume_path)
     console.print(f"Demo store: {uri}", highlight=False)
     demo = prepare_experiment(uri, traces, fresh)

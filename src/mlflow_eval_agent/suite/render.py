@@ -61,7 +61,7 @@ def scorers_source(spec: SuiteSpec) -> str:
         "from mlflow.genai.scorers import " + ", ".join(["scorer", *builtin_imports]) + "\n",
     ]
     if library:
-        parts += ["\n# ----- trace helpers and checks (copied from mlflow_eval_agent.suite.checks) -----\n", library]
+        parts += ["\n# ----- trace helpers and checks (copied from the mlflow-eval-agent check library) -----\n", library]
     for custom in customs:
         parts += [f"\n# ----- custom scorer {custom.name} -----\n", custom.code.strip() + "\n"]
     parts += ["\n# ----- the suite -----\n", _CODE_SCORER_HELPER, _code_scorers_list(checks, code_builtins, customs), _judges_function(judge_specs)]

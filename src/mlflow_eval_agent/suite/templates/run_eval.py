@@ -32,6 +32,8 @@ MLFLOW_DATASET_ID = None
 # --- end of suite constants ---
 
 EXIT_OK, EXIT_GATE, EXIT_DATA = 0, 1, 2
+# MLflow's error when a scorer lacks a field (a judge of answers on a trace without one): not a verdict, not a failure.
+NOT_APPLICABLE = "requires the following fields"
 FETCH_CHUNK = 50
 
 # Which environment variables give a judge provider its credentials (MLflow's own names).
@@ -233,7 +235,9 @@ def summarize(result_df, names, thresholds, skipped, labels):
         for i, trace_id in enumerate(ids):
             passed = verdict(values.iloc[i]) if values is not None else None
             error = errors.iloc[i] if errors is not None else None
-            if passed is None:
+            if passed is None and isinstance(error, str) and NOT_APPLICABLE in error:
+                outcomes[trace_id] = "n/a"  # e.g. a judge of answers on a trace that has none
+            elif passed is None:
                 first_error = first_error or (str(error) if isinstance(error, str) and error else "no value returned")
                 outcomes[trace_id] = "error"
             else:
@@ -247,6 +251,7 @@ def score_row(name, outcomes, threshold, first_error, labels):
     passed = sum(1 for o in outcomes.values() if o == "pass")
     failed = sum(1 for o in outcomes.values() if o == "fail")
     errors = sum(1 for o in outcomes.values() if o == "error")
+    not_applicable = sum(1 for o in outcomes.values() if o == "n/a")
     rate = passed / (passed + failed) if passed + failed else None
     if errors:
         status, reason = "ERROR", f"{errors} error(s): {first_error}"
@@ -256,9 +261,11 @@ def score_row(name, outcomes, threshold, first_error, labels):
         status, reason = "FAIL", f"pass rate {rate:.1%} below {threshold:.1%}"
     else:
         status, reason = ("PASS" if threshold is not None else "REPORT"), ""
+    if not_applicable:
+        reason = (reason + "; " if reason else "") + f"{not_applicable} trace(s) not applicable (missing inputs or outputs)"
     agreed = [outcomes.get(t) == ("pass" if v else "fail") for t, v in labels.items() if outcomes.get(t) in ("pass", "fail")]
     human = {"labels": len(agreed), "agreement": (sum(agreed) / len(agreed)) if agreed else None}
-    return {"scorer": name, "status": status, "reason": reason, "passed": passed, "failed": failed, "errors": errors,
+    return {"scorer": name, "status": status, "reason": reason, "passed": passed, "failed": failed, "errors": errors, "not_applicable": not_applicable,
             "pass_rate": rate, "threshold": threshold, "human": human}
 
 

@@ -1,0 +1,130 @@
+"""Rendering every scorer kind into evaluation/, running it with and without a judge model, and the
+validation record: evidence agreement, human-label agreement, the baseline."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import mlflow
+import pytest
+from mlflow.entities import AssessmentSource
+
+from mlflow_eval_agent.demo.chat_server import ChatReply, FakeChatServer
+from mlflow_eval_agent.store import open_session_store
+from mlflow_eval_agent.suite.dataset import build_dataset
+from mlflow_eval_agent.suite.render import render_suite, scorers_source
+from mlflow_eval_agent.suite.spec import SuiteSpec, parse_scorer
+from mlflow_eval_agent.suite.validate import compare, validate_suite
+from tests.suite_helpers import local_store, seed_experiment
+
+CUSTOM = '''
+def answered(outputs):
+    """The answer has text."""
+    return bool(outputs) and bool(str(outputs.get("content", "")).strip())
+'''
+
+
+def judge_model(request):
+    """A fake judge: an empty answer is not helpful; everything else is."""
+    prompt = " ".join(str(m.get("content")) for m in request.get("messages", []))
+    verdict = "no" if '"content": ""' in prompt else "yes"
+    return ChatReply(content=json.dumps({"result": verdict, "rationale": f"judged {verdict}"}))
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("render")
+    with local_store(folder) as uri:
+        experiment_id, seeded = seed_experiment("render", n=12)
+        ids = {mode: [s.trace_id for s in seeded if mode in s.modes][:1] for mode in ("caught_tool_error", "empty_answer", "uncaught_tool_error")}
+        clean = [s.trace_id for s in seeded if not s.modes][:3]
+        chosen = [*ids["caught_tool_error"], *ids["empty_answer"], *ids["uncaught_tool_error"], *clean]
+        dataset, _ = build_dataset("render-test", experiment_id, [(t, "all") for t in chosen])
+        source = AssessmentSource(source_type="HUMAN", source_id="reviewer")
+        mlflow.log_feedback(trace_id=ids["caught_tool_error"][0], name="no_hidden_failures", value=False, source=source)
+        mlflow.log_feedback(trace_id=clean[0], name="no_hidden_failures", value=False, source=source)
+
+        def scorer(**data):
+            data.setdefault("why", "a reason from the profile")
+            return parse_scorer(data)
+
+        spec = SuiteSpec(experiment_id=experiment_id, dataset=dataset, scorers=[
+            scorer(kind="check", name="no_hidden_failures", check="no_hidden_failures", threshold=0.5,
+                   evidence={"must_fail": ids["caught_tool_error"], "must_pass": clean}),
+            scorer(kind="custom", name="answered", code=CUSTOM, evidence={"must_fail": ids["empty_answer"], "must_pass": clean}),
+            scorer(kind="builtin", name="says_thanks", builtin="RegexMatch", params={"pattern": "Thanks"},
+                   evidence={"must_fail": ids["empty_answer"], "must_pass": clean}),
+            scorer(kind="guidelines", name="polite", guidelines=["The answer is polite."], evidence={"must_pass": clean}),
+            scorer(kind="make_judge", name="helpful", instructions="Does {{ outputs }} help the customer?", value_type="yes_no",
+                   evidence={"must_fail": ids["empty_answer"], "must_pass": clean}),
+            scorer(kind="builtin", name="safety", builtin="Safety", evidence={"must_pass": clean}),
+        ])
+        store = open_session_store(str(folder / "sessions"), "render-test")
+        render_suite(spec, store)
+        yield {"uri": uri, "spec": spec, "store": store, "ids": ids, "clean": clean}
+
+
+def test_scorers_py_is_self_contained_and_lists_every_kind(suite):
+    source = scorers_source(suite["spec"])
+    assert not re.search(r"^\s*(from|import)\s+mlflow_eval_agent", source, re.M)
+    assert "def no_hidden_failures(" in source and "def answered(outputs):" in source
+    assert "RegexMatch(name='says_thanks', pattern='Thanks')" in source
+    assert "make_judge(name='helpful'" in source and 'feedback_value_type=Literal["yes", "no"]' in source
+    folder = suite["store"].path("evaluation")
+    probe = ("import sys; sys.modules['mlflow_eval_agent'] = None; sys.path.insert(0, sys.argv[1]); import scorers; "
+             "print([s.name for s in scorers.CODE_SCORERS], scorers.JUDGE_NAMES, [j.name for j in scorers.judges('openai:/gpt-4o-mini')], scorers.THRESHOLDS)")
+    out = subprocess.run([sys.executable, "-c", probe, str(folder)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-1500:]
+    assert "['no_hidden_failures', 'says_thanks', 'answered'] ['polite', 'helpful', 'safety'] ['polite', 'helpful', 'safety'] {'no_hidden_failures': 0.5}" in out.stdout
+
+
+def test_validation_without_judge_credentials_skips_judges_then_measures_them(suite):
+    spec, store, uri = suite["spec"], suite["store"], suite["uri"]
+    first = validate_suite(spec, store, uri, timeout_s=300)
+    run = first.latest
+    assert run.ok and run.exit_code == 0, run.error
+    for name in ("no_hidden_failures", "answered", "says_thanks"):
+        assert run.scorers[name].meets_evidence is True, run.scorers[name].summary
+        assert run.scorers[name].evidence.recall == 1.0 and run.scorers[name].evidence.false_alarm_rate == 0.0
+    for name in ("polite", "helpful", "safety"):
+        assert run.scorers[name].status == "SKIPPED" and run.scorers[name].meets_evidence is None
+        assert "needs OPENAI_API_KEY" in run.scorers[name].summary
+    human = run.scorers["no_hidden_failures"]
+    assert (human.human_labels, human.human_agreement) == (2, 0.5)
+    assert first.baseline == run
+    assert "1 trace(s) not applicable" not in run.scorers["polite"].reason  # skipped judges are not run at all
+
+    with FakeChatServer(judge_model) as server:
+        env = {"OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": server.base_url}
+        second = validate_suite(spec, store, uri, timeout_s=300, judge_model="openai:/gpt-4o-mini", extra_env=env)
+    run2 = second.latest
+    assert second.baseline == run, "the first successful run stays the baseline"
+    for name in ("polite", "helpful", "safety"):
+        assert run2.scorers[name].status == "REPORT" and run2.scorers[name].meets_evidence is True, run2.scorers[name].summary
+        assert run2.scorers[name].errors == 0
+    assert run2.scorers["helpful"].evidence.caught == suite["ids"]["empty_answer"]
+    changes = {d.name: d.change for d in compare(second.baseline, run2)}
+    assert changes["helpful"].startswith("status SKIPPED -> REPORT") and changes["no_hidden_failures"] == "unchanged"
+    readme = store.read_text("evaluation/README.md")
+    assert "### helpful" in readme and "Must fail:" in readme
+
+
+def test_secrets_do_not_reach_the_suite(suite, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-secret")
+    from mlflow_eval_agent.suite.sandbox import clean_env
+
+    env = clean_env({"MLFLOW_TRACKING_URI": suite["uri"]})
+    assert "ANTHROPIC_API_KEY" not in env and "OPENAI_API_KEY" not in env and env["MLFLOW_TRACKING_URI"] == suite["uri"]
+
+
+def test_a_broken_suite_is_reported_not_crashed_on(suite, tmp_path):
+    store = open_session_store(str(tmp_path), "broken")
+    render_suite(suite["spec"], store)
+    store.write_text("evaluation/scorers.py", "raise RuntimeError('broken on purpose')\n")
+    report = validate_suite(suite["spec"], store, suite["uri"], timeout_s=120)
+    assert not report.latest.ok and "broken on purpose" in report.latest.error
+    assert report.baseline is None
