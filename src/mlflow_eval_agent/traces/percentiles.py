@@ -39,13 +39,11 @@ def nearest_rank(values: Sequence[float] | Iterable[float], q: int) -> float:
 class ExactValues:
     """Integer values (durations in ns or ms) kept at 8 bytes each for exact percentiles."""
 
-    __slots__ = ("_values",)
+    __slots__ = ("_values", "add")
 
     def __init__(self) -> None:
         self._values = array("q")
-
-    def add(self, value: int) -> None:
-        self._values.append(value)
+        self.add = self._values.append  # the bound C method: no Python frame per value
 
     def __len__(self) -> int:
         return len(self._values)

@@ -9,12 +9,14 @@ and a small counter per session.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import heapq
 import re
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -310,6 +312,8 @@ class ProfileBuilder:
                 acc.traces += 1
 
     def _rows(self, record: TraceRecord) -> list[SpanRow]:
+        if record.rows is not None:
+            return record.rows
         rows = []
         for span in record.spans:
             row = span_row(span) if isinstance(span, dict) else None
@@ -336,20 +340,25 @@ class ProfileBuilder:
         retrieval = [0, 0]
         tools_seen: set[str] = set()
         errors: list[SpanRow] = []
-        for row in rows:
-            duration = row.duration_ns
-            if row.end_ns is None:
+        for row in rows:  # the hot loop: ~85,000 spans for 20,000 traces
+            start, end = row.start_ns, row.end_ns
+            duration = end - start if (start is not None and end is not None and end >= start) else None
+            if end is None:
                 self.odd.add("spans_missing_end_time", record)
             elif duration is None:
                 self.odd.add("spans_negative_duration", record)
-            if row.status == "UNSET":
+            status = row.status
+            if status == "UNSET":
                 self.odd.add("spans_unset_status", record)
-            elif row.status == "ERROR":
+            elif status == "ERROR":
                 errors.append(row)
-            self._payload_checks(row, record)
-            stats = self._span_key(row, record)
+            size = row.content_size
+            if size is None or size > HUGE_PAYLOAD_CHARS or row.parent_id is None or status == "ERROR" or row.span_type == "RETRIEVER":
+                self._payload_checks(row, record)
+            stats = self.span_stats.get((row.name, row.span_type)) or self._span_key(row, record)
             stats.count += 1
-            stats.errors += row.status == "ERROR"
+            if status == "ERROR":
+                stats.errors += 1
             if duration is not None:
                 stats.durations.add(duration)
             if row.span_type == "TOOL":
@@ -426,6 +435,12 @@ class ProfileBuilder:
         return empty
 
     def _payload_checks(self, row: SpanRow, record: TraceRecord) -> None:
+        """Huge payloads on every span; text that is not JSON on the spans the profile reads anyway
+        (roots, retrievers, failed spans), so other spans' stored JSON is never parsed for this."""
+        inspected = row.parent_id is None or row.span_type == "RETRIEVER" or row.status == "ERROR"
+        size = row.content_size
+        if not inspected and size is not None and size <= HUGE_PAYLOAD_CHARS:
+            return  # no payload can be longer than the span's whole stored text
         attrs = row.raw.get("attributes")
         if not isinstance(attrs, dict):
             return
@@ -435,7 +450,7 @@ class ProfileBuilder:
                 continue
             if len(raw) > HUGE_PAYLOAD_CHARS:
                 self.odd.add("huge_payloads", record)
-            elif not _looks_like_json(raw):
+            elif inspected and not _looks_like_json(raw):
                 self.odd.add("non_json_payloads", record)
 
     def _errors(self, errors: list[SpanRow], rows: list[SpanRow], record: TraceRecord) -> None:
@@ -682,6 +697,20 @@ def _iso(ms: int | None) -> str | None:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="seconds") if ms is not None else None
 
 
+@contextlib.contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """The pass allocates millions of short-lived objects that reference counting frees at once;
+    the cyclic collector's repeated scans of them cost a quarter of the time (measured), so it is
+    paused for the pass and restored after. Memory stays bounded: nothing here forms cycles."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def profile_records(
     records: Iterable[TraceRecord],
     experiment_id: str,
@@ -692,10 +721,11 @@ def profile_records(
     """Profile any stream of records (used by build_profile and by tests on hand-made records)."""
     builder = ProfileBuilder()
     started = time.perf_counter()
-    for record in records:
-        builder.add(record)
-        if progress and builder.trace_count % 500 == 0:
-            progress(builder.trace_count)
+    with _no_cyclic_gc():
+        for record in records:
+            builder.add(record)
+            if progress and builder.trace_count % 500 == 0:
+                progress(builder.trace_count)
     source.seconds = round(time.perf_counter() - started, 3)
     return builder.finish(experiment_id, source, experiment_name)
 

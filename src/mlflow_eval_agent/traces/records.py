@@ -33,6 +33,7 @@ class TraceRecord:
     tokens: dict[str, int] | None = None
     assessments: list[AssessmentRecord] = field(default_factory=list)
     spans: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[Any] | None = None  # SpanRows read from table columns (local path) instead of `spans`
 
 
 def record_from_trace(trace: Any) -> TraceRecord:

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from .records import TraceRecord, assessment_from_row, record_from_trace
+from .spans import stored_span_row
 
 Path = Literal["sql", "sql+search", "api"]
 SQL_PAGE = 500
@@ -281,6 +282,9 @@ class SqlReader:
         self.m = models
 
     def records(self) -> Iterator[TraceRecord]:
+        return read_ahead(self._pages())
+
+    def _pages(self) -> Iterator[list[TraceRecord]]:
         import sqlalchemy as sa
 
         ti = self.m.SqlTraceInfo.__table__
@@ -297,23 +301,16 @@ class SqlReader:
                 stmt = stmt.where(sa.or_(ti.c.timestamp_ms < ts, sa.and_(ti.c.timestamp_ms == ts, ti.c.request_id > rid)))
             stmt = stmt.order_by(ti.c.timestamp_ms.desc(), ti.c.request_id.asc()).limit(size)
             with self.store.engine.connect() as conn:
-                rows = conn.execute(stmt).all()
+                rows = conn.execute(stmt).fetchall()
             if not rows:
                 return
             records = [
-                TraceRecord(
-                    trace_id=r.request_id,
-                    state=r.status,
-                    request_time_ms=r.timestamp_ms,
-                    execution_ms=r.execution_time_ms,
-                    session_id=r.session_id,
-                    tokens=_token_columns(r),
-                )
-                for r in rows
+                TraceRecord(trace_id=rid, state=state, request_time_ms=ts, execution_ms=ms, session_id=session, tokens=_tokens(tin, tout, ttotal))
+                for rid, state, ts, ms, session, tin, tout, ttotal in rows
             ]
             self._attach(records)
-            yield from records
-            after = (rows[-1].timestamp_ms, rows[-1].request_id)
+            yield records
+            after = (rows[-1][2], rows[-1][0])
             if len(rows) < size:
                 return
 
@@ -353,10 +350,14 @@ class SqlReader:
                 )
                 if row.value != TRACKING_STORE
             ]
-            for row in conn.execute(sa.select(spans.c.trace_id, spans.c.content).where(spans.c.trace_id.in_(ids)), {"ids": list(by_id)}):
-                span = _load_span(row.content)
-                if span is not None:
-                    by_id[row.trace_id].spans.append(span)
+            for record in records:
+                record.rows = []
+            columns = (spans.c.trace_id, spans.c.span_id, spans.c.parent_span_id, spans.c.name, spans.c.type, spans.c.status,
+                       spans.c.start_time_unix_nano, spans.c.end_time_unix_nano, spans.c.model_name, spans.c.content)
+            result = conn.execute(sa.select(*columns).where(spans.c.trace_id.in_(ids)), {"ids": list(by_id)})
+            for trace_id, span_id, parent, name, span_type, status, start, end, model, content in result.fetchall():
+                if content:  # an empty payload was cleared by archival: MLflow skips it too
+                    by_id[trace_id].rows.append(stored_span_row(span_id, parent, name, span_type, status, start, end, model, content))
             if with_assessments:
                 a = self.m.SqlAssessments.__table__
                 stmt = sa.select(a.c.trace_id, a.c.name, a.c.assessment_type, a.c.value, a.c.error, a.c.source_type, a.c.valid)
@@ -366,28 +367,35 @@ class SqlReader:
                             assessment_from_row(row.name, row.assessment_type, row.source_type, row.value, row.error)
                         )
         for trace_id in elsewhere:  # spans kept in artifacts or an archive: let MLflow fetch them
+            by_id[trace_id].rows = None
             by_id[trace_id].spans = _spans_via_api(self.client, trace_id)
 
 
-def _token_columns(row: Any) -> dict[str, int] | None:
-    usage = {k: int(v) for k, v in (("input_tokens", row.input_tokens), ("output_tokens", row.output_tokens), ("total_tokens", row.total_tokens)) if v is not None}
+def _tokens(input_tokens: int | None, output_tokens: int | None, total_tokens: int | None) -> dict[str, int] | None:
+    """The token columns as MLflow's TraceInfo.token_usage shows them (absent keys left out)."""
+    usage = {}
+    if input_tokens is not None:
+        usage["input_tokens"] = int(input_tokens)
+    if output_tokens is not None:
+        usage["output_tokens"] = int(output_tokens)
+    if total_tokens is not None:
+        usage["total_tokens"] = int(total_tokens)
     return usage or None
 
 
-def _load_span(content: str | None) -> dict[str, Any] | None:
-    """A stored span as MLflow itself loads it (same load-time translation); None if cleared."""
-    if not content:
-        return None
-    from mlflow.tracing.otel.translation import translate_loaded_span_with_status
+def read_ahead(pages: Iterator[list[TraceRecord]]) -> Iterator[TraceRecord]:
+    """Records from `pages`, fetching the next page in a background thread while the caller works
+    on the current one (the database's C code runs without the GIL meanwhile)."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    try:
-        span = json.loads(content)
-    except ValueError:
-        return {"span_id": None, "unparseable": True}
-    if isinstance(span, dict):
-        translate_loaded_span_with_status(span)
-        return span
-    return {"span_id": None, "unparseable": True}
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="profile-read-ahead") as pool:
+        pending = pool.submit(next, pages, None)
+        try:
+            while (page := pending.result()) is not None:
+                pending = pool.submit(next, pages, None)
+                yield from page
+        finally:
+            pending.cancel()
 
 
 def _spans_via_api(client: Any, trace_id: str) -> list[dict[str, Any]]:

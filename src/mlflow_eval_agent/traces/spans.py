@@ -22,19 +22,36 @@ HUGE_PAYLOAD_CHARS = 1_000_000  # parsed lazily and never for shape detection be
 MISSING = object()
 
 
-@dataclass(slots=True)
 class SpanRow:
-    """The fields of one span the profile needs, with its raw dict for lazy payload access."""
+    """The fields of one span the profile needs. The full span dict (`raw`) is parsed only when
+    asked for: the local fast path reads ids, name, type, status and times from table columns
+    and keeps the stored JSON text until a payload, an error or a model name is needed."""
 
-    span_id: str
-    parent_id: str | None
-    name: str
-    span_type: str
-    status: str  # OK, ERROR or UNSET
-    status_message: str
-    start_ns: int | None
-    end_ns: int | None
-    raw: dict[str, Any]
+    __slots__ = ("span_id", "parent_id", "name", "span_type", "status", "start_ns", "end_ns", "model", "_raw", "_content")
+
+    def __init__(self, span_id: str, parent_id: str | None, name: str, span_type: str, status: str,
+                 start_ns: int | None, end_ns: int | None, raw: dict[str, Any] | None = None,
+                 content: str | None = None, model: str | None = None):
+        self.span_id, self.parent_id, self.name, self.span_type, self.status = span_id, parent_id, name, span_type, status
+        self.start_ns, self.end_ns = start_ns, end_ns
+        self.model = model  # known without parsing (the store's model column), else None
+        self._raw, self._content = raw, content
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        if self._raw is None:
+            self._raw = load_span_json(self._content)
+        return self._raw
+
+    @property
+    def content_size(self) -> int | None:
+        """Length of the stored JSON text when the span came from it: no payload is longer."""
+        return len(self._content) if self._content is not None else None
+
+    @property
+    def status_message(self) -> str:
+        status = self.raw.get("status")
+        return str(status.get("message") or "") if isinstance(status, dict) else ""
 
     @property
     def duration_ns(self) -> int | None:
@@ -54,6 +71,31 @@ class SpanRow:
         if not isinstance(attrs, dict) or key not in attrs:
             return Payload(present=False)
         return Payload.of(attrs[key])
+
+
+def load_span_json(content: str | None) -> dict[str, Any]:
+    """A stored span's JSON as MLflow itself loads it (same load-time type translation)."""
+    if not content:
+        return {}
+    try:
+        span = json.loads(content)
+    except ValueError:
+        return {}
+    if not isinstance(span, dict):
+        return {}
+    if needs_type_translation(span):
+        from mlflow.tracing.otel.translation import translate_loaded_span_with_status
+
+        translate_loaded_span_with_status(span)
+    return span
+
+
+def needs_type_translation(span: dict[str, Any]) -> bool:
+    """MLflow's load-time translation only changes spans whose type is missing or UNKNOWN (it infers
+    one from OTel attributes); checking that first saves a JSON parse per span."""
+    attrs = span.get("attributes")
+    raw = attrs.get(SPAN_TYPE) if isinstance(attrs, dict) else None
+    return not (isinstance(raw, str) and len(raw) > 2 and raw not in ('"UNKNOWN"', '""'))
 
 
 @dataclass(slots=True)
@@ -103,11 +145,22 @@ def span_row(span: dict[str, Any]) -> SpanRow | None:
         name=str(span.get("name") or "(unnamed)"),
         span_type=str(span_type) if isinstance(span_type, str) and span_type else "UNKNOWN",
         status=status_code(status.get("code")),
-        status_message=str(status.get("message") or ""),
         start_ns=_int_or_none(span.get("start_time_unix_nano")),
         end_ns=_int_or_none(span.get("end_time_unix_nano")) or None,  # OTLP and protobuf say 0 for "not ended"
         raw=span,
     )
+
+
+def stored_span_row(span_id: str, parent_id: str | None, name: str | None, span_type: str | None, status: str | None,
+                    start_ns: int | None, end_ns: int | None, model: str | None, content: str) -> SpanRow:
+    """A span from the store's `spans` table columns; the JSON is parsed only if the type is unknown."""
+    row = SpanRow(span_id, parent_id or None, name or "(unnamed)", span_type or "UNKNOWN", status_code(status),
+                  start_ns, end_ns or None, content=content, model=model or None)
+    if row.span_type == "UNKNOWN":  # the stored JSON may carry a type MLflow infers on load
+        translated = _plain_string(row.raw.get("attributes", {}).get(SPAN_TYPE)) if isinstance(row.raw.get("attributes"), dict) else None
+        if isinstance(translated, str) and translated:
+            row.span_type = translated
+    return row
 
 
 def _plain_string(raw: Any) -> Any:
@@ -136,11 +189,13 @@ def _int_or_none(value: Any) -> int | None:
 
 def model_name(row: SpanRow) -> str | None:
     """The model an LLM span called, from MLflow's attribute, other conventions, or its inputs."""
+    if row.model:
+        return row.model
+    attrs = row.raw.get("attributes") or {}
     for key in (MODEL, *MODEL_FALLBACKS):
-        value = row.attribute(key)
+        value = _plain_string(attrs[key]) if key in attrs else None
         if isinstance(value, str) and value:
             return value
-    attrs = row.raw.get("attributes") or {}
     params = decode(attrs.get("invocation_params")) if "invocation_params" in attrs else None
     if isinstance(params, dict):
         for key in ("model", "model_name"):
@@ -160,7 +215,7 @@ def is_empty_value(value: Any, depth: int = 0) -> bool:
     if value is None:
         return True
     if isinstance(value, str):
-        return not value.strip()
+        return not value or value.isspace()
     if isinstance(value, (list, tuple, dict)) and not value:
         return True
     if depth >= 3:
@@ -177,6 +232,8 @@ def is_empty_value(value: Any, depth: int = 0) -> bool:
 
 def _chat_reply_content(value: dict[str, Any]) -> Any:
     """The assistant text of an OpenAI-style completion or a {"role", "content"} message."""
+    if "choices" not in value and "role" not in value:
+        return MISSING
     choices = value.get("choices")
     if isinstance(choices, list):
         if not choices:
