@@ -109,3 +109,10 @@ def test_stratified_selection_keeps_rare_strata():
     picks = select_stratified(strata, 5)
     assert [t for t, _ in picks] == ["e1", "h1", "n0", "h2", "n1"]
     assert select_stratified({"a": ["x", "y"], "b": ["x", "z"]}, 10) == [("x", "a"), ("z", "b"), ("y", "a")]
+
+
+def test_custom_code_may_not_shadow_names_of_the_rendered_file():
+    helper = "def _words(text):\n    return text.split()\n\ndef answered(outputs):\n    return bool(_words(str(outputs)))\n"
+    assert problems(kind="custom", code=helper) == []
+    [clash] = problems(kind="custom", code="spans_of = 1\n\ndef answered(outputs):\n    return bool(outputs)\n")
+    assert "defines spans_of" in clash

@@ -13,11 +13,12 @@ from typing import Any
 
 from ..store import SessionStore
 from .checks import get_check
-from .checks._source import library_source
+from .checks._source import library_names, library_source
 from .custom import analyse
 from .spec import EVAL_DIR, BuiltinScorer, CheckScorer, CustomScorer, GuidelinesScorer, JudgeScorer, ScorerSpec, SuiteSpec
 from .validate import ValidationReport
 FILES = ("scorers.py", "run_eval.py", "dataset.json", "README.md")
+RESERVED_NAMES = ("_code_scorer", "CODE_SCORERS", "JUDGE_NAMES", "judges", "THRESHOLDS", "DEFAULT_FAIL_UNDER", "scorer", "Feedback")
 _CONSTANTS_START = "# --- suite constants (rendered) ---"
 _CONSTANTS_END = "# --- end of suite constants ---"
 
@@ -51,7 +52,7 @@ def scorers_source(spec: SuiteSpec) -> str:
     code_builtins = [s for s in spec.scorers if isinstance(s, BuiltinScorer) and not s.needs_judge]
     judge_specs = [s for s in spec.scorers if s.needs_judge]
     imports, library = library_source(sorted({s.check for s in checks})) if checks else ([], "")
-    _check_custom_names(customs, library)
+    _check_custom_names(customs)
     builtin_imports = sorted({s.builtin for s in code_builtins})
     parts = [
         _scorers_docstring(spec),
@@ -159,10 +160,9 @@ def _gating_constants(spec: SuiteSpec) -> str:
     )
 
 
-def _check_custom_names(customs: list[CustomScorer], library: str) -> None:
-    taken = {"_code_scorer", "CODE_SCORERS", "JUDGE_NAMES", "judges", "THRESHOLDS", "DEFAULT_FAIL_UNDER", "scorer", "Feedback"}
-    taken |= {line.split("(")[0][4:] for line in library.splitlines() if line.startswith("def ")}
-    taken |= {line.split(" =")[0] for line in library.splitlines() if line[:1].isupper() and " = " in line}
+def _check_custom_names(customs: list[CustomScorer]) -> None:
+    """Custom code shares scorers.py with the library and the suite's own names."""
+    taken = set(RESERVED_NAMES) | library_names()
     for custom in customs:
         names = set(analyse(custom.code).top_level_names)
         clash = sorted(names & taken)

@@ -180,14 +180,20 @@ def scorer_problems(scorer: ScorerSpec, suite: SuiteSpec) -> list[str]:
         return ["set the dataset first (set_dataset): evidence and prerequisites are checked against its traces"]
     problems = _evidence_problems(scorer, suite.dataset)
     problems += definition_problems(scorer, suite.dataset.facts)
-    clash = next((s for s in suite.scorers if s.name != scorer.name and _metric_name(s) == _metric_name(scorer)), None)
-    if clash:
-        problems.append(f"scorer {clash.name!r} already reports under the same metric name")
+    if isinstance(scorer, CustomScorer) and not problems:
+        problems += _custom_name_problems(scorer, [s for s in suite.scorers if isinstance(s, CustomScorer) and s.name != scorer.name])
     return problems
 
 
-def _metric_name(scorer: ScorerSpec) -> str:
-    return scorer.name
+def _custom_name_problems(scorer: CustomScorer, others: list[CustomScorer]) -> list[str]:
+    """Custom code is rendered into one scorers.py with the check library and other custom code."""
+    from .checks._source import library_names
+
+    taken = library_names() | {n for other in others for n in custom.analyse(other.code).top_level_names}
+    clash = sorted(set(custom.analyse(scorer.code).top_level_names) & taken)
+    if clash:
+        return [f"the code defines {', '.join(clash)}, a name the suite already uses (library helpers or other custom scorers); rename it"]
+    return []
 
 
 def _evidence_problems(scorer: ScorerSpec, dataset: DatasetSpec) -> list[str]:
