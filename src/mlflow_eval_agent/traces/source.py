@@ -197,7 +197,7 @@ class TraceSource:
         self.truncated = False
 
     def _choose_path(self) -> Path:
-        if _sql_store(self.client) is None:
+        if _sql_store(self.client) is None or not _sql_schema_known():
             return "api"
         return "sql+search" if self.query.filter_string else "sql"
 
@@ -235,6 +235,28 @@ def _sql_store(client: Any) -> Any:
 
     store = getattr(getattr(client, "_tracking_client", None), "store", None)
     return store if isinstance(store, SqlAlchemyStore) else None
+
+
+SQL_COLUMNS = {
+    "SqlTraceInfo": ("request_id", "experiment_id", "status", "timestamp_ms", "execution_time_ms", "session_id",
+                     "input_tokens", "output_tokens", "total_tokens"),
+    "SqlSpan": ("trace_id", "span_id", "parent_span_id", "name", "type", "status", "start_time_unix_nano",
+                "end_time_unix_nano", "model_name", "content"),
+    "SqlTraceTag": ("request_id", "key", "value"),
+    "SqlAssessments": ("trace_id", "name", "assessment_type", "value", "error", "source_type", "valid", "created_timestamp"),
+}
+
+
+def _sql_schema_known() -> bool:
+    """The fast path reads MLflow's tables by column name; if a future MLflow renamed one, the API
+    path (slower, always right) is used instead of failing."""
+    from mlflow.store.tracking.dbmodels import models
+
+    for model_name, columns in SQL_COLUMNS.items():
+        table = getattr(getattr(models, model_name, None), "__table__", None)
+        if table is None or any(c not in table.c for c in columns):
+            return False
+    return True
 
 
 def _page_size(query: TraceQuery, default: int) -> int:
