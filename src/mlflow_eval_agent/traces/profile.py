@@ -161,12 +161,13 @@ class _Signature:
         self.traces = 0
         self.examples = Examples()
         self.message = ""
-        self.message_key: tuple[int, str] = (-1, "")
+        self.message_key: tuple[int, str, str] = (-1, "", "")
 
     def offer_message(self, message: str, record: TraceRecord) -> None:
-        key = (record.request_time_ms or 0, record.trace_id)
-        if key > self.message_key:  # the most recent trace's message: order-free
-            self.message_key, self.message = key, message[:MESSAGE_CHARS]
+        message = message[:MESSAGE_CHARS]
+        key = (record.request_time_ms or 0, record.trace_id, message)
+        if key > self.message_key:  # the most recent trace's message (then the text): order-free
+            self.message_key, self.message = key, message
 
 
 class _ShapeAcc:
@@ -333,7 +334,8 @@ class ProfileBuilder:
             self.odd.add("traces_with_multiple_roots", record)
         if not roots:
             return None
-        return min(roots, key=lambda r: (r.start_ns if r.start_ns is not None else 0, r.span_id))
+        # Ties broken by name and end, not by span id: ids are hex in table columns, base64 in span JSON.
+        return min(roots, key=lambda r: (r.start_ns or 0, r.name, r.end_ns or 0))
 
     def _spans(self, rows: list[SpanRow], record: TraceRecord) -> None:
         llm_rows: list[SpanRow] = []
