@@ -15,8 +15,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-# Variables a Python child needs to start and find its packages; nothing that authenticates.
-_KEEP_EXACT = ("PATH", "HOME", "LANG", "TZ", "TMPDIR", "TEMP", "TMP", "SYSTEMROOT", "VIRTUAL_ENV", "USER", "LOGNAME")
+# Variables a Python child needs to start and find its packages, and non-secret pointers to a
+# Databricks workspace (host, profile name, runtime marker); nothing that authenticates by itself.
+_KEEP_EXACT = (
+    "PATH", "HOME", "LANG", "TZ", "TMPDIR", "TEMP", "TMP", "SYSTEMROOT", "VIRTUAL_ENV", "USER", "LOGNAME",
+    "DATABRICKS_HOST", "DATABRICKS_CONFIG_PROFILE", "DATABRICKS_CONFIG_FILE", "DATABRICKS_RUNTIME_VERSION",
+)
 _KEEP_PREFIXES = ("LC_",)
 _QUIET = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -28,10 +32,16 @@ _QUIET = {
 }
 
 
-def clean_env(extra: Mapping[str, str] | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """An allow-listed copy of the environment plus `extra` (e.g. MLFLOW_TRACKING_URI)."""
+# How MLflow authenticates to a remote tracking server: needed to run a suite, never to score a trace.
+_TRACKING_PREFIX = "MLFLOW_TRACKING_"
+
+
+def clean_env(extra: Mapping[str, str] | None = None, base: Mapping[str, str] | None = None, tracking: bool = False) -> dict[str, str]:
+    """An allow-listed copy of the environment plus `extra` (e.g. MLFLOW_TRACKING_URI); with
+    `tracking`, also MLflow's tracking-server settings (MLFLOW_TRACKING_TOKEN, ...)."""
     base = os.environ if base is None else base
-    env = {k: v for k, v in base.items() if k in _KEEP_EXACT or k.startswith(_KEEP_PREFIXES)}
+    prefixes = (*_KEEP_PREFIXES, _TRACKING_PREFIX) if tracking else _KEEP_PREFIXES
+    env = {k: v for k, v in base.items() if k in _KEEP_EXACT or k.startswith(prefixes)}
     env.update(_QUIET)
     env.update(extra or {})
     return env

@@ -103,7 +103,7 @@ def validate_suite(
     results.parent.mkdir(parents=True, exist_ok=True)
     results.unlink(missing_ok=True)
     args = [str(script), "--output-json", str(results)] + (["--judge-model", judge_model] if judge_model else [])
-    env = clean_env({"MLFLOW_TRACKING_URI": tracking_uri, **(extra_env or {})})
+    env = clean_env({"MLFLOW_TRACKING_URI": tracking_uri, **(extra_env or {})}, tracking=True)
     outcome = run_python(args, timeout_s=timeout_s, env=env, cwd=script.parent, python=python)
     if results.is_file():
         store.write_text(RUN_RESULTS_FILE, results.read_text(encoding="utf-8"))  # push to the backend
