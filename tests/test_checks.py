@@ -170,3 +170,11 @@ def test_rendering_takes_only_what_the_chosen_checks_need():
     _, source = library_source(["latency_budget"])
     assert "def latency_budget" in source and "def trace_duration_ms" in source
     assert "def no_pii" not in source and "PII_PATTERNS" not in source and "_span_known" not in source
+
+
+def test_exception_events_from_otlp_are_read_like_mlflow_ones():
+    quoted = span("call_api", "TOOL", "ERROR", error=('"requests.exceptions.Timeout"', '"read timed out"'))
+    passed, rationale = verdict("no_exception", trace(quoted), exception_type="Timeout")
+    assert not passed and "Timeout: read timed out" in rationale
+    described = span("call_api", "TOOL", "ERROR", description="KeyError: 'order_id'")
+    assert not verdict("no_exception", trace(described), exception_type="KeyError")[0]

@@ -78,7 +78,7 @@ def library_source(check_names: list[str]) -> tuple[list[str], str]:
         needed.add(name)
         todo += [ref for ref in pool[name][1].references if ref in pool and ref not in needed]
     chosen = sorted((pool[n] for n in needed), key=lambda item: item[0])
-    imports = sorted({line for _, _, module_imports in chosen for line in module_imports})
+    imports = sorted({line for _, _, module_imports in chosen for line in module_imports}, key=lambda line: (line.startswith("from "), line))
     return imports, "\n\n\n".join(d.source for _, d, _ in chosen) + "\n"
 
 

@@ -50,11 +50,12 @@ def trace_duration_ms(trace):
 
 
 def exception_of(span):
-    """(exception type, message) of a failed span, from its exception event or status description."""
-    for event in getattr(span, "events", None) or []:
+    """(exception type, message) of a failed span, from its last exception event or its status
+    description ("KeyError: 'x'")."""
+    for event in reversed(getattr(span, "events", None) or []):
         if getattr(event, "name", "") == "exception":
             attrs = getattr(event, "attributes", None) or {}
-            return str(attrs.get("exception.type") or "Exception"), str(attrs.get("exception.message") or "")
+            return unquote(attrs.get("exception.type")) or "Exception", unquote(attrs.get("exception.message"))
     description = getattr(getattr(span, "status", None), "description", None) or ""
     if description:
         kind, sep, message = description.partition(": ")
@@ -62,6 +63,12 @@ def exception_of(span):
             return kind, message
         return "Error", description
     return None
+
+
+def unquote(value):
+    """Event attributes are plain strings, sometimes JSON-quoted (spans that came through OTLP)."""
+    text = "" if value is None else str(value)
+    return text[1:-1] if len(text) >= 2 and text[0] == text[-1] == '"' else text
 
 
 def describe_span(span):
