@@ -30,6 +30,8 @@ from .spans import stored_span_row
 Path = Literal["sql", "sql+search", "api"]
 SQL_PAGE = 500
 API_PAGE = 200
+BATCH_GET = 10
+API_THREADS = 4
 SPANS_LOCATION_TAG = "mlflow.trace.spansLocation"
 TRACKING_STORE = "TRACKING_STORE"
 
@@ -265,31 +267,32 @@ def _page_size(query: TraceQuery, default: int) -> int:
 
 
 def api_records(client: Any, query: TraceQuery) -> Iterator[TraceRecord]:
-    """The API path: info pages, then each page's spans in one batch call."""
+    """The API path: pages of trace infos, then each page's spans through batch gets."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from mlflow.tracing.client import TracingClient
 
     tracing = TracingClient(client.tracking_uri)
     token = None
     size = _page_size(query, API_PAGE)
-    while True:
-        page = client.search_traces(
-            locations=[query.experiment_id],
-            filter_string=query.effective_filter(),
-            max_results=size,
-            page_token=token,
-            include_spans=False,
-        )
-        ids = [t.info.trace_id for t in page]
-        loaded = {t.info.trace_id: t for t in tracing.batch_get_traces(ids)} if ids else {}
-        for trace in page:
-            full = loaded.get(trace.info.trace_id)
-            record = record_from_trace(trace)
-            if full is not None:
-                record.spans = [s.to_dict() for s in full.data.spans]
-            yield record
-        token = page.token
-        if not token or not ids:
-            return
+    with ThreadPoolExecutor(max_workers=API_THREADS, thread_name_prefix="profile-batch-get") as pool:
+        while True:
+            page = client.search_traces(
+                locations=[query.experiment_id], filter_string=query.effective_filter(),
+                max_results=size, page_token=token, include_spans=False,
+            )
+            ids = [t.info.trace_id for t in page]
+            # Batch-get endpoints take at most 10 ids per call (Databricks among them): chunk, in parallel.
+            chunks = [ids[i : i + BATCH_GET] for i in range(0, len(ids), BATCH_GET)]
+            loaded = {t.info.trace_id: t for batch in pool.map(tracing.batch_get_traces, chunks) for t in batch}
+            for trace in page:
+                record = record_from_trace(trace)
+                if (full := loaded.get(trace.info.trace_id)) is not None:
+                    record.spans = [s.to_dict() for s in full.data.spans]
+                yield record  # a trace whose spans could not be loaded counts as one without spans
+            token = page.token
+            if not token or not ids:
+                return
 
 
 class SqlReader:
