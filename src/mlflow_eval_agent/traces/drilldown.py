@@ -74,9 +74,10 @@ def load_traces(tracking_uri: str | None, trace_ids: list[str]) -> list[Any]:
     """Full traces for a few ids, in the order asked; missing ones are skipped."""
     from mlflow.tracing.client import TracingClient
 
-    if not trace_ids:
-        return []
-    found = {t.info.trace_id: t for t in TracingClient(tracking_uri).batch_get_traces(list(trace_ids))}
+    client = TracingClient(tracking_uri)
+    found = {}
+    for i in range(0, len(trace_ids), 10):  # batch-get endpoints take at most 10 ids
+        found.update({t.info.trace_id: t for t in client.batch_get_traces(list(trace_ids[i : i + 10]))})
     return [found[t] for t in trace_ids if t in found]
 
 
