@@ -230,3 +230,12 @@ def test_empty_experiment_profiles_to_zero(seeded_store: SeededStore):
 
 def _numbers(profile) -> dict:
     return profile.model_dump(exclude={"source", "generated_at"})
+
+
+def test_bad_requests_over_http_are_user_errors(mlflow_server):
+    from mlflow_eval_agent.traces.source import ExperimentNotFound, InvalidQuery
+
+    with pytest.raises(ExperimentNotFound, match="was not found"):
+        build_profile(mlflow_server.url, "no-such-experiment")
+    with pytest.raises(InvalidQuery, match="MLflow rejected the query"):
+        build_profile(mlflow_server.url, "support-agent", filter_string="this is not a filter")
