@@ -34,6 +34,7 @@ MLFLOW_DATASET_ID = None
 EXIT_OK, EXIT_GATE, EXIT_DATA = 0, 1, 2
 # MLflow's error when a scorer lacks a field (a judge of answers on a trace without one): not a verdict, not a failure.
 NOT_APPLICABLE = "requires the following fields"
+NO_VERDICT = "no verdict recorded (MLflow could not score or log it; see its warnings above)"
 FETCH_CHUNK = 50
 
 # Which environment variables give a judge provider its credentials (MLflow's own names).
@@ -238,7 +239,7 @@ def summarize(result_df, names, thresholds, skipped, labels):
             if passed is None and isinstance(error, str) and NOT_APPLICABLE in error:
                 outcomes[trace_id] = "n/a"  # e.g. a judge of answers on a trace that has none
             elif passed is None:
-                first_error = first_error or (str(error) if isinstance(error, str) and error else "no value returned")
+                first_error = first_error or (str(error) if isinstance(error, str) and error else NO_VERDICT)
                 outcomes[trace_id] = "error"
             else:
                 outcomes[trace_id] = "pass" if passed else "fail"
