@@ -23,6 +23,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+# Judges import litellm, which otherwise downloads a model price list on start (a CI gate should not).
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 # --- suite constants (rendered) ---
 SUITE_NAME = "suite"
