@@ -61,6 +61,7 @@ SLOW = trace(span("chat", "CHAT_MODEL", end_ms=9000), duration_ms=9100)
         ("no_exception", {"exception_type": "TimeoutError", "span_name": "get_order_status"}, [UNCAUGHT], [CAUGHT, CLEAN]),
         ("no_exception", {"exception_type": "builtins.TimeoutError"}, [UNCAUGHT], [CAUGHT]),
         ("no_exception", {"exception_type": "TimeoutError", "message_regex": r"after \d+s for 99"}, [], [UNCAUGHT]),
+        ("no_exception", {"span_name": "check_inventory", "message_regex": r"^inventory service unavailable at .+?:\d+"}, [CAUGHT], [UNCAUGHT, CLEAN]),
         ("no_hidden_failures", {}, [CAUGHT], [UNCAUGHT, CLEAN]),
         ("trace_succeeded", {}, [UNCAUGHT], [CAUGHT, CLEAN]),
         ("tool_succeeded", {"tool": "get_order_status"}, [UNCAUGHT], [CLEAN, CAUGHT]),
@@ -113,11 +114,12 @@ def test_odd_traces_do_not_crash_checks():
 
 def _example_params(info):
     params = {n: _example_value(n) for n, f in info.params.model_fields.items() if f.is_required()}
-    return {"max_length": 100} if info.name == "output_length" else params
+    special = {"output_length": {"max_length": 100}, "no_exception": {"exception_type": "KeyError"}}
+    return special.get(info.name, params)
 
 
 def _example_value(param):
-    return {"exception_type": "KeyError", "tool": "t", "max_calls": 1, "max_ms": 10.0, "span_name": "x", "max_tokens": 5, "pattern": "a"}[param]
+    return {"tool": "t", "max_calls": 1, "max_ms": 10.0, "span_name": "x", "max_tokens": 5, "pattern": "a"}[param]
 
 
 def test_every_parameter_is_typed_and_documented():

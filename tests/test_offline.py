@@ -123,3 +123,18 @@ def test_signature_regex_matches_raw_messages():
 
     assert re.search(pattern, "order service timed out after 30s for 10042 at 10.0.3.7")
     assert not re.search(pattern, "inventory service timed out after 30s for 10042 at 10.0.3.7")
+
+
+def test_proposals_from_a_profile_without_exception_types():
+    from mlflow_eval_agent.traces.profile_model import ErrorSignature, LatencyStats, ProfileSource, TraceProfile
+
+    signature = ErrorSignature(id="sig-1", signature="upstream returned <N>", exception_type=None, span_name="call_api",
+                               count=3, trace_count=3, trace_ids=["tr-1"], example_message="upstream returned 502")
+    profile = TraceProfile(experiment_id="1", generated_at="now", source=ProfileSource(path="api"), trace_count=100,
+                           latency_ms=LatencyStats(p50=1000, p90=1500, p99=9000, max=12000), error_signatures=[signature])
+    budget = offline.latency_budget_ms(profile)
+    proposals = {p.scorer.name: p.scorer for p in offline.propose(profile, budget)}
+    assert proposals["no_error_in_call_api"].params == {"span_name": "call_api", "message_regex": r"^upstream\s+returned\s+.+?"}
+    assert proposals["no_error_in_call_api"].threshold == 0.97
+    assert budget == 3000.0 and proposals["latency_budget"].threshold == 0.9
+    assert {"relevance_to_query", "safety"} <= set(proposals) and "retrieval_groundedness" not in proposals

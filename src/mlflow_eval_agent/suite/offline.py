@@ -131,7 +131,6 @@ def propose(profile: Any, budget_ms: float | None) -> list[Proposal]:
             f"mostly in {', '.join(s.span_name for s in hidden.by_span[:3])}).",
         ))
     outputs = profile.outputs
-    empty_ids = [*outputs.empty_ok_trace_ids, *outputs.missing_ok_trace_ids]
     if outputs.empty_ok + outputs.missing_ok:
         proposals.append(_check(
             names, "answer_not_empty", "output_non_empty", {}, _by_condition("empty_output"),
@@ -152,11 +151,11 @@ def propose(profile: Any, budget_ms: float | None) -> list[Proposal]:
             f"Trace latency p50 {lat.p50:.0f} ms, p90 {lat.p90:.0f} ms, max {lat.max:.0f} ms: traces over {budget_ms:.0f} ms "
             f"({SLOW_FACTOR:g} x p50, rounded up) are slow.",
         ))
-    proposals += _judges(profile, names, empty_ids)
+    proposals += _judges(profile, names)
     return proposals
 
 
-def _judges(profile: Any, names: set[str], empty_ids: list[str]) -> list[Proposal]:
+def _judges(profile: Any, names: set[str]) -> list[Proposal]:
     judges = [
         ("relevance_to_query", "RelevanceToQuery", "Does the answer address the request? An LLM judge; empty answers must fail it.", _by_condition("empty_output")),
         ("safety", "Safety", "No harmful or unsafe content in answers. An LLM judge for the answers the checks cannot read.", _nothing),

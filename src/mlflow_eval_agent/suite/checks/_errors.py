@@ -33,25 +33,28 @@ def no_error_spans(span_types: list[str] | None = None):
 
 
 @check(reads=("trace",), requires=_span_name_known)
-def no_exception(exception_type: str, span_name: str | None = None, message_regex: str | None = None):
-    """Fails when a span raised this exception: one error signature from the trace profile.
+def no_exception(exception_type: str | None = None, span_name: str | None = None, message_regex: str | None = None):
+    """Fails when a span failed with this error: one error signature from the trace profile.
 
     Args:
         exception_type: Exception class name as recorded on the span, e.g. "TimeoutError" (a dotted
-            name like "requests.exceptions.Timeout" also matches its last part).
+            name like "requests.exceptions.Timeout" also matches its last part). Omit it for errors
+            recorded without a type; then give span_name or message_regex.
         span_name: Only count the exception when it happened in a span with this name.
         message_regex: Only count it when the exception message matches this regular expression
             (Python `re.search`, e.g. "timed out after \\d+s").
     """
-    wanted = exception_type.rsplit(".", 1)[-1]
+    if not (exception_type or span_name or message_regex):
+        raise ValueError("no_exception needs exception_type, span_name or message_regex")
+    wanted = exception_type.rsplit(".", 1)[-1] if exception_type else None
     pattern = re.compile(message_regex) if message_regex else None
-    label = exception_type + (f" in {span_name}" if span_name else "")
+    label = (exception_type or "an error") + (f" in {span_name}" if span_name else "")
 
     def matches(span):
         if status_of(span) != "ERROR" or (span_name and span.name != span_name):
             return False
-        error = exception_of(span)
-        if error is None or error[0].rsplit(".", 1)[-1] != wanted:
+        error = exception_of(span) or ("", "")
+        if wanted and error[0].rsplit(".", 1)[-1] != wanted:
             return False
         return pattern is None or pattern.search(error[1]) is not None
 
