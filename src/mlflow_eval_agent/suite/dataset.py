@@ -116,13 +116,17 @@ def register_dataset(spec: DatasetSpec, traces: list[Any], tracking_uri: str) ->
 
 
 def _existing_or_new(name: str, experiment_id: str) -> Any:
-    """Reuse the session's dataset on a re-run (records merge; identical inputs dedupe)."""
+    """The session's dataset, emptied (a re-chosen dataset replaces the old records), or a new one."""
     from mlflow.genai.datasets import create_dataset, get_dataset
 
     try:
-        return get_dataset(name=name)
+        dataset = get_dataset(name=name)
     except Exception:
         return create_dataset(name=name, experiment_id=[experiment_id], tags={"created_by": "mlflow-eval-agent"})
+    old = list(dataset.to_df().get("dataset_record_id", []))
+    if old:
+        dataset.delete_records(old)
+    return dataset
 
 
 def evenly_spaced(items: Sequence[str], count: int) -> list[str]:
