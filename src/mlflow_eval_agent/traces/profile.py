@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
 import heapq
 import re
 import time
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
@@ -111,7 +111,7 @@ class HashSample:
         self._heap: list[tuple[int, str]] = []  # max-heap via negated hash
 
     def offer(self, trace_id: str) -> None:
-        h = _hash64(trace_id)
+        h = zlib.crc32(trace_id.encode())  # stable across runs and paths, and cheap
         if len(self._heap) < self.k:
             heapq.heappush(self._heap, (-h, trace_id))
         elif -h > self._heap[0][0]:
@@ -119,10 +119,6 @@ class HashSample:
 
     def ids(self) -> list[str]:
         return [tid for _, tid in sorted(self._heap, reverse=True)]
-
-
-def _hash64(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
 
 class _Odd:
@@ -253,7 +249,7 @@ class ProfileBuilder:
         self.outputs = Counter[str]()
         self.output_examples = {"missing_ok": Examples(MANY_EXAMPLES), "empty_ok": Examples(MANY_EXAMPLES)}
         self.shapes: dict[str, dict[tuple[str, tuple[str, ...]], _ShapeAcc]] = {"inputs": {}, "outputs": {}}
-        self.sessions: Counter[int] = Counter()
+        self.sessions: Counter[str] = Counter()  # traces per session id: exact distinct count
         self.session_examples: list[str] = []
         self.traces_with_session = 0
         self.assessments: dict[tuple[str, str], _AssessmentAcc] = {}
@@ -301,7 +297,7 @@ class ProfileBuilder:
             self.tokens[3] += 1
         if record.session_id:
             self.traces_with_session += 1
-            self.sessions[_hash64(record.session_id)] += 1
+            self.sessions[record.session_id] += 1
             if record.session_id not in self.session_examples:
                 self.session_examples = sorted([*self.session_examples, record.session_id])[:EXAMPLES]
         seen: set[tuple[str, str]] = set()

@@ -378,11 +378,12 @@ class SqlReader:
             for record in records:
                 record.rows = []
             columns = (spans.c.trace_id, spans.c.span_id, spans.c.parent_span_id, spans.c.name, spans.c.type, spans.c.status,
-                       spans.c.start_time_unix_nano, spans.c.end_time_unix_nano, spans.c.model_name, spans.c.content)
+                       spans.c.start_time_unix_nano, spans.c.end_time_unix_nano, spans.c.model_name,
+                       _content_if_needed(spans), sa.func.length(spans.c.content))
             result = conn.execute(sa.select(*columns).where(spans.c.trace_id.in_(ids)), {"ids": list(by_id)})
-            for trace_id, span_id, parent, name, span_type, status, start, end, model, content in result.fetchall():
-                if content:  # an empty payload was cleared by archival: MLflow skips it too
-                    by_id[trace_id].rows.append(stored_span_row(span_id, parent, name, span_type, status, start, end, model, content))
+            for trace_id, span_id, parent, name, span_type, status, start, end, model, content, size in result.fetchall():
+                if size:  # an empty payload was cleared by archival: MLflow skips it too
+                    by_id[trace_id].rows.append(stored_span_row(span_id, parent, name, span_type, status, start, end, model, content, size))
             if with_assessments:
                 a = self.m.SqlAssessments.__table__
                 stmt = sa.select(a.c.trace_id, a.c.name, a.c.assessment_type, a.c.value, a.c.error, a.c.source_type, a.c.valid)
@@ -394,6 +395,25 @@ class SqlReader:
         for trace_id in elsewhere:  # spans kept in artifacts or an archive: let MLflow fetch them
             by_id[trace_id].rows = None
             by_id[trace_id].spans = _spans_via_api(self.client, trace_id)
+
+
+def _content_if_needed(spans: Any) -> Any:
+    """The stored JSON only for spans the profile reads: roots, retrievers, failed spans, spans of
+    unknown type, model calls without a model column, and any big enough to hold a huge payload.
+    Other spans (most tool and model calls) are profiled from their columns alone."""
+    import sqlalchemy as sa
+
+    from .spans import HUGE_PAYLOAD_CHARS
+
+    needed = sa.or_(
+        spans.c.parent_span_id.is_(None),
+        spans.c.type.is_(None),
+        spans.c.type.in_(["UNKNOWN", "RETRIEVER"]),
+        spans.c.status == "ERROR",
+        sa.and_(spans.c.type.in_(["LLM", "CHAT_MODEL"]), spans.c.model_name.is_(None)),
+        sa.func.length(spans.c.content) > HUGE_PAYLOAD_CHARS,
+    )
+    return sa.case((needed, spans.c.content), else_=sa.null())
 
 
 def _tokens(input_tokens: int | None, output_tokens: int | None, total_tokens: int | None) -> dict[str, int] | None:

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 SPAN_TYPE = "mlflow.spanType"
 INPUTS = "mlflow.spanInputs"
 OUTPUTS = "mlflow.spanOutputs"
@@ -27,14 +29,16 @@ class SpanRow:
     asked for: the local fast path reads ids, name, type, status and times from table columns
     and keeps the stored JSON text until a payload, an error or a model name is needed."""
 
-    __slots__ = ("span_id", "parent_id", "name", "span_type", "status", "start_ns", "end_ns", "model", "_raw", "_content")
+    __slots__ = ("span_id", "parent_id", "name", "span_type", "status", "start_ns", "end_ns", "model", "content_size", "_raw", "_content")
 
     def __init__(self, span_id: str, parent_id: str | None, name: str, span_type: str, status: str,
                  start_ns: int | None, end_ns: int | None, raw: dict[str, Any] | None = None,
-                 content: str | None = None, model: str | None = None):
+                 content: str | None = None, model: str | None = None, content_size: int | None = None):
         self.span_id, self.parent_id, self.name, self.span_type, self.status = span_id, parent_id, name, span_type, status
         self.start_ns, self.end_ns = start_ns, end_ns
         self.model = model  # known without parsing (the store's model column), else None
+        # Length of the stored JSON text when the span came from the store: no payload is longer.
+        self.content_size = content_size
         self._raw, self._content = raw, content
 
     @property
@@ -42,11 +46,6 @@ class SpanRow:
         if self._raw is None:
             self._raw = load_span_json(self._content)
         return self._raw
-
-    @property
-    def content_size(self) -> int | None:
-        """Length of the stored JSON text when the span came from it: no payload is longer."""
-        return len(self._content) if self._content is not None else None
 
     @property
     def status_message(self) -> str:
@@ -78,7 +77,7 @@ def load_span_json(content: str | None) -> dict[str, Any]:
     if not content:
         return {}
     try:
-        span = json.loads(content)
+        span = loads(content)
     except ValueError:
         return {}
     if not isinstance(span, dict):
@@ -113,7 +112,7 @@ class Payload:
             return cls(present=True, value=raw, size=len(json.dumps(raw, default=str)) if raw is not None else 0)
         size = len(raw)
         try:
-            return cls(present=True, value=json.loads(raw), size=size)
+            return cls(present=True, value=loads(raw), size=size)
         except ValueError:
             return cls(present=True, value=raw, is_json=False, size=size)
 
@@ -122,11 +121,20 @@ class Payload:
         return self.size > HUGE_PAYLOAD_CHARS
 
 
+def loads(text: str) -> Any:
+    """json.loads, 3x faster: orjson, falling back to the standard library for what orjson refuses
+    and Python's json writes (NaN, Infinity, integers beyond 64 bits). Raises ValueError."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def decode(raw: Any) -> Any:
     if not isinstance(raw, str):
         return raw
     try:
-        return json.loads(raw)
+        return loads(raw)
     except ValueError:
         return raw
 
@@ -152,10 +160,11 @@ def span_row(span: dict[str, Any]) -> SpanRow | None:
 
 
 def stored_span_row(span_id: str, parent_id: str | None, name: str | None, span_type: str | None, status: str | None,
-                    start_ns: int | None, end_ns: int | None, model: str | None, content: str) -> SpanRow:
-    """A span from the store's `spans` table columns; the JSON is parsed only if the type is unknown."""
+                    start_ns: int | None, end_ns: int | None, model: str | None, content: str | None, size: int) -> SpanRow:
+    """A span from the store's `spans` table columns. `content` is the stored JSON when the reader
+    fetched it (only for spans whose payload, error or type the profile needs), else None."""
     row = SpanRow(span_id, parent_id or None, name or "(unnamed)", span_type or "UNKNOWN", status_code(status),
-                  start_ns, end_ns or None, content=content, model=model or None)
+                  start_ns, end_ns or None, content=content, model=model or None, content_size=size)
     if row.span_type == "UNKNOWN":  # the stored JSON may carry a type MLflow infers on load
         translated = _plain_string(row.raw.get("attributes", {}).get(SPAN_TYPE)) if isinstance(row.raw.get("attributes"), dict) else None
         if isinstance(translated, str) and translated:
