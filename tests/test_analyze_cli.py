@@ -96,3 +96,17 @@ def test_subprocess_stdout_is_pure_json(seeded_store: SeededStore):
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["trace_count"] == 3
+
+
+@pytest.mark.parametrize(
+    ("uri", "words"),
+    [
+        ("sqlite:///{tmp}/missing/mlflow.db", "There is no MLflow database"),
+        ("bogus://somewhere", "Cannot open the tracking store bogus://somewhere"),
+    ],
+)
+def test_unusable_tracking_uri_is_exit_2_and_creates_nothing(capsys, tmp_path, uri, words):
+    code, out, err = run(capsys, "-e", "1", "--tracking-uri", uri.format(tmp=tmp_path), "--json")
+    assert (code, out) == (2, "")
+    assert err.startswith(f"Error: {words}") and "Traceback" not in err
+    assert not (tmp_path / "missing").exists()

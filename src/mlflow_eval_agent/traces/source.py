@@ -21,13 +21,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from .records import TraceRecord, assessment_from_row, record_from_trace
 from .spans import stored_span_row
 
-Path = Literal["sql", "sql+search", "api"]
+ReadPath = Literal["sql", "sql+search", "api"]
 SQL_PAGE = 500
 API_PAGE = 200
 BATCH_GET = 10
@@ -55,6 +56,10 @@ class TrackingServerError(TraceSourceError):
     user_error = False
 
 
+class TrackingUriError(TraceSourceError):
+    """The tracking URI names a store that cannot be opened (bad scheme, unusable path, ...)."""
+
+
 @dataclass(frozen=True)
 class ExperimentRef:
     experiment_id: str
@@ -80,10 +85,18 @@ class TraceQuery:
 
 
 def mlflow_client(tracking_uri: str | None) -> Any:
+    """A client whose store is open; a URI that cannot be used is a clear TrackingUriError."""
     from mlflow import MlflowClient
 
     check_reachable(tracking_uri)
-    return MlflowClient(tracking_uri=tracking_uri)
+    check_sqlite_exists(tracking_uri)
+    try:
+        client = MlflowClient(tracking_uri=tracking_uri)
+        client._tracking_client.store  # noqa: B018 - opening the store surfaces a bad URI here, not mid-profile
+    except Exception as exc:  # MLflow, SQLAlchemy and OS errors all mean: this URI does not work here
+        message = _first_line(getattr(exc, "message", None) or str(exc))
+        raise TrackingUriError(f"Cannot open the tracking store {redact_uri(tracking_uri) or '(default)'}: {message}") from None
+    return client
 
 
 def check_reachable(tracking_uri: str | None, timeout_s: float = 5.0) -> None:
@@ -102,6 +115,15 @@ def check_reachable(tracking_uri: str | None, timeout_s: float = 5.0) -> None:
             f"Cannot reach the MLflow tracking server at {redact_uri(tracking_uri)} ({reason}). "
             "Start it or pass the right --tracking-uri."
         ) from None
+
+
+def check_sqlite_exists(tracking_uri: str | None) -> None:
+    """Reading traces must not create a database: MLflow would make an empty one at a mistyped path."""
+    if not tracking_uri or not tracking_uri.startswith("sqlite:///"):
+        return
+    path = tracking_uri.removeprefix("sqlite:///").split("?", 1)[0]
+    if path and path != ":memory:" and not Path(path).exists():
+        raise TrackingUriError(f"There is no MLflow database at {path}; check --tracking-uri (sqlite:////absolute/path.db).")
 
 
 def redact_uri(uri: str | None) -> str | None:
@@ -191,14 +213,14 @@ def _first_line(text: str) -> str:
 class TraceSource:
     """Iterate the records of one query; `path` says how, `truncated` whether max_traces cut it."""
 
-    def __init__(self, tracking_uri: str | None, query: TraceQuery, force_path: Path | None = None, client: Any = None):
+    def __init__(self, tracking_uri: str | None, query: TraceQuery, force_path: ReadPath | None = None, client: Any = None):
         self.tracking_uri = tracking_uri
         self.query = query
         self.client = client or mlflow_client(tracking_uri)
-        self.path: Path = force_path or self._choose_path()
+        self.path: ReadPath = force_path or self._choose_path()
         self.truncated = False
 
-    def _choose_path(self) -> Path:
+    def _choose_path(self) -> ReadPath:
         if _sql_store(self.client) is None or not _sql_schema_known():
             return "api"
         return "sql+search" if self.query.filter_string else "sql"
