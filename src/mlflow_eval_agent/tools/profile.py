@@ -15,7 +15,7 @@ from ..traces.drilldown import hidden_failure_examples, signature_examples, slow
 from ..traces.profile import build_profile
 from ..traces.profile_model import TraceProfile
 from ..traces.profile_summary import compact_profile
-from ..traces.source import TraceSourceError, parse_since
+from ..traces.source import TraceSourceError, mlflow_client, parse_since
 from ._base import UNTRUSTED_NOTE, ToolContext, ToolError, agent_tool
 
 PROFILE_FILE = "state/profile.json"
@@ -132,7 +132,9 @@ def slowest_traces_tool(ctx: ToolContext, args: SlowestArgs) -> dict[str, Any]:
     from mlflow.exceptions import MlflowException
 
     try:
-        rows = slowest_traces(ctx.mlflow, ctx.experiment_id(args.experiment_id), args.limit, args.filter)
+        rows = slowest_traces(mlflow_client(ctx.settings.tracking_uri), ctx.experiment_id(args.experiment_id), args.limit, args.filter)
+    except TraceSourceError as exc:
+        raise ToolError(str(exc)) from None
     except MlflowException as exc:
         raise ToolError(f"The search failed: {exc.message.splitlines()[0] if exc.message else exc}. Check the filter.") from None
     return {"note": UNTRUSTED_NOTE, "traces": rows}
