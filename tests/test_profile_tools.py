@@ -127,3 +127,11 @@ def test_compact_profile_stays_small_for_a_sprawling_experiment():
     view = compact_profile(profile)
     assert len(json.dumps(view)) <= 6_000
     assert view["omitted_rows"]["spans"] >= 890 and view["trace_count"] == 3_000
+
+
+def test_drill_downs_fail_fast_when_the_store_is_gone(ctx: ToolContext):
+    call(ctx, "profile")  # saved while the store was up
+    gone = ToolContext(settings=Settings(tracking_uri=f"http://127.0.0.1:{free_port()}", experiment_id="1"), store=ctx.store)
+    for name, args in (("hidden_failures", {}), ("slowest_traces", {}), ("signature_examples", {"signature_id": "sig-whatever"})):
+        text, is_error = call(gone, name, **args)
+        assert is_error and ("Cannot reach the MLflow tracking server" in text or "No error signature" in text), (name, text)

@@ -93,6 +93,8 @@ def signature_examples_tool(ctx: ToolContext, args: SignatureArgs) -> dict[str, 
         found = signature_examples(ctx.settings.tracking_uri, profile, args.signature_id, args.limit)
     except KeyError as exc:
         raise ToolError(str(exc.args[0])) from None
+    except TraceSourceError as exc:
+        raise ToolError(str(exc)) from None
     return {"note": UNTRUSTED_NOTE, **found}
 
 
@@ -108,11 +110,15 @@ class HiddenArgs(BaseModel):
 )
 def hidden_failures_tool(ctx: ToolContext, args: HiddenArgs) -> dict[str, Any]:
     profile = load_profile(ctx)
+    try:
+        examples = hidden_failure_examples(ctx.settings.tracking_uri, profile, args.limit)
+    except TraceSourceError as exc:
+        raise ToolError(str(exc)) from None
     return {
         "note": UNTRUSTED_NOTE,
         "count": profile.hidden_failures.count,
         "by_span": [b.model_dump() for b in profile.hidden_failures.by_span[:10]],
-        "examples": hidden_failure_examples(ctx.settings.tracking_uri, profile, args.limit),
+        "examples": examples,
     }
 
 

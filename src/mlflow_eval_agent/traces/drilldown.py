@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from .profile_model import TraceProfile
 from .signatures import error_from_span, signature_id
+from .source import check_reachable
 from .spans import INPUTS, OUTPUTS, SpanRow, span_row
 
 PREVIEW_CHARS = 300
@@ -74,6 +75,7 @@ def load_traces(tracking_uri: str | None, trace_ids: list[str]) -> list[Any]:
     """Full traces for a few ids, in the order asked; missing ones are skipped."""
     from mlflow.tracing.client import TracingClient
 
+    check_reachable(tracking_uri)  # fail in seconds, not after MLflow's minutes of retries
     client = TracingClient(tracking_uri)
     found = {}
     for i in range(0, len(trace_ids), 10):  # batch-get endpoints take at most 10 ids
