@@ -58,6 +58,10 @@ def test_building_a_suite_through_the_tools(world):
                                               "empty": by_mode["empty_answer"], "normal": clean}, size=12)
     assert dataset["traces"] == len(by_mode["caught_tool_error"]) + len(by_mode["uncaught_tool_error"]) + len(by_mode["empty_answer"]) + len(clean)
     assert "check_inventory" in dataset["facts"]["tools"] and "RETRIEVER" in dataset["facts"]["span_types"]
+    from mlflow.genai.datasets import get_dataset
+
+    registered = set(get_dataset(name="eval-agent-tools-test").to_df()["source_id"])
+    assert registered and registered <= {*by_mode["caught_tool_error"], *by_mode["uncaught_tool_error"], *by_mode["empty_answer"], *clean}
 
     # A wrong tool name: the error lists the tools that exist.
     wrong_tool = error(world, "add_scorer", kind="check", name="inventory_ok", why="inventory lookups fail", check="tool_succeeded",
