@@ -12,25 +12,35 @@ from __future__ import annotations
 import contextlib
 import gc
 import heapq
-import re
 import time
-import zlib
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
-from typing import Any
 
+from .accumulators import (
+    EXAMPLES,
+    MANY_EXAMPLES,
+    MAX_NAMED,
+    MAX_SIGNATURES,
+    MAX_SPAN_KEYS,
+    OTHER,
+    SLOWEST,
+    Examples,
+    HashSample,
+    AssessmentAcc,
+    LatencyAcc,
+    OddCounts,
+    ShapeAcc,
+    SignatureAcc,
+)
 from .percentiles import CountDistribution, ExactValues
 from .profile_model import (
-    AssessmentSummary,
     CountStats,
     ErrorSignature,
     HiddenFailures,
     LatencyStats,
     LlmUsage,
     NamedCount,
-    NumericStats,
-    OddCount,
     Outputs,
     ProfileSource,
     Retrieval,
@@ -46,176 +56,22 @@ from .profile_model import (
     ToolStats,
     TraceProfile,
 )
-from .records import AssessmentRecord, TraceRecord
+from .records import TraceRecord
 from .signatures import error_from_span, signature_id
 from .source import TraceQuery, TraceSource, redact_uri, resolve_experiment
-from .spans import HUGE_PAYLOAD_CHARS, INPUTS, LLM_TYPES, OUTPUTS, Payload, SpanRow, is_empty_value, model_name, span_row
-
-EXAMPLES = 5
-MANY_EXAMPLES = 20
-SAMPLE_SIZE = 25
-SLOWEST = 10
-MAX_SPAN_KEYS = 1_000
-MAX_SIGNATURES = 2_000
-MAX_NAMED = 200  # models, trace names, shapes, tools beyond this fold into "(other)"
-MAX_VALUES = 20
-MESSAGE_CHARS = 300
-OTHER = "(other)"
-ODD_KEYS = (
-    "traces_without_spans",
-    "traces_without_root",
-    "traces_with_multiple_roots",
-    "traces_without_duration",
-    "spans_missing_end_time",
-    "spans_negative_duration",
-    "spans_unset_status",
-    "unparseable_spans",
-    "non_json_payloads",
-    "huge_payloads",
-    "folded_span_names",
-    "folded_signatures",
+from .spans import (
+    HUGE_PAYLOAD_CHARS,
+    INPUTS,
+    LLM_TYPES,
+    OUTPUTS,
+    Payload,
+    SpanRow,
+    is_empty_value,
+    looks_like_json,
+    model_name,
+    shape_of,
+    span_row,
 )
-
-
-class Examples:
-    """The k most recent trace ids offered (by timestamp, then id): independent of visit order."""
-
-    __slots__ = ("k", "_heap", "_seen")
-
-    def __init__(self, k: int = EXAMPLES):
-        self.k = k
-        self._heap: list[tuple[int, str]] = []
-        self._seen: set[str] = set()
-
-    def offer(self, trace_id: str, timestamp_ms: int | None) -> None:
-        if trace_id in self._seen:
-            return
-        item = (timestamp_ms or 0, trace_id)
-        if len(self._heap) < self.k:
-            heapq.heappush(self._heap, item)
-            self._seen.add(trace_id)
-        elif item > self._heap[0]:
-            dropped = heapq.heapreplace(self._heap, item)
-            self._seen.discard(dropped[1])
-            self._seen.add(trace_id)
-
-    def ids(self) -> list[str]:
-        return [tid for _, tid in sorted(self._heap, reverse=True)]
-
-
-class HashSample:
-    """The k ids with the smallest hash: a stable pseudo-random sample, independent of visit order."""
-
-    def __init__(self, k: int = SAMPLE_SIZE):
-        self.k = k
-        self._heap: list[tuple[int, str]] = []  # max-heap via negated hash
-
-    def offer(self, trace_id: str) -> None:
-        h = zlib.crc32(trace_id.encode())  # stable across runs and paths, and cheap
-        if len(self._heap) < self.k:
-            heapq.heappush(self._heap, (-h, trace_id))
-        elif -h > self._heap[0][0]:
-            heapq.heapreplace(self._heap, (-h, trace_id))
-
-    def ids(self) -> list[str]:
-        return [tid for _, tid in sorted(self._heap, reverse=True)]
-
-
-class _Odd:
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-        self.examples: dict[str, Examples] = defaultdict(Examples)
-
-    def add(self, key: str, record: TraceRecord, n: int = 1) -> None:
-        self.counts[key] += n
-        self.examples[key].offer(record.trace_id, record.request_time_ms)
-
-    def result(self) -> dict[str, OddCount]:
-        return {k: OddCount(count=self.counts[k], trace_ids=self.examples[k].ids() if k in self.examples else []) for k in ODD_KEYS}
-
-
-class _Latency:
-    """count, errors and exact durations (ns) for one span name or tool."""
-
-    __slots__ = ("count", "errors", "durations", "traces")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.errors = 0
-        self.traces = 0
-        self.durations = ExactValues()
-
-    def stats(self) -> LatencyStats:
-        return LatencyStats(**self.durations.summary(scale=1e6))
-
-
-class _Signature:
-    __slots__ = ("count", "traces", "examples", "message", "message_key")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.traces = 0
-        self.examples = Examples()
-        self.message = ""
-        self.message_key: tuple[int, str, str] = (-1, "", "")
-
-    def offer_message(self, message: str, record: TraceRecord) -> None:
-        message = message[:MESSAGE_CHARS]
-        key = (record.request_time_ms or 0, record.trace_id, message)
-        if key > self.message_key:  # the most recent trace's message (then the text): order-free
-            self.message_key, self.message = key, message
-
-
-class _ShapeAcc:
-    __slots__ = ("count", "example")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.example: tuple[int, str] = (-1, "")
-
-
-class _AssessmentAcc:
-    def __init__(self) -> None:
-        self.count = 0
-        self.traces = 0
-        self.errors = 0
-        self.sources: Counter[str] = Counter()
-        self.values: Counter[str] = Counter()
-        self.numbers: list[float] = [0, float("inf"), float("-inf"), 0.0]  # n, min, max, sum
-
-    def add(self, a: AssessmentRecord) -> None:
-        self.count += 1
-        self.errors += a.has_error
-        self.sources[a.source_type] += 1
-        value = a.value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            n, lo, hi, total = self.numbers
-            self.numbers = [n + 1, min(lo, value), max(hi, value), total + value]
-        label = _value_label(value)
-        if label in self.values or len(self.values) < MAX_VALUES:
-            self.values[label] += 1
-        else:
-            self.values[OTHER] += 1
-
-    def summary(self, name: str, kind: str) -> AssessmentSummary:
-        n, lo, hi, total = self.numbers
-        numeric = NumericStats(count=int(n), min=lo, max=hi, mean=round(total / n, 6)) if n else None
-        return AssessmentSummary(
-            name=name, kind=kind, count=self.count, trace_count=self.traces, sources=dict(self.sources),
-            values=dict(self.values.most_common()), numeric=numeric, errors=self.errors,
-        )
-
-
-def _value_label(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    text = value if isinstance(value, str) else type(value).__name__
-    return text[:60]
-
 
 class ProfileBuilder:
     """Feed records with `add`; `finish` returns the profile. Memory stays flat-ish (see module doc)."""
@@ -230,9 +86,9 @@ class ProfileBuilder:
         self.slowest: list[tuple[int, str, str]] = []
         self.spans_per_trace = CountDistribution()
         self.trace_names: Counter[str] = Counter()
-        self.span_stats: dict[tuple[str, str], _Latency] = {}
-        self.tools: dict[str, _Latency] = {}
-        self.signatures: dict[tuple[str | None, str, str], _Signature] = {}
+        self.span_stats: dict[tuple[str, str], LatencyAcc] = {}
+        self.tools: dict[str, LatencyAcc] = {}
+        self.signatures: dict[tuple[str | None, str, str], SignatureAcc] = {}
         self.traces_with_error_spans = 0
         self.hidden = 0
         self.hidden_examples = Examples(MANY_EXAMPLES)
@@ -248,13 +104,13 @@ class ProfileBuilder:
         self.retrievers: dict[str, list[int]] = {}
         self.outputs = Counter[str]()
         self.output_examples = {"missing_ok": Examples(MANY_EXAMPLES), "empty_ok": Examples(MANY_EXAMPLES)}
-        self.shapes: dict[str, dict[tuple[str, tuple[str, ...]], _ShapeAcc]] = {"inputs": {}, "outputs": {}}
+        self.shapes: dict[str, dict[tuple[str, tuple[str, ...]], ShapeAcc]] = {"inputs": {}, "outputs": {}}
         self.sessions: Counter[str] = Counter()  # traces per session id: exact distinct count
         self.session_examples: list[str] = []
         self.traces_with_session = 0
-        self.assessments: dict[tuple[str, str], _AssessmentAcc] = {}
+        self.assessments: dict[tuple[str, str], AssessmentAcc] = {}
         self.sample = HashSample()
-        self.odd = _Odd()
+        self.odd = OddCounts()
 
     # --- one trace ---------------------------------------------------------------------------
     def add(self, record: TraceRecord) -> None:
@@ -302,7 +158,7 @@ class ProfileBuilder:
                 self.session_examples = sorted([*self.session_examples, record.session_id])[:EXAMPLES]
         seen: set[tuple[str, str]] = set()
         for a in record.assessments:
-            acc = self.assessments.setdefault((a.name, a.kind), _AssessmentAcc())
+            acc = self.assessments.setdefault((a.name, a.kind), AssessmentAcc())
             acc.add(a)
             if (a.name, a.kind) not in seen:
                 seen.add((a.name, a.kind))
@@ -400,19 +256,19 @@ class ProfileBuilder:
                 self.calls_without_model += 1
         return len(calls)
 
-    def _span_key(self, row: SpanRow, record: TraceRecord) -> _Latency:
+    def _span_key(self, row: SpanRow, record: TraceRecord) -> LatencyAcc:
         key = (row.name, row.span_type)
         stats = self.span_stats.get(key)
         if stats is None:
             if len(self.span_stats) >= MAX_SPAN_KEYS:
                 self.odd.add("folded_span_names", record)
                 key = (OTHER, row.span_type)
-            stats = self.span_stats.setdefault(key, _Latency())
+            stats = self.span_stats.setdefault(key, LatencyAcc())
         return stats
 
     def _tool(self, row: SpanRow, duration: int | None, seen: set[str]) -> None:
         name = row.name if (row.name in self.tools or len(self.tools) < MAX_NAMED) else OTHER
-        tool = self.tools.setdefault(name, _Latency())
+        tool = self.tools.setdefault(name, LatencyAcc())
         tool.count += 1
         tool.errors += row.status == "ERROR"
         if duration is not None:
@@ -448,7 +304,7 @@ class ProfileBuilder:
                 continue
             if len(raw) > HUGE_PAYLOAD_CHARS:
                 self.odd.add("huge_payloads", record)
-            elif inspected and not _looks_like_json(raw):
+            elif inspected and not looks_like_json(raw):
                 self.odd.add("non_json_payloads", record)
 
     def _errors(self, errors: list[SpanRow], rows: list[SpanRow], record: TraceRecord) -> None:
@@ -488,13 +344,13 @@ class ProfileBuilder:
             for name in hidden_spans:
                 self.hidden_by_span[name] += 1
 
-    def _signature(self, key: tuple[str | None, str, str], record: TraceRecord) -> _Signature:
+    def _signature(self, key: tuple[str | None, str, str], record: TraceRecord) -> SignatureAcc:
         sig = self.signatures.get(key)
         if sig is None:
             if len(self.signatures) >= MAX_SIGNATURES:
                 self.odd.add("folded_signatures", record)
                 key = (None, OTHER, OTHER)
-            sig = self.signatures.setdefault(key, _Signature())
+            sig = self.signatures.setdefault(key, SignatureAcc())
         return sig
 
     def _root_payloads(self, record: TraceRecord, root: SpanRow | None) -> None:
@@ -525,7 +381,7 @@ class ProfileBuilder:
         if acc is None:
             if len(shapes) >= MAX_NAMED:
                 key = (OTHER, ())
-            acc = shapes.setdefault(key, _ShapeAcc())
+            acc = shapes.setdefault(key, ShapeAcc())
         acc.count += 1
         example = (record.request_time_ms or 0, record.trace_id)
         if example > acc.example:
@@ -638,53 +494,6 @@ class ProfileBuilder:
             traces_per_session=CountStats(**per_session.summary()),
             example_session_ids=self.session_examples,
         )
-
-
-def shape_of(payload: Payload) -> tuple[str, tuple[str, ...]]:
-    """(kind, top-level keys) of a root input or output."""
-    if payload.is_huge:
-        return "huge", ()
-    if not payload.is_json:
-        return "non_json", ()
-    value = payload.value
-    if isinstance(value, dict):
-        keys = tuple(sorted(str(k) for k in value)[:12])
-        messages = value.get("messages")
-        if isinstance(messages, list) and messages and all(isinstance(m, dict) and "role" in m for m in messages[:5]):
-            return "chat_messages", keys
-        if isinstance(value.get("choices"), list):
-            return "chat_completion", keys
-        if "role" in value and "content" in value:
-            return "message", keys
-        return "object", keys
-    if isinstance(value, list):
-        if value and all(isinstance(m, dict) and "role" in m for m in value[:5]):
-            return "chat_messages", ()
-        return "list", ()
-    if isinstance(value, str):
-        return "text", ()
-    if isinstance(value, bool):
-        return "boolean", ()
-    if isinstance(value, (int, float)):
-        return "number", ()
-    return "null", ()
-
-
-_JSON_LITERAL = re.compile(r"^\s*(?:-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|true|false|null)\s*$")
-_PAIRS = {"{": "}", "[": "]", '"': '"'}
-
-
-def _looks_like_json(raw: str) -> bool:
-    """Whether a payload is a JSON value, judged by its shape (first and last character, or a
-    literal), not by parsing: MLflow JSON-encodes every payload, so this only has to catch text
-    that another writer stored raw, and parsing every payload would double the profile's time."""
-    text = raw.strip()
-    if not text:
-        return False
-    closing = _PAIRS.get(text[0])
-    if closing is not None:
-        return len(text) > 1 and text[-1] == closing
-    return bool(_JSON_LITERAL.match(text))
 
 
 def _named(counter: Counter[str]) -> list[NamedCount]:

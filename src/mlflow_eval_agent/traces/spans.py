@@ -8,6 +8,7 @@ values come back as `None` or as raw text, and callers count them.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -255,3 +256,50 @@ def _chat_reply_content(value: dict[str, Any]) -> Any:
     if set(value) <= {"role", "content", "name", "tool_calls"} and "content" in value and "role" in value:
         return MISSING if value.get("tool_calls") else value.get("content")
     return MISSING
+
+
+def shape_of(payload: Payload) -> tuple[str, tuple[str, ...]]:
+    """(kind, top-level keys) of a root input or output."""
+    if payload.is_huge:
+        return "huge", ()
+    if not payload.is_json:
+        return "non_json", ()
+    value = payload.value
+    if isinstance(value, dict):
+        keys = tuple(sorted(str(k) for k in value)[:12])
+        messages = value.get("messages")
+        if isinstance(messages, list) and messages and all(isinstance(m, dict) and "role" in m for m in messages[:5]):
+            return "chat_messages", keys
+        if isinstance(value.get("choices"), list):
+            return "chat_completion", keys
+        if "role" in value and "content" in value:
+            return "message", keys
+        return "object", keys
+    if isinstance(value, list):
+        if value and all(isinstance(m, dict) and "role" in m for m in value[:5]):
+            return "chat_messages", ()
+        return "list", ()
+    if isinstance(value, str):
+        return "text", ()
+    if isinstance(value, bool):
+        return "boolean", ()
+    if isinstance(value, (int, float)):
+        return "number", ()
+    return "null", ()
+
+
+_JSON_LITERAL = re.compile(r"^\s*(?:-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|true|false|null)\s*$")
+_PAIRS = {"{": "}", "[": "]", '"': '"'}
+
+
+def looks_like_json(raw: str) -> bool:
+    """Whether a payload is a JSON value, judged by its shape (first and last character, or a
+    literal), not by parsing: MLflow JSON-encodes every payload, so this only has to catch text
+    that another writer stored raw, and parsing every payload would double the profile's time."""
+    text = raw.strip()
+    if not text:
+        return False
+    closing = _PAIRS.get(text[0])
+    if closing is not None:
+        return len(text) > 1 and text[-1] == closing
+    return bool(_JSON_LITERAL.match(text))
