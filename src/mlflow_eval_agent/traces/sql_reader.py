@@ -136,7 +136,7 @@ class SqlReader:
                        spans.c.start_time_unix_nano, spans.c.end_time_unix_nano, spans.c.model_name,
                        _content_if_needed(spans), sa.func.length(spans.c.content))
             result = conn.execute(sa.select(*columns).where(spans.c.trace_id.in_(ids)), {"ids": list(by_id)})
-            for trace_id, span_id, parent, name, span_type, status, start, end, model, content, size in result.fetchall():
+            for trace_id, span_id, parent, name, span_type, status, start, end, model, content, size in result.cursor.fetchall():
                 if size:  # an empty payload was cleared by archival: MLflow skips it too
                     by_id[trace_id].rows.append(stored_span_row(span_id, parent, name, span_type, status, start, end, model, content, size))
             if with_assessments:
