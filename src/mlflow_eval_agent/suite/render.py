@@ -17,7 +17,7 @@ from .checks._source import library_names, library_source
 from .custom import analyse
 from .spec import EVAL_DIR, BuiltinScorer, CheckScorer, CustomScorer, GuidelinesScorer, JudgeScorer, ScorerSpec, SuiteSpec
 from .validate import ValidationReport
-FILES = ("scorers.py", "run_eval.py", "dataset.json", "README.md")
+
 RESERVED_NAMES = ("_code_scorer", "CODE_SCORERS", "JUDGE_NAMES", "judges", "THRESHOLDS", "DEFAULT_FAIL_UNDER", "scorer", "Feedback")
 _CONSTANTS_START = "# --- suite constants (rendered) ---"
 _CONSTANTS_END = "# --- end of suite constants ---"
