@@ -43,3 +43,5 @@ def _no_user_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 from tests.fakes.anthropic_fixture import fake_anthropic, fake_claude_env  # noqa: E402,F401  (fixtures)
+
+pytest_plugins = ["tests.fakes.profile_fixtures"]

@@ -13,7 +13,6 @@ from mlflow_eval_agent.cli import main
 from tests.conftest import REPO_ROOT
 from tests.fakes.profile_fixtures import SeededStore, free_port
 
-pytest_plugins = ["tests.fakes.profile_fixtures"]
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

@@ -11,7 +11,7 @@ import pytest
 from mlflow_eval_agent.guard import FileGuard
 from mlflow_eval_agent.plan import PLAN_FILE, PlanDraft, TaskPlan, TaskStatus
 from mlflow_eval_agent.settings import ConfigError, require_model_access, resolve_settings
-from mlflow_eval_agent.store import CorruptStateError, SessionStore, StoreError, open_session_store
+from mlflow_eval_agent.store import CorruptStateError, StoreError, open_session_store
 
 
 # --- settings -------------------------------------------------------------------------------

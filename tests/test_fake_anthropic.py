@@ -27,7 +27,6 @@ from claude_agent_sdk import (
     tool,
 )
 
-from tests.fakes.anthropic_fixture import fake_anthropic, fake_claude_env  # noqa: F401 - fixtures
 from tests.fakes.anthropic_server import (
     EXHAUSTED_TEXT,
     DropStream,

@@ -14,7 +14,6 @@ from mlflow_eval_agent.demo.chat_server import ChatReply, FakeChatServer, ToolCa
 from mlflow_eval_agent.traces.profile import build_profile
 from tests.fakes.trace_writer import create_experiment
 
-pytest_plugins = ["tests.fakes.profile_fixtures"]
 
 
 @pytest.fixture(scope="module")

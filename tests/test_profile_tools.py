@@ -20,7 +20,6 @@ from mlflow_eval_agent.traces.records import TraceRecord
 from tests.fakes.profile_fixtures import SeededStore, free_port
 from tests.fakes.trace_writer import SpanSpec, TraceSpec, span_dicts
 
-pytest_plugins = ["tests.fakes.profile_fixtures"]
 
 
 @pytest.fixture

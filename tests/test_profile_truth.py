@@ -11,7 +11,6 @@ from mlflow_eval_agent.traces.profile import build_profile
 from tests.fakes.profile_fixtures import BIG_SPANS, SeededStore
 from tests.fakes.seeded_support_traces import BASE_MS
 
-pytest_plugins = ["tests.fakes.profile_fixtures"]
 
 
 def rank(values, q):

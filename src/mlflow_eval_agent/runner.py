@@ -8,18 +8,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 from rich.console import Console
 
 from .aio import run_sync
-from .cli._errors import EXIT_FAILED, UserError
+from .cli._errors import EXIT_FAILED, EXIT_USAGE, UserError
 from .loop import AutonomousLoop, CombinedHooks, RunReport
-from .plan import PLAN_FILE, TaskPlan
+from .plan import PLAN_FILE
 from .progress import ConsoleHooks, print_summary
 from .settings import ConfigError, Settings, require_model_access
-from .store import CorruptStateError, SessionStore, new_session_id, open_session_store
+from .store import SessionStore, new_session_id, open_session_store
 from .tracing import maybe_tracer
+from .traces.source import TraceSourceError, resolve_experiment
 
 
 def configure_mlflow(settings: Settings) -> None:
@@ -28,20 +27,17 @@ def configure_mlflow(settings: Settings) -> None:
         mlflow.set_tracking_uri(settings.tracking_uri)
 
 
-def check_experiment(settings: Settings) -> None:
-    """Fail fast, with a sentence, when the experiment is missing or the store unreachable."""
+def check_experiment(settings: Settings) -> Settings:
+    """Fail fast, with a sentence, when the experiment is missing or the store unreachable.
+
+    The experiment may be given by name; the returned settings carry its id."""
     if not settings.experiment_id:
         raise ConfigError("No experiment given: pass -e/--experiment-id <id> (or set MLFLOW_EXPERIMENT_ID).")
     try:
-        MlflowClient(tracking_uri=settings.tracking_uri).get_experiment(settings.experiment_id)
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-            raise UserError(f"Experiment {settings.experiment_id!r} was not found in the tracking store "
-                            f"{mlflow.get_tracking_uri()!r}. Check -e and --tracking-uri.") from None
-        raise UserError(f"The tracking store could not be read: {exc.message}", EXIT_FAILED) from None
-    except Exception as exc:  # connection refused, DNS, TLS: a server problem, not a usage error
-        raise UserError(f"The tracking store {settings.tracking_uri or mlflow.get_tracking_uri()!r} is unreachable "
-                        f"({type(exc).__name__}: {exc}).", EXIT_FAILED) from None
+        ref = resolve_experiment(settings.tracking_uri, settings.experiment_id)
+    except TraceSourceError as exc:
+        raise UserError(str(exc), EXIT_USAGE if exc.user_error else EXIT_FAILED) from None
+    return settings.model_copy(update={"experiment_id": ref.experiment_id})
 
 
 @contextlib.contextmanager
@@ -67,7 +63,7 @@ def open_store(settings: Settings, console: Console) -> SessionStore:
 def run_autonomous(settings: Settings, console: Console | None = None) -> int:
     console = console or Console()
     configure_mlflow(settings)
-    check_experiment(settings)
+    settings = check_experiment(settings)
     if not settings.offline:
         require_model_access(settings)
     store = open_store(settings, console)
@@ -102,9 +98,3 @@ def run_offline(settings: Settings, store: SessionStore) -> RunReport:
     reason = "completed" if plan.done and plan.counts()["failed"] == 0 else "tasks_failed"
     return RunReport(session_id=store.session_id, plan=plan, stop_reason=reason)
 
-
-def load_plan_or_none(store: SessionStore) -> TaskPlan | None:
-    try:
-        return store.read_model(PLAN_FILE, TaskPlan)
-    except CorruptStateError:
-        return None

@@ -6,6 +6,7 @@ subcommands are registered by the modules listed in `COMMAND_MODULES`.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from . import analyze, demo, importer, root, validate
@@ -20,6 +21,9 @@ for _module in COMMAND_MODULES:
 
 def main(argv: list[str] | None = None) -> int:
     """The entry point shared by the console script, `python -m src.cli` and the notebook."""
+    # Library behaviour, not our configuration: litellm (behind MLflow's judges) otherwise downloads
+    # its price list at import, which hangs or fails offline.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     try:
         app(args=argv if argv is not None else sys.argv[1:], prog_name="mlflow-eval-agent")
     except SystemExit as exc:

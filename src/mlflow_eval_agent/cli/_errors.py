@@ -10,6 +10,7 @@ import typer
 
 from ..settings import ConfigError
 from ..store import StoreError
+from ..traces.source import TraceSourceError
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # tasks failed, the run stopped early, or a server error
@@ -38,5 +39,7 @@ def user_errors() -> Iterator[None]:
         raise fail(str(exc), EXIT_USAGE) from None
     except UserError as exc:
         raise fail(str(exc), exc.code) from None
+    except TraceSourceError as exc:
+        raise fail(str(exc), EXIT_USAGE if exc.user_error else EXIT_FAILED) from None
     except KeyboardInterrupt:
         raise fail("Interrupted.", EXIT_FAILED) from None

@@ -39,7 +39,6 @@ def demo_tracking_uri(volume_path: str) -> str:
 def prepare_experiment(tracking_uri: str, traces: int, fresh: bool) -> DemoExperiment:
     """Reuse the demo experiment when it has traces; otherwise create and fill one."""
     os.environ["MLFLOW_ENABLE_ASYNC_TRACE_LOGGING"] = "false"  # before tracing starts: async drops traces
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # offline: no price-list download
     import mlflow
 
     from .agent import http_chat
