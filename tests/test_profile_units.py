@@ -38,6 +38,7 @@ def test_the_issue_example_is_one_signature():
         ("at 2024-05-01T10:00:00Z the lease expired", "at 2025-12-31 23:59:59 the lease expired"),
         ("trace tr-0253a32b27b249c8132b18d0576d9427 missing", "trace tr-99aa32b27b249c8132b18d0576d94ff missing"),
         ("Rate limit: 1,000 tokens per 60.5 s", "Rate limit: 250 tokens per 1 s"),
+        ("order A1035 not found", "order B2077 not found"),
     ],
 )
 def test_errors_that_differ_only_by_values_share_a_signature(first, second):

@@ -32,7 +32,7 @@ _RULES: list[tuple[re.Pattern[str], str]] = [
     # Long hex runs (hashes, trace ids) and mixed letter+digit tokens (ord_8fz2k1, tr-ab12cd34).
     (re.compile(r"\b[0-9a-fA-F]{12,}\b"), "<HEX>"),
     # Ids mixing letters and at least three digits (ord_8fz2k1, order-12345); "gpt-4o" is kept.
-    (re.compile(r"\b(?=[\w-]*[A-Za-z])(?=(?:[A-Za-z_-]*\d){3})[A-Za-z0-9][\w-]{5,}\b"), "<ID>"),
+    (re.compile(r"\b(?=[\w-]*[A-Za-z])(?=(?:[A-Za-z_-]*\d){3})[A-Za-z0-9][\w-]{3,}\b"), "<ID>"),
 ]
 # HTTP status codes tell different failures apart (429 vs 500): keep them before numbers go.
 _STATUS_BEFORE = re.compile(r"(?:status|code|HTTP)[:= ]{1,3}$", re.IGNORECASE)
