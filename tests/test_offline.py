@@ -83,13 +83,17 @@ def test_run_eval_runs_standalone_and_gates(built, tmp_path):
     out = tmp_path / "results.json"
     proc = subprocess.run([sys.executable, "-c", STANDALONE, str(script), "--output-json", str(out)],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
-    # The dataset over-samples failures, so the file's own thresholds are missed: exit 1.
-    assert proc.returncode == 1, proc.stderr[-2000:]
-    assert "FAILED:" in proc.stdout and "relevance_to_query" in proc.stdout and "SKIPPED" in proc.stdout
+    # Thresholds are gated at the baseline measured on this dataset: the handed-over suite passes today...
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "relevance_to_query" in proc.stdout and "SKIPPED" in proc.stdout
     rows = {r["scorer"]: r for r in json.loads(out.read_text())["scorers"]}
     assert rows["relevance_to_query"]["reason"].startswith("skipped: judge model 'openai:/gpt-4.1-mini' needs OPENAI_API_KEY")
     assert all(r["errors"] == 0 for r in rows.values())
-    assert {r["status"] for r in rows.values()} <= {"PASS", "FAIL", "SKIPPED"}
+    assert {r["status"] for r in rows.values()} <= {"PASS", "SKIPPED"}
+    # ...and fails the gate as soon as the bar is above what the traces deliver.
+    strict = subprocess.run([sys.executable, "-c", STANDALONE, str(script), "--fail-under", "0.99"],
+                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert strict.returncode == 1 and "FAILED:" in strict.stdout, strict.stdout[-2000:]
 
 
 def test_validate_command_compares_with_the_baseline(built, capsys):
