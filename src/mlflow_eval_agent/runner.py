@@ -11,7 +11,7 @@ import mlflow
 from rich.console import Console
 
 from .aio import run_sync
-from .cli._errors import EXIT_FAILED, EXIT_USAGE, UserError
+from .errors import EXIT_FAILED, EXIT_USAGE, UserError
 from .loop import AutonomousLoop, CombinedHooks, RunReport
 from .plan import PLAN_FILE
 from .progress import ConsoleHooks, print_summary

@@ -8,21 +8,10 @@ from collections.abc import Iterator
 
 import typer
 
+from ..errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UserError
 from ..settings import ConfigError
 from ..store import StoreError
 from ..traces.source import TraceSourceError
-
-EXIT_OK = 0
-EXIT_FAILED = 1  # tasks failed, the run stopped early, or a server error
-EXIT_USAGE = 2  # a usage or configuration mistake
-
-
-class UserError(Exception):
-    """A mistake the user can fix; `code` is the exit code."""
-
-    def __init__(self, message: str, code: int = EXIT_USAGE):
-        super().__init__(message)
-        self.code = code
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
@@ -43,3 +32,6 @@ def user_errors() -> Iterator[None]:
         raise fail(str(exc), EXIT_USAGE if exc.user_error else EXIT_FAILED) from None
     except KeyboardInterrupt:
         raise fail("Interrupted.", EXIT_FAILED) from None
+
+
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "UserError", "fail", "user_errors"]
