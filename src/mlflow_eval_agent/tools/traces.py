@@ -48,7 +48,7 @@ def search_traces(ctx: ToolContext, args: SearchTracesArgs) -> dict:
         page = search_page(ctx.mlflow, ctx.experiment_id(args.experiment_id), args.filter, args.page_size, args.page_token, ORDER[args.order_by])
     except TraceViewError as exc:
         raise ToolError(str(exc)) from None
-    return {"note": UNTRUSTED_NOTE, **page.model_dump(exclude_none=True)}
+    return {"caution": UNTRUSTED_NOTE, **page.model_dump(exclude_none=True)}
 
 
 class GetTraceArgs(BaseModel):
@@ -72,7 +72,7 @@ def get_trace(ctx: ToolContext, args: GetTraceArgs) -> dict:
             view = trace_view(trace, args.field_chars)
     except TraceViewError as exc:
         raise ToolError(str(exc)) from None
-    return {"note": UNTRUSTED_NOTE, **view.model_dump(exclude_none=True)}
+    return {"caution": UNTRUSTED_NOTE, **view.model_dump(exclude_none=True)}
 
 
 TOOLS = [search_traces, get_trace]
