@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import Any
 
@@ -14,6 +15,15 @@ from .plan import TaskPlan
 from .session import SessionOutcome, SessionRequest
 from .store import SessionStore
 from .tools import ToolCallRecord
+
+PIPED_WIDTH = 120
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console for our output; piped (CI, job logs) it is 120 columns wide rather than rich's 80."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else PIPED_WIDTH)
+
 
 STATUS_STYLE = {"completed": "green", "failed": "red", "pending": "yellow", "in_progress": "cyan"}
 

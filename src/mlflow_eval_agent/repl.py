@@ -16,7 +16,7 @@ from rich.console import Console
 
 from .aio import run_sync
 from .plan import PLAN_FILE, TaskPlan
-from .progress import short
+from .progress import make_console, short
 from .prompts import load_prompt
 from .runner import claude_config_dir, configure_mlflow
 from .session import SessionRequest, build_options, run_session
@@ -55,7 +55,7 @@ def _open(settings: Settings, prefix: str) -> SessionStore:
 
 
 def ask_once(settings: Settings, question: str, console: Console | None = None) -> int:
-    console = console or Console()
+    console = console or make_console()
     if not question.strip():
         raise ConfigError('Empty question: try mlflow-eval-agent -e <id> "why do my traces fail?"')
     store = _open(settings, "ask")
@@ -80,7 +80,7 @@ def _system(settings: Settings) -> str:
 def run_interactive(settings: Settings, console: Console | None = None) -> int:
     if not sys.stdin.isatty():
         raise ConfigError('Interactive mode needs a terminal. From a script, ask once instead: mlflow-eval-agent -e <id> "your question"')
-    console = console or Console()
+    console = console or make_console()
     store = _open(settings, "chat")
     console.print(f"mlflow-eval-agent · experiment {settings.experiment_id or '(none)'} · session {store.session_id}. /help for commands.")
     with claude_config_dir(settings) as config_dir:

@@ -14,7 +14,7 @@ from .aio import run_sync
 from .errors import EXIT_FAILED, EXIT_USAGE, UserError
 from .loop import AutonomousLoop, CombinedHooks, RunReport
 from .plan import PLAN_FILE
-from .progress import ConsoleHooks, print_summary
+from .progress import ConsoleHooks, make_console, print_summary
 from .settings import ConfigError, Settings, require_model_access
 from .store import SessionStore, new_session_id, open_session_store
 from .tracing import maybe_tracer
@@ -61,7 +61,7 @@ def open_store(settings: Settings, console: Console) -> SessionStore:
 
 
 def run_autonomous(settings: Settings, console: Console | None = None) -> int:
-    console = console or Console()
+    console = console or make_console()
     configure_mlflow(settings)
     settings = check_experiment(settings)
     if not settings.offline:

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from ..progress import make_console
 from ._errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UserError, user_errors
 from .root import ROOT_FLAGS, settings_from
 
@@ -56,7 +57,7 @@ def _run(settings: Any, judge_model: str | None, pass_env: list[str], timeout: f
         raise UserError(f"--pass-env names variables that are not set: {', '.join(missing)}.", EXIT_USAGE)
     before = load_report(store)
     tracking = settings.tracking_uri or mlflow.get_tracking_uri()
-    console = Console()
+    console = make_console()
     console.print(f"Running the suite of session {settings.session_id} against {tracking} ...", highlight=False)
     report = validate_suite(spec, store, tracking, timeout_s=timeout, judge_model=judge_model, extra_env={n: os.environ[n] for n in pass_env})
     store.sync()
