@@ -148,3 +148,9 @@ def test_guard_confines_builtins_to_the_session(tmp_path: Path) -> None:
     assert guard.check("mcp__eval__get_trace", {"trace_id": "tr-1"}) is None
     decision = asyncio.run(guard.pre_tool_use({"tool_name": "Read", "tool_input": {"file_path": "/root/.ssh/id_rsa"}}, None, None))
     assert decision["hookSpecificOutput"]["permissionDecision"] == "deny"
+
+
+def test_release_gives_the_attempt_back() -> None:
+    plan = _plan().start("ds").release("ds")
+    assert plan.get("ds").status == TaskStatus.PENDING and plan.get("ds").attempts == 0
+    assert plan.next_task().id == "ds"

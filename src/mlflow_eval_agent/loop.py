@@ -160,7 +160,7 @@ class AutonomousLoop:
         if task.status == TaskStatus.IN_PROGRESS:
             # The run was killed during this task: not the task's fault, so the attempt is given back.
             self.hooks.notice(f"Task '{task.id}' was interrupted in an earlier run; starting it again.")
-            plan = _undo_attempt(plan, task.id)
+            plan = plan.release(task.id)
         plan = plan.start(task.id)
         self.save_plan(plan)
         request = SessionRequest(
@@ -173,7 +173,7 @@ class AutonomousLoop:
         try:
             outcome = await self.run_one(request)
         except asyncio.CancelledError:
-            self.save_plan(_undo_attempt(self.load_plan() or plan, task.id))
+            self.save_plan((self.load_plan() or plan).release(task.id))
             raise
         return outcome, self.settle(task.id, outcome)
 
@@ -186,7 +186,7 @@ class AutonomousLoop:
         if task.status != TaskStatus.IN_PROGRESS:
             return plan  # the worker called complete_task or fail_task
         if outcome.retryable:
-            plan = _undo_attempt(plan, task_id)  # the model API failed; not the task's fault
+            plan = plan.release(task_id)  # the model API failed; not the task's fault
         else:
             reason = outcome.error or "the session ended without calling complete_task"
             plan = plan.record_failure(task_id, reason, self.settings.max_attempts)
@@ -204,11 +204,6 @@ class AutonomousLoop:
 
     def report(self, plan: TaskPlan | None, reason: StopReason, detail: str | None = None) -> RunReport:
         return RunReport(session_id=self.store.session_id, plan=plan, sessions=self.sessions, stop_reason=reason, detail=detail)
-
-
-def _undo_attempt(plan: TaskPlan, task_id: str) -> TaskPlan:
-    task = plan.get(task_id)
-    return plan._with(task_id, status=TaskStatus.PENDING, attempts=max(0, task.attempts - 1))
 
 
 def initializer_prompt(settings: Settings) -> str:

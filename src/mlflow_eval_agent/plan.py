@@ -92,6 +92,11 @@ class TaskPlan(BaseModel):
     def complete(self, task_id: str, summary: str | None = None) -> TaskPlan:
         return self._with(task_id, status=TaskStatus.COMPLETED, summary=summary, failure_reason=None)
 
+    def release(self, task_id: str) -> TaskPlan:
+        """Back to pending without charging the attempt (the run was interrupted or the model API failed)."""
+        task = self.get(task_id)
+        return self._with(task_id, status=TaskStatus.PENDING, attempts=max(0, task.attempts - 1))
+
     def record_failure(self, task_id: str, reason: str, max_attempts: int) -> TaskPlan:
         """A failed attempt: back to pending, or failed for good once attempts are used up."""
         task = self.get(task_id)

@@ -39,12 +39,11 @@ def validate_command(
 
 
 def _run(settings: Any, judge_model: str | None, pass_env: list[str], timeout: float) -> int:
-    import mlflow
-
     from ..store import open_session_store
     from ..store.local import local_session_exists
     from ..suite.spec import SPEC_FILE, SuiteSpec
     from ..suite.validate import compare, load_report, validate_suite
+    from ..traces.source import effective_tracking_uri
 
     if not settings.volume_path.startswith("/Volumes/") and not local_session_exists(settings.volume_path, settings.session_id):
         raise UserError(f"No session {settings.session_id!r} under {settings.sessions_root}. Check --session-id and --volume-path.", EXIT_USAGE)
@@ -56,7 +55,7 @@ def _run(settings: Any, judge_model: str | None, pass_env: list[str], timeout: f
     if missing:
         raise UserError(f"--pass-env names variables that are not set: {', '.join(missing)}.", EXIT_USAGE)
     before = load_report(store)
-    tracking = settings.tracking_uri or mlflow.get_tracking_uri()
+    tracking = effective_tracking_uri(settings.tracking_uri)
     console = make_console()
     console.print(f"Running the suite of session {settings.session_id} against {tracking} ...", highlight=False)
     report = validate_suite(spec, store, tracking, timeout_s=timeout, judge_model=judge_model, extra_env={n: os.environ[n] for n in pass_env})

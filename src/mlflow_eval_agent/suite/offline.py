@@ -20,7 +20,14 @@ from typing import Any
 from ..plan import PLAN_FILE, Task, TaskPlan, TaskStatus
 from ..settings import ConfigError, Settings
 from ..store import SessionStore
-from .dataset import DEFAULT_SIZE, DatasetError, build_dataset, register_dataset, select_stratified
+from ..traces.source import effective_tracking_uri
+from .dataset import (
+    DEFAULT_SIZE,
+    DatasetError,
+    build_dataset,
+    register_dataset,
+    select_stratified,
+)
 from .preview import evidence_mismatches, preview_verdicts
 from .render import render_suite
 from .spec import (
@@ -71,7 +78,7 @@ def build_offline(settings: Settings, store: SessionStore) -> TaskPlan:
 
     if not settings.experiment_id:
         raise OfflineError("No experiment given: pass -e/--experiment-id (or set MLFLOW_EXPERIMENT_ID).")
-    tracking_uri = _tracking_uri(settings)
+    tracking_uri = effective_tracking_uri(settings.tracking_uri)
     try:
         profile = build_profile(tracking_uri, settings.experiment_id)
     except TraceSourceError as exc:
@@ -407,14 +414,6 @@ def _reload(store: SessionStore) -> TaskPlan:
     plan = store.read_model(PLAN_FILE, TaskPlan)
     assert plan is not None
     return plan
-
-
-def _tracking_uri(settings: Settings) -> str:
-    if settings.tracking_uri:
-        return settings.tracking_uri
-    import mlflow
-
-    return mlflow.get_tracking_uri()
 
 
 __all__ = ["OfflineError", "build_offline", "latency_budget_ms", "load_report", "propose", "signature_regex", "strata"]

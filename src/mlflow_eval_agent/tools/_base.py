@@ -114,14 +114,6 @@ def input_schema(params: type[BaseModel]) -> dict[str, Any]:
     return schema
 
 
-def untrusted(value: Any, limit: int) -> str | None:
-    """Trace content as quoted, truncated data."""
-    if value is None:
-        return None
-    text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
-    return truncate(text, limit)
-
-
 def truncate(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text

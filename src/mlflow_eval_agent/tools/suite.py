@@ -16,12 +16,27 @@ from ..store import CorruptStateError
 from ..suite import judges as judge_catalog
 from ..suite.checks import list_checks
 from ..suite.custom import CustomCodeError
-from ..suite.dataset import DEFAULT_SIZE, DatasetError, build_dataset, fetch_traces, register_dataset, select_stratified
+from ..suite.dataset import (
+    DEFAULT_SIZE,
+    DatasetError,
+    build_dataset,
+    fetch_traces,
+    register_dataset,
+    select_stratified,
+)
+from ..suite.facts import facts_from_traces
 from ..suite.preview import evidence_mismatches, preview_verdicts
 from ..suite.render import RenderError, render_suite
-from ..suite.facts import facts_from_traces
-from ..suite.spec import SPEC_FILE, ScorerSpec, SuiteSpec, definition_problems, parse_scorer, scorer_problems
+from ..suite.spec import (
+    SPEC_FILE,
+    ScorerSpec,
+    SuiteSpec,
+    definition_problems,
+    parse_scorer,
+    scorer_problems,
+)
 from ..suite.validate import load_report, validate_suite
+from ..traces.source import effective_tracking_uri
 from ._base import NoArgs, ToolContext, ToolError, agent_tool
 
 ScorerKind = Literal["check", "builtin", "guidelines", "make_judge", "custom"]
@@ -52,14 +67,6 @@ def load_spec(ctx: ToolContext) -> SuiteSpec:
 
 def save_spec(ctx: ToolContext, spec: SuiteSpec) -> None:
     ctx.store.write_model(SPEC_FILE, spec)
-
-
-def _tracking_uri(ctx: ToolContext) -> str:
-    if ctx.settings.tracking_uri:
-        return ctx.settings.tracking_uri
-    import mlflow
-
-    return mlflow.get_tracking_uri()
 
 
 # --- list_checks ----------------------------------------------------------------------------------
@@ -117,7 +124,7 @@ def set_dataset(ctx: ToolContext, args: SetDatasetArgs) -> dict:
         dataset, traces = build_dataset(f"eval-agent-{ctx.store.session_id}", ctx.experiment_id(None), picks)
     except DatasetError as exc:
         raise ToolError(str(exc)) from None
-    dataset = register_dataset(dataset, traces, _tracking_uri(ctx))
+    dataset = register_dataset(dataset, traces, effective_tracking_uri(ctx.settings.tracking_uri))
     save_spec(ctx, spec.with_dataset(dataset))
     facts = dataset.facts
     return {
@@ -330,7 +337,7 @@ def validate_suite_tool(ctx: ToolContext, args: ValidateArgs) -> dict:
         render_suite(spec, ctx.store, load_report(ctx.store))
     except RenderError as exc:
         raise ToolError(str(exc)) from None
-    report = validate_suite(spec, ctx.store, _tracking_uri(ctx), timeout_s=args.timeout_s)
+    report = validate_suite(spec, ctx.store, effective_tracking_uri(ctx.settings.tracking_uri), timeout_s=args.timeout_s)
     render_suite(spec, ctx.store, report)  # README with the results
     run = report.latest
     if not run.ok:

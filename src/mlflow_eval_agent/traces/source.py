@@ -120,6 +120,15 @@ def check_sqlite_exists(tracking_uri: str | None) -> None:
         raise TrackingUriError(f"There is no MLflow database at {path}; check --tracking-uri (sqlite:////absolute/path.db).")
 
 
+def effective_tracking_uri(tracking_uri: str | None) -> str:
+    """The URI given, else the one MLflow resolves by default (MLFLOW_TRACKING_URI or its own default)."""
+    if tracking_uri:
+        return tracking_uri
+    import mlflow
+
+    return mlflow.get_tracking_uri()
+
+
 def redact_uri(uri: str | None) -> str | None:
     """A tracking URI safe to print: passwords in URLs are masked."""
     if uri is None:
