@@ -1,18 +1,17 @@
-"""The code-check library: each check's verdicts, its typed parameters, its documentation, and the
-copy rendered into a self-contained scorers.py behaving exactly like the package version."""
+"""The check library: each preset's verdicts through the engine, its typed parameters, its documentation."""
 
 from __future__ import annotations
 
 import ast
 import inspect
+import json
 import sys
 from types import SimpleNamespace
 
 import pytest
 from pydantic import ValidationError
 
-from mlflow_eval_agent.suite.checks import CHECK_MODULES, CHECKS, get_check
-from mlflow_eval_agent.suite.checks._source import SOURCE_MODULES, library_source
+from mlflow_eval_agent.suite.checks import CHECKS, compile_check, engine, get_check
 
 MS = 1_000_000
 
@@ -119,7 +118,8 @@ def _example_params(info):
 
 
 def _example_value(param):
-    return {"tool": "t", "max_calls": 1, "max_ms": 10.0, "span_name": "x", "max_tokens": 5, "pattern": "a"}[param]
+    return {"tool": "t", "max_calls": 1, "max_ms": 10.0, "span_name": "x", "max_tokens": 5, "pattern": "a",
+            "action": "refund*", "confirmation": "verify"}[param]
 
 
 def test_every_parameter_is_typed_and_documented():
@@ -144,34 +144,21 @@ def test_parameters_are_validated_precisely():
         get_check("latency_budgets")
 
 
-def test_check_modules_import_only_the_standard_library():
-    allowed = set(sys.stdlib_module_names)
-    for module in SOURCE_MODULES:
-        tree = ast.parse(inspect.getsource(module))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                assert all(a.name.split(".")[0] in allowed for a in node.names), module.__name__
-            if isinstance(node, ast.ImportFrom):
-                assert node.level == 1 and node.module in ("_registry", "_trace") if node.level else node.module.split(".")[0] in allowed, module.__name__
-    assert {m.__name__ for m in CHECK_MODULES} <= {m.__name__ for m in SOURCE_MODULES}
+def test_the_engine_imports_only_the_standard_library_and_re2():
+    allowed = set(sys.stdlib_module_names) | {"re2"}
+    tree = ast.parse(inspect.getsource(engine))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            assert all(a.name.split(".")[0] in allowed for a in node.names)
+        if isinstance(node, ast.ImportFrom):
+            assert node.level == 0 and node.module.split(".")[0] in allowed, node.module
 
 
-def test_rendered_library_behaves_like_the_package():
-    imports, source = library_source(sorted(CHECKS))
-    namespace: dict = {}
-    exec(compile("\n".join(imports) + "\n" + source, "scorers.py", "exec"), namespace)
-    assert "mlflow_eval_agent" not in source and "check(" not in [line.strip()[:6] for line in source.splitlines()]
-    samples = [CLEAN, CAUGHT, UNCAUGHT, EMPTY_RETRIEVAL, SLOW, trace(outputs="ann@example.com")]
+def test_presets_are_data_the_engine_accepts():
     for name, info in CHECKS.items():
-        params = _example_params(info)
-        ours, rendered = info.build(params), namespace[name](**params)
-        assert [ours(s, None) for s in samples] == [rendered(s, None) for s in samples], name
-
-
-def test_rendering_takes_only_what_the_chosen_checks_need():
-    _, source = library_source(["latency_budget"])
-    assert "def latency_budget" in source and "def trace_duration_ms" in source
-    assert "def no_pii" not in source and "PII_PATTERNS" not in source and "_span_known" not in source
+        rule = info.rule(_example_params(info))
+        assert json.loads(json.dumps(rule)) == rule, name  # plain JSON data
+        compile_check(rule)
 
 
 def test_exception_events_from_otlp_are_read_like_mlflow_ones():

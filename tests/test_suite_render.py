@@ -3,6 +3,7 @@ validation record: evidence agreement, human-label agreement, the baseline."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import subprocess
@@ -12,19 +13,17 @@ import mlflow
 import pytest
 from mlflow.entities import AssessmentSource
 
+from mlflow_eval_agent import redaction
 from mlflow_eval_agent.demo.chat_server import ChatReply, FakeChatServer
 from mlflow_eval_agent.store import open_session_store
+from mlflow_eval_agent.suite.checks import engine
 from mlflow_eval_agent.suite.dataset import build_dataset
 from mlflow_eval_agent.suite.render import render_suite, scorers_source
 from mlflow_eval_agent.suite.spec import SuiteSpec, parse_scorer
 from mlflow_eval_agent.suite.validate import compare, validate_suite
 from tests.suite_helpers import local_store, seed_experiment
 
-CUSTOM = '''
-def answered(outputs):
-    """The answer has text."""
-    return bool(outputs) and bool(str(outputs.get("content", "")).strip())
-'''
+ANSWERED = {"op": "trace", "where": [{"field": "outputs", "path": "content", "test": "empty"}]}
 
 
 def judge_model(request):
@@ -54,8 +53,8 @@ def suite(tmp_path_factory):
         spec = SuiteSpec(experiment_id=experiment_id, dataset=dataset, scorers=[
             scorer(kind="check", name="no_hidden_failures", check="no_hidden_failures", threshold=0.5,
                    evidence={"must_fail": ids["caught_tool_error"], "must_pass": clean}),
-            scorer(kind="custom", name="answered", code=CUSTOM, evidence={"must_fail": ids["empty_answer"], "must_pass": clean}),
-            scorer(kind="builtin", name="says_thanks", builtin="RegexMatch", params={"pattern": "Thanks"},
+            scorer(kind="check", name="answered", fail_when=ANSWERED, evidence={"must_fail": ids["empty_answer"], "must_pass": clean}),
+            scorer(kind="check", name="says_thanks", check="output_regex", params={"pattern": "Thanks"},
                    evidence={"must_fail": ids["empty_answer"], "must_pass": clean}),
             scorer(kind="guidelines", name="polite", guidelines=["The answer is polite."], evidence={"must_pass": clean}),
             scorer(kind="make_judge", name="helpful", instructions="Does {{ outputs }} help the customer?", value_type="yes_no",
@@ -70,15 +69,17 @@ def suite(tmp_path_factory):
 def test_scorers_py_is_self_contained_and_lists_every_kind(suite):
     source = scorers_source(suite["spec"])
     assert not re.search(r"^\s*(from|import)\s+mlflow_eval_agent", source, re.M)
-    assert "def no_hidden_failures(" in source and "def answered(outputs):" in source
-    assert "RegexMatch(name='says_thanks', pattern='Thanks')" in source
+    assert "_code_scorer('no_hidden_failures')" in source and "_code_scorer('answered')" in source
+    assert "'fail_when': {'op': 'trace'" in source and "'value': 'Thanks'" in source
     assert "make_judge(name='helpful'" in source and 'feedback_value_type=Literal["yes", "no"]' in source
     folder = suite["store"].path("evaluation")
+    assert (folder / "_engine.py").read_text() == inspect.getsource(engine)
+    assert (folder / "_redaction.py").read_text() == inspect.getsource(redaction)
     probe = ("import sys; sys.modules['mlflow_eval_agent'] = None; sys.path.insert(0, sys.argv[1]); import scorers; "
              "print([s.name for s in scorers.CODE_SCORERS], scorers.JUDGE_NAMES, [j.name for j in scorers.judges('openai:/gpt-4o-mini')], scorers.THRESHOLDS)")
     out = subprocess.run([sys.executable, "-c", probe, str(folder)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-1500:]
-    assert "['no_hidden_failures', 'says_thanks', 'answered'] ['polite', 'helpful', 'safety'] ['polite', 'helpful', 'safety'] {'no_hidden_failures': 0.5}" in out.stdout
+    assert "['no_hidden_failures', 'answered', 'says_thanks'] ['polite', 'helpful', 'safety'] ['polite', 'helpful', 'safety'] {'no_hidden_failures': 0.5}" in out.stdout
 
 
 def test_validation_without_judge_credentials_skips_judges_then_measures_them(suite):

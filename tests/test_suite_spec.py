@@ -76,12 +76,35 @@ def test_evidence_must_come_from_the_dataset_and_code_checks_need_failures():
                       "evidence": {"must_fail": ["tr-1"], "must_pass": ["tr-1"]}})
 
 
-def test_judges_and_custom_code_are_checked_statically():
+def test_judges_are_checked_statically_and_code_is_no_kind_at_all():
     [template] = problems(kind="make_judge", instructions="Is the answer polite and helpful to the customer?", value_type="bool")
     assert "{{ outputs }}" in template
     assert problems(kind="make_judge", instructions="Is {{ outputs }} polite and helpful to the customer?") == []
-    [code] = problems(kind="custom", code="import os\ndef f(outputs):\n    return True\n")
-    assert "importing 'os' is not allowed" in code
+    with pytest.raises(ValidationError, match="does not match any of the expected tags"):
+        problems(kind="custom", code="import os\ndef f(outputs):\n    return True\n")
+
+
+def test_check_documents_are_checked_against_the_engine_and_the_traces():
+    loop = {"op": "repeated", "spans": {"type": ["TOOL"], "name": "get_order_*"}, "times": 3}
+    assert problems(kind="check", fail_when=loop) == []
+    [unknown] = problems(kind="check", fail_when={**loop, "spans": {"name": "get_weather"}})
+    assert "no span in the dataset's traces is named 'get_weather'" in unknown and "get_order_status" in unknown
+    [bad] = problems(kind="check", fail_when={"op": "exists", "spans": {}, "satisfy": [{"field": "__class__", "test": "exists"}]})
+    assert "fail_when.satisfy[0].field: unknown field '__class__'" in bad
+    with pytest.raises(ValidationError, match="either check .* or fail_when"):
+        parse_scorer({"kind": "check", "name": "abc", "why": "because of reasons", "check": "no_error_spans", "fail_when": loop})
+    with pytest.raises(ValidationError, match="params belong to a preset"):
+        parse_scorer({"kind": "check", "name": "abc", "why": "because of reasons", "fail_when": loop, "params": {"x": 1}})
+
+
+def test_a_spec_saved_with_custom_code_loads_with_it_dropped():
+    old = {"experiment_id": "1", "scorers": [
+        {"kind": "custom", "name": "answered", "why": "answers must have text", "code": "def f(outputs):\n    return True\n"},
+        {"kind": "check", "name": "errors", "why": "errors happen a lot", "check": "no_error_spans"},
+    ]}
+    spec = SuiteSpec.model_validate(old)
+    assert [s.name for s in spec.scorers] == ["errors"]
+    assert spec.dropped[0].name == "answered" and "no longer supported" in spec.dropped[0].reason
 
 
 def test_no_dataset_means_set_it_first():
@@ -109,10 +132,3 @@ def test_stratified_selection_keeps_rare_strata():
     picks = select_stratified(strata, 5)
     assert [t for t, _ in picks] == ["e1", "h1", "n0", "h2", "n1"]
     assert select_stratified({"a": ["x", "y"], "b": ["x", "z"]}, 10) == [("x", "a"), ("z", "b"), ("y", "a")]
-
-
-def test_custom_code_may_not_shadow_names_of_the_rendered_file():
-    helper = "def _words(text):\n    return text.split()\n\ndef answered(outputs):\n    return bool(_words(str(outputs)))\n"
-    assert problems(kind="custom", code=helper) == []
-    [clash] = problems(kind="custom", code="spans_of = 1\n\ndef answered(outputs):\n    return bool(outputs)\n")
-    assert "defines spans_of" in clash

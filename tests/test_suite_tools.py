@@ -84,11 +84,15 @@ def test_building_a_suite_through_the_tools(world):
     assert "Correctness needs expected_response or expected_facts expectations" in correctness
     ok(world, "add_scorer", kind="guidelines", name="polite", why="answers should be polite", guidelines=["The answer is polite."], must_pass=clean[:2])
 
-    broken = error(world, "add_scorer", kind="custom", name="answered", why="answers must have text",
-                   code="def answered(outputs):\n    return outputs['answer'] != ''\n", must_fail=by_mode["empty_answer"], must_pass=clean[:2])
-    assert "answered() raised KeyError: 'answer' (line 2) on trace" in broken
-    ok(world, "add_scorer", kind="custom", name="answered", why="answers must have text",
-       code="def answered(outputs):\n    return bool(outputs) and bool(outputs.get('content', '').strip())\n",
+    code = error(world, "add_scorer", kind="custom", name="answered", why="answers must have text",
+                 code="def answered(outputs):\n    return outputs['answer'] != ''\n", must_fail=by_mode["empty_answer"], must_pass=clean[:2])
+    assert "Scorers cannot be code" in code and "fail_when" in code
+    wrong_path = {"op": "trace", "where": [{"field": "outputs", "path": "answer", "test": "empty"}]}
+    broken = error(world, "add_scorer", kind="check", name="answered", why="answers must have text", fail_when=wrong_path,
+                   must_fail=by_mode["empty_answer"], must_pass=clean[:2])
+    assert f"it failed must_pass trace {clean[0]}" in broken and "outputs.answer is empty (absent)" in broken
+    ok(world, "add_scorer", kind="check", name="answered", why="answers must have text",
+       fail_when={"op": "trace", "where": [{"field": "outputs", "path": "content", "test": "empty"}]},
        must_fail=by_mode["empty_answer"], must_pass=clean[:2])
 
     tried = ok(world, "try_scorer", kind="check", name="tool_calls", why="no loops of tool calls", check="tool_call_budget",

@@ -47,13 +47,17 @@ BUILTINS: dict[str, Builtin] = {
         Builtin("ConversationalToolCallEfficiency", True, ("sessions", "tools"), "session-level: tool-call efficiency"),
         Builtin("ConversationalRoleAdherence", True, ("sessions",), "session-level: the assistant kept its role"),
         Builtin("ConversationalGuidelines", True, ("sessions",), "session-level: guidelines over a conversation (params: guidelines)"),
-        Builtin("RegexMatch", False, (), "model-free: the answer matches a regex (params: pattern, match_type, case_insensitive)"),
         Builtin("PIIDetection", False, (), "model-free: personal data in the answer (params: pii_types)"),
         Builtin("ResponseLength", False, (), "model-free: answer length bounds (params: min_length, max_length, unit)"),
     )
 }
 
 EXPECTED_ANSWER_KEYS = ("expected_response", "expected_facts")
+# Built-ins left out on purpose, and what to use instead.
+WITHHELD = {
+    "RegexMatch": "RegexMatch runs its pattern on Python's backtracking regex engine, where a hostile pattern can hang a run; "
+    "use the output_regex check (RE2) instead",
+}
 
 
 def unmet_needs(builtin: Builtin, facts: TraceFacts) -> str | None:
@@ -84,6 +88,8 @@ def _need_problem(need: Needs, facts: TraceFacts) -> str | None:
 
 def builtin_problem(builtin_name: str, params: dict[str, Any]) -> str | None:
     """Instantiate the built-in with these parameters; a sentence if MLflow rejects them."""
+    if builtin_name in WITHHELD:
+        return WITHHELD[builtin_name]
     if builtin_name not in BUILTINS:
         return f"unknown built-in scorer {builtin_name!r}; choose one of: {', '.join(BUILTINS)}"
     if "model" in params:

@@ -1,24 +1,32 @@
-"""SuiteSpec -> `<session>/evaluation/`: scorers.py, run_eval.py, dataset.json, README.md.
+"""SuiteSpec -> `<session>/evaluation/`: scorers.py, the check engine, run_eval.py, dataset.json, README.md.
 
-The model never writes MLflow boilerplate: every file here is rendered from the validated spec.
-`scorers.py` is self-contained (the checks it uses are copied in from the library), so a CI job
-with only `mlflow` installed can run the suite.
+The model never writes code: every file here is rendered from the validated spec. Code checks are
+data — `scorers.py` holds their documents as a Python literal (verified to be nothing but
+literals) and evaluates them with `_engine.py`, a verbatim copy of the reviewed check engine;
+rationales are scrubbed of secrets with `_redaction.py`, a verbatim copy too. Text from the model
+(names, reasons, judge instructions) appears only inside string literals or comments stripped of
+line breaks. The folder is self-contained: a CI job needs `mlflow` and `google-re2`.
 """
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
+import keyword
+import pprint
 from importlib import resources
 from typing import Any
 
+from .. import redaction
 from ..store import SessionStore
-from .checks import get_check
-from .checks._source import library_names, library_source
-from .custom import analyse
-from .spec import EVAL_DIR, BuiltinScorer, CheckScorer, CustomScorer, GuidelinesScorer, JudgeScorer, ScorerSpec, SuiteSpec
+from .checks import engine
+from .judges import BUILTINS
+from .spec import EVAL_DIR, BuiltinScorer, CheckScorer, GuidelinesScorer, JudgeScorer, ScorerSpec, SuiteSpec
 from .validate import ValidationReport
 
-RESERVED_NAMES = ("_code_scorer", "CODE_SCORERS", "JUDGE_NAMES", "judges", "THRESHOLDS", "DEFAULT_FAIL_UNDER", "scorer", "Feedback")
+ENGINE_FILE = "_engine.py"
+REDACTION_FILE = "_redaction.py"
 _CONSTANTS_START = "# --- suite constants (rendered) ---"
 _CONSTANTS_END = "# --- end of suite constants ---"
 
@@ -33,7 +41,12 @@ def render_suite(spec: SuiteSpec, store: SessionStore, validation: ValidationRep
         raise RenderError("the suite has no dataset yet: set the dataset before rendering")
     if not spec.scorers:
         raise RenderError("the suite has no scorers yet: add at least one before rendering")
-    sources = {"scorers.py": scorers_source(spec), "run_eval.py": run_eval_source(spec)}
+    sources = {
+        "scorers.py": scorers_source(spec),
+        "run_eval.py": run_eval_source(spec),
+        ENGINE_FILE: inspect.getsource(engine),
+        REDACTION_FILE: inspect.getsource(redaction),
+    }
     for name, text in sources.items():
         try:
             compile(text, name, "exec")
@@ -48,62 +61,102 @@ def render_suite(spec: SuiteSpec, store: SessionStore, validation: ValidationRep
 # --- scorers.py ---------------------------------------------------------------------------------
 def scorers_source(spec: SuiteSpec) -> str:
     checks = [s for s in spec.scorers if isinstance(s, CheckScorer)]
-    customs = [s for s in spec.scorers if isinstance(s, CustomScorer)]
     code_builtins = [s for s in spec.scorers if isinstance(s, BuiltinScorer) and not s.needs_judge]
     judge_specs = [s for s in spec.scorers if s.needs_judge]
-    imports, library = library_source(sorted({s.check for s in checks})) if checks else ([], "")
-    _check_custom_names(customs)
-    builtin_imports = sorted({s.builtin for s in code_builtins})
+    documents = {s.name: _document(s) for s in checks}
+    builtin_imports = sorted({_builtin_name(s) for s in code_builtins})
     parts = [
         _scorers_docstring(spec),
         "from __future__ import annotations\n",
-        "\n".join(imports) + ("\n" if imports else ""),
+        "import os\n",
         "from mlflow.entities import Feedback",
         "from mlflow.genai.scorers import " + ", ".join(["scorer", *builtin_imports]) + "\n",
+        _ENGINE_IMPORT,
+        "\n# ----- check documents (data, evaluated by _engine.py; see docs/checks.md of mlflow-eval-agent) -----",
+        "CHECKS = " + literal(documents) + "\n",
+        _CODE_SCORER_HELPER,
+        _code_scorers_list(checks, code_builtins),
+        _judges_function(judge_specs),
+        _gating_constants(spec),
     ]
-    if library:
-        parts += ["\n# ----- trace helpers and checks (copied from the mlflow-eval-agent check library) -----\n", library]
-    for custom in customs:
-        parts += [f"\n# ----- custom scorer {custom.name} -----\n", custom.code.strip() + "\n"]
-    parts += ["\n# ----- the suite -----\n", _CODE_SCORER_HELPER, _code_scorers_list(checks, code_builtins, customs), _judges_function(judge_specs)]
-    parts.append(_gating_constants(spec))
     return "\n".join(parts)
 
 
+_ENGINE_IMPORT = '''
+try:  # imported as part of a package
+    from ._engine import compile_check
+    from ._redaction import credential_values, scrub
+except ImportError:  # run from this folder: python run_eval.py
+    from _engine import compile_check
+    from _redaction import credential_values, scrub
+'''
+
 _CODE_SCORER_HELPER = '''
-def _code_scorer(name, check):
-    """An MLflow scorer from a check `run(trace, outputs) -> (passed, rationale)`."""
+def _code_scorer(name):
+    """An MLflow scorer evaluating the check document CHECKS[name]; rationales carry no secrets."""
+    check = compile_check(CHECKS[name])
+    secrets = credential_values(os.environ)
 
     @scorer(name=name)
     def score(outputs=None, trace=None):
         passed, rationale = check(trace, outputs)
-        return Feedback(value=bool(passed), rationale=rationale)
+        return Feedback(value=bool(passed), rationale=scrub(rationale, secrets))
 
     return score
 '''
 
 
+def _document(scorer: CheckScorer) -> dict[str, Any]:
+    try:
+        rule = scorer.rule()
+        engine.compile_check(rule)
+    except (KeyError, ValueError) as exc:
+        raise RenderError(f"check {scorer.name} is not valid: {exc}") from None
+    return rule
+
+
+def literal(value: Any) -> str:
+    """Python source for JSON data, proven to be nothing but literals (no names, no calls)."""
+    text = pprint.pformat(value, indent=1, width=110, sort_dicts=False)
+    tree = ast.parse(text, mode="eval")
+    allowed = (ast.Expression, ast.Constant, ast.Dict, ast.List, ast.Tuple, ast.UnaryOp, ast.USub, ast.Load)
+    if not all(isinstance(node, allowed) for node in ast.walk(tree)) or ast.literal_eval(text) != value:
+        raise RenderError("a check document holds something other than JSON data")
+    return text
+
+
+def comment(text: str, limit: int = 300) -> str:
+    """Text for a `#` comment: one line, printable characters only."""
+    return "".join(ch if ch.isprintable() else " " for ch in " ".join(str(text).split()))[:limit]
+
+
+def _builtin_name(s: BuiltinScorer) -> str:
+    if s.builtin not in BUILTINS or not s.builtin.isidentifier():
+        raise RenderError(f"scorer {s.name}: {s.builtin!r} is not a known MLflow built-in scorer")
+    return s.builtin
+
+
+def _builtin_kwargs(s: BuiltinScorer) -> str:
+    for key in s.params:
+        if not key.isidentifier() or keyword.iskeyword(key) or key.startswith("_"):
+            raise RenderError(f"scorer {s.name}: parameter name {key!r} is not a plain identifier")
+    return ", ".join(f"{k}={literal(v)}" for k, v in {"name": s.name, **s.params}.items())
+
+
 def _scorers_docstring(spec: SuiteSpec) -> str:
     return (
-        f'"""Scorers of the evaluation suite for MLflow experiment {spec.experiment_id}.\n\n'
+        f'"""Scorers of the evaluation suite for MLflow experiment {comment(spec.experiment_id, 100)}.\n\n'
         "Generated by mlflow-eval-agent from state/suite_spec.json; see README.md for why each scorer\n"
-        "exists and the traces it was validated on. Self-contained: needs only mlflow.\n"
+        "exists and the traces it was validated on. Code checks are data (CHECKS), evaluated by the\n"
+        "reviewed engine in _engine.py. Needs mlflow and google-re2.\n"
         'Scorers return True/False (or "yes"/"no"); a failed verdict is a caught failure.\n'
         '"""\n'
     )
 
 
-def _code_scorers_list(checks: list[CheckScorer], builtins: list[BuiltinScorer], customs: list[CustomScorer]) -> str:
-    entries = []
-    for s in checks:
-        info = get_check(s.check)
-        defaults = {n: f.default for n, f in info.params.model_fields.items() if not f.is_required()}
-        params = {k: v for k, v in info.validate_params(s.params).items() if k not in defaults or defaults[k] != v}
-        entries.append(_entry(s, f"_code_scorer({s.name!r}, {s.check}({_kwargs(params)}))"))
-    for s in builtins:
-        entries.append(_entry(s, f"{s.builtin}({_kwargs({'name': s.name, **s.params})})"))
-    for s in customs:
-        entries.append(_entry(s, f"scorer(name={s.name!r})({analyse(s.code).function})"))
+def _code_scorers_list(checks: list[CheckScorer], builtins: list[BuiltinScorer]) -> str:
+    entries = [_entry(s, f"_code_scorer({s.name!r})") for s in checks]
+    entries += [_entry(s, f"{_builtin_name(s)}({_builtin_kwargs(s)})") for s in builtins]
     body = "".join(entries)
     return f"\n# Code scorers: deterministic, no model needed.\nCODE_SCORERS = [\n{body}]\n"
 
@@ -112,7 +165,7 @@ def _judges_function(judge_specs: list[ScorerSpec]) -> str:
     names = [s.name for s in judge_specs]
     if not judge_specs:
         return f"\nJUDGE_NAMES = {names!r}\n\n\ndef judges(model=None):\n    \"\"\"This suite has no LLM judges.\"\"\"\n    return []\n"
-    classes = sorted({s.builtin for s in judge_specs if isinstance(s, BuiltinScorer)} | ({"Guidelines"} if any(isinstance(s, GuidelinesScorer) for s in judge_specs) else set()))
+    classes = sorted({_builtin_name(s) for s in judge_specs if isinstance(s, BuiltinScorer)} | ({"Guidelines"} if any(isinstance(s, GuidelinesScorer) for s in judge_specs) else set()))
     lines = [
         f"\n# LLM judges: need a judge model; run_eval.py reports them as skipped when it has no credentials.\nJUDGE_NAMES = {names!r}\n\n",
         "def judges(model=None):\n",
@@ -131,44 +184,28 @@ def _judges_function(judge_specs: list[ScorerSpec]) -> str:
 
 def _judge_call(s: ScorerSpec) -> str:
     if isinstance(s, BuiltinScorer):
-        return f"{s.builtin}({_kwargs({'name': s.name, **s.params})}, model=model)"
+        return f"{_builtin_name(s)}({_builtin_kwargs(s)}, model=model)"
     if isinstance(s, GuidelinesScorer):
-        return f"Guidelines(name={s.name!r}, guidelines={s.guidelines!r}, model=model)"
+        return f"Guidelines(name={s.name!r}, guidelines={literal(list(s.guidelines))}, model=model)"
     if isinstance(s, JudgeScorer):
         value_type = "bool" if s.value_type == "bool" else 'Literal["yes", "no"]'
-        return f"make_judge(name={s.name!r}, instructions={s.instructions!r}, feedback_value_type={value_type}, model=model)"
+        return f"make_judge(name={s.name!r}, instructions={literal(s.instructions)}, feedback_value_type={value_type}, model=model)"
     raise RenderError(f"scorer {s.name} of kind {s.kind} is not a judge")
 
 
 def _entry(s: ScorerSpec, call: str) -> str:
-    why = " ".join(s.why.split())
     evidence = f"must fail {len(s.evidence.must_fail)}, must pass {len(s.evidence.must_pass)}"
-    return f"    # {why[:300]}\n    # evidence: {evidence}\n    {call},\n"
-
-
-def _kwargs(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in params.items())
+    return f"    # {comment(s.why)}\n    # evidence: {evidence}\n    {call},\n"
 
 
 def _gating_constants(spec: SuiteSpec) -> str:
     thresholds = {s.name: s.threshold for s in spec.scorers if s.threshold is not None}
     return (
         "\n# Minimum pass rate per scorer for the CI gate (run_eval.py --fail-under overrides all).\n"
-        f"THRESHOLDS = {json.dumps(thresholds, indent=4)}\n"
+        f"THRESHOLDS = {literal(thresholds)}\n"
         f"# For scorers without their own threshold; None reports them without gating.\n"
         f"DEFAULT_FAIL_UNDER = {spec.fail_under!r}\n"
     )
-
-
-def _check_custom_names(customs: list[CustomScorer]) -> None:
-    """Custom code shares scorers.py with the library and the suite's own names."""
-    taken = set(RESERVED_NAMES) | library_names()
-    for custom in customs:
-        names = set(analyse(custom.code).top_level_names)
-        clash = sorted(names & taken)
-        if clash:
-            raise RenderError(f"custom scorer {custom.name} defines {', '.join(clash)}, which the suite already uses; rename them")
-        taken |= names
 
 
 # --- run_eval.py, dataset.json ------------------------------------------------------------------
@@ -219,7 +256,12 @@ def readme(spec: SuiteSpec, validation: ValidationReport | None) -> str:
         "python run_eval.py --judge-model openai:/gpt-4.1-mini   # run the LLM judges with this model",
         "```",
         "",
-        "Needs only `mlflow`. Verdicts are logged as assessments on the evaluated traces, in an evaluation run.",
+        "Needs `mlflow` and `google-re2` (`pip install mlflow google-re2`). Verdicts are logged as assessments on",
+        "the evaluated traces, in an evaluation run. Code checks are data (`CHECKS` in scorers.py), evaluated by",
+        "`_engine.py`, a verbatim copy of mlflow-eval-agent's reviewed check engine; no model-written code runs.",
+        "Your own Python scorers go in `user_scorers.py` (a list named `SCORERS`), written by a person: run_eval.py",
+        "adds them to the run; mlflow-eval-agent never writes that file, and its own validation skips it",
+        "(`--no-user-scorers`).",
         "Exit code 0: every gated scorer met its threshold; 1: a threshold was missed or a scorer errored",
         "(judges without credentials are reported as skipped, not as scores; `--require-judges` fails on them);",
         "2: the data could not be loaded. `--fail-under 0.95` sets one threshold for all scorers.",
@@ -261,16 +303,18 @@ def _scorer_row(s: ScorerSpec) -> str:
 
 def _kind_label(s: ScorerSpec) -> str:
     if isinstance(s, CheckScorer):
-        return f"check `{s.check}`"
+        return f"check `{s.check}`" if s.check else "check document"
     if isinstance(s, BuiltinScorer):
         return f"built-in `{s.builtin}`"
-    return {"guidelines": "Guidelines judge", "make_judge": "make_judge judge", "custom": "custom code"}[s.kind]
+    return {"guidelines": "Guidelines judge", "make_judge": "make_judge judge"}.get(s.kind, s.kind)
 
 
 def _scorer_details(s: ScorerSpec, validation: ValidationReport | None) -> list[str]:
     lines = [f"### {s.name}", "", " ".join(s.why.split()), ""]
     if isinstance(s, CheckScorer) and s.params:
         lines += [f"Parameters: `{json.dumps(s.params)}`", ""]
+    if isinstance(s, CheckScorer) and s.fail_when is not None:
+        lines += ["Fails when:", "", "```json", json.dumps(s.fail_when, indent=1), "```", ""]
     if s.evidence.source:
         lines.append(f"Evidence from {s.evidence.source}.")
     lines.append(f"Must fail: {_ids(s.evidence.must_fail)}. Must pass: {_ids(s.evidence.must_pass)}.")

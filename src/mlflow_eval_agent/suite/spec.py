@@ -1,9 +1,10 @@
 """The suite specification: what `evaluation/` is rendered from.
 
 A `SuiteSpec` is a dataset (records from chosen traces, keeping their trace ids) and scorers. Every
-scorer is one of five kinds (a code check from our library, an MLflow built-in, Guidelines, a
-`make_judge` judge, custom `@scorer` code) and carries evidence: trace ids it must fail and trace
-ids it must pass. `scorer_problems` checks a scorer against the suite it joins (prerequisites on
+scorer is one of four kinds (a code check in the check language — a preset from the library or a
+`fail_when` document —, an MLflow built-in, Guidelines, a `make_judge` judge) and carries evidence:
+trace ids it must fail and trace ids it must pass. No kind holds code: model-written Python scorers
+were removed (a spec saved with one loads with it moved to `dropped`). `scorer_problems` checks a scorer against the suite it joins (prerequisites on
 the dataset's traces, parameters, evidence ids) and answers with sentences the agent can act on.
 """
 
@@ -14,8 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from . import custom, judges
-from .checks import CHECKS, get_check
+from . import judges
+from .checks import CHECKS, LANGUAGE_VERSION, RuleError, compile_check, get_check, selector_names
 from .facts import TraceFacts
 
 SPEC_FILE = "state/suite_spec.json"
@@ -65,9 +66,26 @@ class _Scorer(BaseModel):
 
 
 class CheckScorer(_Scorer):
+    """A code check: a preset of the library with its parameters, or a check document of its own."""
+
     kind: Literal["check"] = "check"
-    check: str = Field(description="Name of a check from the library (list_checks).")
-    params: dict[str, Any] = Field(default_factory=dict)
+    check: str | None = Field(None, description="Name of a preset from the library (list_checks).")
+    params: dict[str, Any] = Field(default_factory=dict, description="The preset's parameters.")
+    fail_when: dict[str, Any] | None = Field(None, description="A check of its own: the condition under which a trace fails (docs/checks.md).")
+
+    @model_validator(mode="after")
+    def _one_definition(self) -> CheckScorer:
+        if (self.check is None) == (self.fail_when is None):
+            raise ValueError("give either check (a preset name, with params) or fail_when (a check document's condition), not both")
+        if self.fail_when is not None and self.params:
+            raise ValueError("params belong to a preset (check); a fail_when document carries its values itself")
+        return self
+
+    def rule(self) -> dict[str, Any]:
+        """The check document the engine evaluates (raises KeyError/ValidationError/ValueError for a bad preset)."""
+        if self.check is not None:
+            return get_check(self.check).rule(self.params)
+        return {"version": LANGUAGE_VERSION, "fail_when": self.fail_when}
 
 
 class BuiltinScorer(_Scorer):
@@ -99,12 +117,8 @@ class JudgeScorer(_Scorer):
         return True
 
 
-class CustomScorer(_Scorer):
-    kind: Literal["custom"] = "custom"
-    code: str = Field(min_length=10, max_length=20_000, description="Python source defining one public function.")
-
-
-ScorerSpec = Annotated[CheckScorer | BuiltinScorer | GuidelinesScorer | JudgeScorer | CustomScorer, Field(discriminator="kind")]
+ScorerSpec = Annotated[CheckScorer | BuiltinScorer | GuidelinesScorer | JudgeScorer, Field(discriminator="kind")]
+RETIRED_KINDS = {"custom": "model-written Python scorers are no longer supported (no model text is ever run as code); express it as a check document (fail_when)"}
 
 
 class DatasetRecord(BaseModel):
@@ -148,6 +162,21 @@ class SuiteSpec(BaseModel):
     dropped: list[DroppedScorer] = Field(default_factory=list)
     fail_under: float | None = Field(None, ge=0, le=1, description="Default minimum pass rate for scorers without their own threshold.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _retire_kinds(cls, data: Any) -> Any:
+        """Specs saved before a kind was retired load with those scorers moved to `dropped`."""
+        if not isinstance(data, dict) or not isinstance(data.get("scorers"), list):
+            return data
+        kept, dropped = [], list(data.get("dropped") or [])
+        for scorer in data["scorers"]:
+            kind = scorer.get("kind") if isinstance(scorer, dict) else None
+            if kind in RETIRED_KINDS:
+                dropped.append({"name": str(scorer.get("name", "?")), "kind": kind, "reason": RETIRED_KINDS[kind]})
+            else:
+                kept.append(scorer)
+        return {**data, "scorers": kept, "dropped": dropped}
+
     def scorer(self, name: str) -> ScorerSpec | None:
         return next((s for s in self.scorers if s.name == name), None)
 
@@ -180,20 +209,7 @@ def scorer_problems(scorer: ScorerSpec, suite: SuiteSpec) -> list[str]:
         return ["set the dataset first (set_dataset): evidence and prerequisites are checked against its traces"]
     problems = _evidence_problems(scorer, suite.dataset)
     problems += definition_problems(scorer, suite.dataset.facts)
-    if isinstance(scorer, CustomScorer) and not problems:
-        problems += _custom_name_problems(scorer, [s for s in suite.scorers if isinstance(s, CustomScorer) and s.name != scorer.name])
     return problems
-
-
-def _custom_name_problems(scorer: CustomScorer, others: list[CustomScorer]) -> list[str]:
-    """Custom code is rendered into one scorers.py with the check library and other custom code."""
-    from .checks._source import library_names
-
-    taken = library_names() | {n for other in others for n in custom.analyse(other.code).top_level_names}
-    clash = sorted(set(custom.analyse(scorer.code).top_level_names) & taken)
-    if clash:
-        return [f"the code defines {', '.join(clash)}, a name the suite already uses (library helpers or other custom scorers); rename it"]
-    return []
 
 
 def _evidence_problems(scorer: ScorerSpec, dataset: DatasetSpec) -> list[str]:
@@ -227,29 +243,40 @@ def definition_problems(scorer: ScorerSpec, facts: TraceFacts) -> list[str]:
     if isinstance(scorer, JudgeScorer):
         problem = judges.make_judge_problem(scorer.name, scorer.instructions, scorer.value_type)
         return [problem] if problem else []
-    if isinstance(scorer, CustomScorer):
-        try:
-            custom.analyse(scorer.code)
-        except custom.CustomCodeError as exc:
-            return [str(exc)]
     return []
 
 
 def _check_problems(scorer: CheckScorer, facts: TraceFacts) -> list[str]:
+    if scorer.check is None:
+        return _document_problems(scorer.rule(), facts)
     try:
         info = get_check(scorer.check)
     except KeyError as exc:
         return [str(exc.args[0])]
     try:
         params = info.validate_params(scorer.params)
-        info.factory(**params)
+        compile_check(info.rule(params))
     except ValidationError as exc:
         details = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}" for e in exc.errors())
         return [f"params for check {info.name} are invalid ({details}); signature: {info.signature_text()}"]
-    except Exception as exc:  # a factory's own check, e.g. an invalid regex
-        return [f"check {info.name} rejected its params: {type(exc).__name__}: {exc}"]
+    except (RuleError, ValueError) as exc:  # the preset's own checks, an invalid regex
+        return [f"check {info.name} rejected its params: {exc}"]
     problem = info.prerequisite_problem(params, facts)
     return [f"check {info.name} cannot work here: {problem}"] if problem else []
+
+
+def _document_problems(rule: dict[str, Any], facts: TraceFacts) -> list[str]:
+    """A check document must compile, and the span names it selects must exist in the dataset."""
+    try:
+        compile_check(rule)
+    except RuleError as exc:
+        return [f"the check document is not valid: {exc}"]
+    from .checks.engine import glob_match
+
+    unknown = sorted(n for n in selector_names(rule) if not any(glob_match(n, known) for known in facts.span_names))
+    if unknown:
+        return [f"no span in the dataset's traces is named {', '.join(map(repr, unknown))} (span names: {facts.known(facts.span_names)})"]
+    return []
 
 
 def known_checks() -> list[str]:

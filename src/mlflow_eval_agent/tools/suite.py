@@ -1,8 +1,8 @@
 """Agent tools that build the evaluation suite from validated parts.
 
-The model never writes suite code or MLflow boilerplate: it chooses the dataset's traces and adds
-scorers (a library check, an MLflow built-in, Guidelines, a make_judge judge, or custom scorer
-code), each with evidence. Every call is checked against the dataset's own traces and answered
+The model never writes code: it chooses the dataset's traces and adds scorers (a code check in the
+check language — a library preset or a `fail_when` document —, an MLflow built-in, Guidelines, a
+make_judge judge), each with evidence. Nothing the model sends is ever run as code. Every call is checked against the dataset's own traces and answered
 with precise errors; the spec lives in `state/suite_spec.json` and `evaluation/` is rendered from it.
 """
 
@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..store import CorruptStateError
 from ..suite import judges as judge_catalog
 from ..suite.checks import list_checks
-from ..suite.custom import CustomCodeError
+from ..suite.checks.guide import language_guide
 from ..suite.dataset import (
     DEFAULT_SIZE,
     DatasetError,
@@ -39,21 +39,24 @@ from ..suite.validate import load_report, validate_suite
 from ..traces.source import effective_tracking_uri
 from ._base import NoArgs, ToolContext, ToolError, agent_tool
 
-ScorerKind = Literal["check", "builtin", "guidelines", "make_judge", "custom"]
+ScorerKind = Literal["check", "builtin", "guidelines", "make_judge"]
 KIND_FIELDS: dict[str, tuple[str, ...]] = {
-    "check": ("check", "params"),
+    "check": ("check", "params", "fail_when"),
     "builtin": ("builtin", "params"),
     "guidelines": ("guidelines",),
     "make_judge": ("instructions", "value_type"),
-    "custom": ("code",),
 }
 KIND_HINTS = {
-    "check": "check (a name from list_checks) and params",
+    "check": "check (a preset name from list_checks) with params, or fail_when (a check document's condition in the check language; grammar and examples in list_checks)",
     "builtin": "builtin (an MLflow built-in scorer class name from list_checks) and optional params",
     "guidelines": "guidelines (a list of rules the answer must follow)",
     "make_judge": "instructions (using {{ inputs }}, {{ outputs }}, {{ expectations }} or {{ trace }}) and value_type",
-    "custom": "code (Python defining one public function taking inputs/outputs/expectations/trace)",
 }
+NO_CODE = (
+    "Scorers cannot be code: no model-written code is ever run. Express the check as data with kind 'check' and "
+    "fail_when (the check language: span selectors, field tests, trajectory conditions; list_checks shows the grammar "
+    "and examples), or use an LLM judge (guidelines, make_judge) for what no check can see."
+)
 
 
 # --- spec storage ---------------------------------------------------------------------------------
@@ -72,8 +75,9 @@ def save_spec(ctx: ToolContext, spec: SuiteSpec) -> None:
 # --- list_checks ----------------------------------------------------------------------------------
 @agent_tool(
     "list_checks",
-    "The building blocks for scorers: every code check in the library (name, parameters with their meaning, "
-    "what it fails on) and the MLflow built-in scorers (which need a judge model, and what traces they need).",
+    "The building blocks for scorers: the check presets of the library (name, parameters with their meaning, what "
+    "it fails on), the check language for checks of your own (fail_when documents: grammar, fields, tests, examples) "
+    "and the MLflow built-in scorers (which need a judge model, and what traces they need).",
     NoArgs,
 )
 def list_checks_tool(ctx: ToolContext, args: NoArgs) -> dict:
@@ -90,7 +94,7 @@ def list_checks_tool(ctx: ToolContext, args: NoArgs) -> dict:
         {"builtin": b.name, "needs_judge_model": b.needs_model, "needs": list(b.needs), "judges": b.summary}
         for b in judge_catalog.BUILTINS.values()
     ]
-    return {"checks": checks, "builtins": builtins, "scorer_kinds": KIND_HINTS}
+    return {"checks": checks, "check_language": language_guide(), "builtins": builtins, "scorer_kinds": KIND_HINTS}
 
 
 # --- set_dataset ----------------------------------------------------------------------------------
@@ -144,20 +148,33 @@ def set_dataset(ctx: ToolContext, args: SetDatasetArgs) -> dict:
 
 # --- add / try / remove scorers -------------------------------------------------------------------
 class ScorerArgs(BaseModel):
-    kind: ScorerKind = Field(description="check | builtin | guidelines | make_judge | custom")
+    model_config = ConfigDict(extra="forbid")
+
+    kind: ScorerKind = Field(description="check | builtin | guidelines | make_judge")
     name: str = Field(description="Metric/assessment name: lowercase letters, digits, underscores (3-64 chars).")
     why: str = Field(description="The failure or quality it watches, citing the profile (at least 10 characters).")
     must_fail: list[str] = Field(default_factory=list, description="Dataset trace ids this scorer must fail.")
     must_pass: list[str] = Field(default_factory=list, description="Dataset trace ids this scorer must pass.")
     evidence_source: str = Field("", description="Where the evidence comes from, e.g. 'profile: signature sig-1a2b'.")
     threshold: float | None = Field(None, description="Minimum pass rate 0-1 for the CI gate; omit to report only.")
-    check: str | None = Field(None, description="kind=check: the library check name.")
+    check: str | None = Field(None, description="kind=check: a preset name from list_checks (with params).")
     builtin: str | None = Field(None, description="kind=builtin: the MLflow built-in scorer class name.")
-    params: dict[str, Any] | None = Field(None, description="kind=check/builtin: parameters.")
+    params: dict[str, Any] | None = Field(None, description="kind=check (with a preset) / builtin: parameters.")
+    fail_when: dict[str, Any] | None = Field(
+        None,
+        description="kind=check, instead of a preset: the condition under which a trace FAILS, in the check language, e.g. "
+        '{"op": "repeated", "spans": {"type": ["TOOL"]}, "times": 3}. Grammar and examples: list_checks (check_language).',
+    )
     guidelines: list[str] | None = Field(None, description="kind=guidelines: rules the answer must follow.")
     instructions: str | None = Field(None, description="kind=make_judge: judge instructions with template variables.")
     value_type: Literal["bool", "yes_no"] | None = Field(None, description="kind=make_judge: bool or yes_no (default).")
-    code: str | None = Field(None, description="kind=custom: Python source defining one public scorer function.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_code(cls, data: Any) -> Any:
+        if isinstance(data, dict) and (data.get("kind") == "custom" or "code" in data):
+            raise ValueError(NO_CODE)
+        return data
 
 
 def scorer_from_args(args: ScorerArgs) -> ScorerSpec:
@@ -187,18 +204,16 @@ def scorer_from_args(args: ScorerArgs) -> ScorerSpec:
 def _previewed(ctx: ToolContext, spec: SuiteSpec, scorer: ScorerSpec, trace_ids: list[str]) -> dict[str, tuple[bool, str]] | None:
     try:
         traces = fetch_traces(spec.experiment_id, trace_ids) if trace_ids else []
-        return preview_verdicts(scorer, traces) if traces else {}
-    except CustomCodeError as exc:
-        raise ToolError(f"Custom scorer {scorer.name} was rejected: {exc}.") from None
     except DatasetError as exc:
         raise ToolError(str(exc)) from None
+    return preview_verdicts(scorer, traces) if traces else {}
 
 
 @agent_tool(
     "add_scorer",
     "Add a scorer with its evidence (replaces a scorer of the same name). It is checked against the dataset's traces: "
     "prerequisites (RetrievalGroundedness needs RETRIEVER spans, Correctness needs expectations, a tool check needs the "
-    "tool), parameters, evidence ids in the dataset, and, for code checks and custom code, its verdicts on the evidence "
+    "tool), parameters or the check document, evidence ids in the dataset, and, for code checks, its verdicts on the evidence "
     "traces: it must fail every must_fail trace and pass every must_pass trace. LLM judges are measured at validation.",
     ScorerArgs,
     roles=("worker",),
@@ -215,7 +230,7 @@ def add_scorer(ctx: ToolContext, args: ScorerArgs) -> dict:
         if mismatches:
             raise ToolError(
                 f"Scorer {scorer.name} was not added because it disagrees with its evidence:\n- " + "\n- ".join(mismatches)
-                + "\nFix the scorer's parameters or code, or correct the evidence."
+                + "\nFix the scorer's parameters or check document, or correct the evidence."
             )
     replaced = spec.scorer(scorer.name) is not None
     save_spec(ctx, spec.with_scorer(scorer))
@@ -234,8 +249,8 @@ class TryScorerArgs(ScorerArgs):
 
 @agent_tool(
     "try_scorer",
-    "Run a code check, model-free built-in or custom scorer on some traces without adding it: returns pass/fail and the "
-    "rationale per trace. Use it to find parameters before add_scorer.",
+    "Run a code check (a preset or a fail_when document) or a model-free built-in on some traces without adding it: "
+    "returns pass/fail and the rationale per trace. Use it to find parameters before add_scorer.",
     TryScorerArgs,
     roles=("worker", "interactive"),
 )
@@ -251,10 +266,7 @@ def try_scorer(ctx: ToolContext, args: TryScorerArgs) -> dict:
     problems = definition_problems(scorer, facts_from_traces(traces))
     if problems:
         raise ToolError("The scorer is not usable on these traces:\n- " + "\n- ".join(problems))
-    try:
-        verdicts = preview_verdicts(scorer, traces) or {}
-    except CustomCodeError as exc:
-        raise ToolError(f"Custom scorer {scorer.name} was rejected: {exc}.") from None
+    verdicts = preview_verdicts(scorer, traces) or {}
     return {"results": {t: {"passed": p, "rationale": r} for t, (p, r) in verdicts.items()}}
 
 
@@ -288,7 +300,8 @@ def show_suite(ctx: ToolContext, args: NoArgs) -> dict:
     scorers = [
         {
             "name": s.name, "kind": s.kind, "needs_judge_model": s.needs_judge, "threshold": s.threshold,
-            **({"check": s.check, "params": s.params} if s.kind == "check" else {}),
+            **({"check": s.check, "params": s.params} if s.kind == "check" and s.check else {}),
+            **({"fail_when": s.fail_when} if s.kind == "check" and s.fail_when is not None else {}),
             **({"builtin": s.builtin, "params": s.params} if s.kind == "builtin" else {}),
             "must_fail": s.evidence.must_fail, "must_pass": s.evidence.must_pass,
         }

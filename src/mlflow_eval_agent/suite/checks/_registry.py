@@ -1,9 +1,9 @@
-"""The `@check` decorator: registers a check factory with its typed parameters and documentation.
+"""The `@check` decorator: registers a preset (a factory of check rules) with its typed parameters.
 
-A check factory takes typed, documented parameters and returns a function
-`(trace, outputs) -> (passed: bool, rationale: str)`. The registry derives a pydantic model from the
-factory's signature (so the agent gets precise errors for wrong parameters) and the parameter
-descriptions from its docstring's `Args:` section (so the agent sees what each one means).
+A preset takes typed, documented parameters and returns the `fail_when` condition of a check in the
+check language (plain data). The registry derives a pydantic model from the factory's signature (so
+the agent gets precise errors for wrong parameters) and the parameter descriptions from its
+docstring's `Args:` section (so the agent sees what each one means).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from ..facts import TraceFacts
 
 Verdict = tuple[bool, str]
 Check = Callable[[Any, Any], Verdict]
+Condition = dict[str, Any]
 Reads = Literal["trace", "outputs"]
 Prerequisite = Callable[[dict[str, Any], TraceFacts], "str | None"]
 
@@ -30,7 +31,7 @@ _ARG_LINE = re.compile(r"^(\w+):\s*(.*)$")
 @dataclass(frozen=True)
 class CheckInfo:
     name: str
-    factory: Callable[..., Check]
+    factory: Callable[..., Condition]
     summary: str
     description: str
     reads: tuple[Reads, ...]
@@ -41,8 +42,21 @@ class CheckInfo:
         """Validated parameters with defaults filled in; raises pydantic.ValidationError."""
         return self.params.model_validate(params).model_dump()
 
-    def build(self, params: dict[str, Any]) -> Check:
+    def condition(self, params: dict[str, Any]) -> Condition:
+        """The preset's `fail_when` condition for these parameters (ValidationError / ValueError)."""
         return self.factory(**self.validate_params(params))
+
+    def rule(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The whole check document for these parameters."""
+        from .engine import LANGUAGE_VERSION
+
+        return {"version": LANGUAGE_VERSION, "fail_when": self.condition(params)}
+
+    def build(self, params: dict[str, Any]) -> Check:
+        """The compiled check: `run(trace, outputs) -> (passed, rationale)`."""
+        from .engine import compile_check
+
+        return compile_check(self.rule(params))
 
     def prerequisite_problem(self, params: dict[str, Any], facts: TraceFacts) -> str | None:
         return self.requires(params, facts) if self.requires else None
@@ -74,7 +88,7 @@ def parse_args_section(doc: str) -> dict[str, str]:
     return args
 
 
-def _params_model(name: str, factory: Callable[..., Check], docs: dict[str, str]) -> type[BaseModel]:
+def _params_model(name: str, factory: Callable[..., Condition], docs: dict[str, str]) -> type[BaseModel]:
     hints = typing.get_type_hints(factory)
     fields: dict[str, Any] = {}
     for param in inspect.signature(factory).parameters.values():
@@ -84,12 +98,15 @@ def _params_model(name: str, factory: Callable[..., Check], docs: dict[str, str]
     return create_model(f"{name}_params", __config__=config, **fields)
 
 
-def make_registry() -> tuple[dict[str, CheckInfo], Callable[..., Callable[[Callable[..., Check]], Callable[..., Check]]]]:
+Factory = Callable[..., Condition]
+
+
+def make_registry() -> tuple[dict[str, CheckInfo], Callable[..., Callable[[Factory], Factory]]]:
     """A registry and its decorator (one per library; the decorator returns the factory unchanged)."""
     registry: dict[str, CheckInfo] = {}
 
-    def check(*, reads: tuple[Reads, ...], requires: Prerequisite | None = None) -> Callable[[Callable[..., Check]], Callable[..., Check]]:
-        def register(factory: Callable[..., Check]) -> Callable[..., Check]:
+    def check(*, reads: tuple[Reads, ...], requires: Prerequisite | None = None) -> Callable[[Factory], Factory]:
+        def register(factory: Factory) -> Factory:
             name = factory.__name__
             doc = inspect.getdoc(factory) or ""
             docs = parse_args_section(doc)
