@@ -9,6 +9,7 @@ guard twice — as `can_use_tool` and as a PreToolUse hook — so a path outside
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,14 @@ PATH_KEYS = ("file_path", "path", "notebook_path")
 class FileGuard:
     root: Path
     allowed_prefixes: tuple[str, ...]  # qualified MCP tool names that need no path check
+    redact: Callable[[str], str] = str  # a refusal quotes the model's input back to it
 
     def check(self, tool_name: str, tool_input: dict[str, Any]) -> str | None:
-        """None when the call may go ahead, else the reason it may not."""
+        """None when the call may go ahead, else the reason it may not (redacted)."""
+        reason = self._reason(tool_name, tool_input)
+        return self.redact(reason) if reason else None
+
+    def _reason(self, tool_name: str, tool_input: dict[str, Any]) -> str | None:
         if tool_name.startswith(self.allowed_prefixes):
             return None
         if tool_name not in BUILTIN_TOOLS:

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from .loop import LoopHooks, RunReport
 from .plan import TaskPlan
+from .redaction import Redactor
 from .session import SessionOutcome, SessionRequest
 from .store import SessionStore
 from .tools import ToolCallRecord
@@ -35,36 +36,39 @@ def short(value: Any, limit: int = 80) -> str:
 
 
 class ConsoleObserver:
-    """One session's live lines: tool calls as they happen, model text when verbose."""
+    """One session's live lines: tool calls as they happen, model text when verbose. Redacted."""
 
-    def __init__(self, console: Console, verbose: bool, store: SessionStore):
+    def __init__(self, console: Console, verbose: bool, store: SessionStore, redactor: Redactor | None = None):
         self.console, self.verbose, self.store = console, verbose, store
+        self.redactor = redactor or store.redactor
 
     def on_text(self, text: str) -> None:
         if self.verbose:
-            self.console.print(f"  [dim]{short(text, 400)}[/dim]", highlight=False)
+            self.console.print(f"  {short(self.redactor.text(text), 400)}", style="dim", highlight=False, markup=False)
 
     def on_tool_use(self, name: str, tool_input: dict[str, Any]) -> None:
         label = name.removeprefix("mcp__eval__")
-        detail = f" {short(tool_input, 100)}" if self.verbose or not name.startswith("mcp__") else ""
+        detail = f" {short(self.redactor.data(tool_input), 100)}" if self.verbose or not name.startswith("mcp__") else ""
         self.console.print(f"  · {label}{detail}", highlight=False, markup=False)
 
     def on_tool_call(self, record: ToolCallRecord) -> None:
         ms = (record.ended_ns - record.started_ns) / 1e6
-        line = f"tool {record.name} {ms:.0f}ms" + (f" ERROR {short(record.error or '', 200)}" if record.is_error else "")
+        error = self.redactor.text(record.error or "")
+        line = f"tool {record.name} {ms:.0f}ms" + (f" ERROR {short(error, 200)}" if record.is_error else "")
         self.store.append_log(f"{time.strftime('%H:%M:%S')} {line}")
         if record.is_error:
-            self.console.print(f"    [red]✗ {record.name}: {short(record.error or '', 160)}[/red]", highlight=False)
+            self.console.print(f"    ✗ {record.name}: {short(error, 160)}", style="red", highlight=False, markup=False)
 
 
 class ConsoleHooks(LoopHooks):
-    def __init__(self, console: Console, store: SessionStore, verbose: bool, max_iterations: int):
+    def __init__(self, console: Console, store: SessionStore, verbose: bool, max_iterations: int, redactor: Redactor | None = None):
         self.console, self.store, self.verbose, self.max_iterations = console, store, verbose, max_iterations
+        self.redactor = redactor or store.redactor
         self.spent = 0.0
         self.tokens = 0
 
     def session_observers(self, request: SessionRequest, index: int) -> list[Any]:
-        return [ConsoleObserver(self.console, self.verbose, self.store)]
+        return [ConsoleObserver(self.console, self.verbose, self.store, self.redactor)]
 
     def session_started(self, request: SessionRequest, index: int) -> None:
         what = f"task {request.task_id}" if request.task_id else "analyse traces and plan"
@@ -79,16 +83,18 @@ class ConsoleHooks(LoopHooks):
             f"  {mark} {outcome.num_turns} turns · {outcome.tool_calls} tool calls · {outcome.tokens:,} tokens · "
             f"${outcome.cost_usd:.4f} · {outcome.duration_s:.1f}s   (run: {self.tokens:,} tokens, ${self.spent:.4f})"
         )
-        if outcome.error:
-            self.console.print(f"    [red]{short(outcome.error, 300)}[/red]", highlight=False)
+        error = self.redactor.text(outcome.error or "")
+        if error:
+            self.console.print(f"    {short(error, 300)}", style="red", highlight=False, markup=False)
         self.store.append_log(
             f"{time.strftime('%H:%M:%S')} session end turns={outcome.num_turns} tokens={outcome.tokens} "
-            f"cost={outcome.cost_usd:.4f} error={outcome.error or '-'}"
+            f"cost={outcome.cost_usd:.4f} error={error or '-'}"
         )
         self.store.sync()
 
     def notice(self, message: str) -> None:
-        self.console.print(f"[yellow]! {message}[/yellow]", highlight=False)
+        message = self.redactor.text(message)
+        self.console.print(f"! {message}", style="yellow", highlight=False, markup=False)
         self.store.append_log(f"{time.strftime('%H:%M:%S')} notice {message}")
 
 

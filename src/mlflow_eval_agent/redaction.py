@@ -35,10 +35,12 @@ SECRET_PATTERNS = tuple(
         r"\bAIza[0-9A-Za-z_\-]{35}\b",  # Google API key
         r"\bxox[abposr]-[A-Za-z0-9\-]{10,}",  # Slack
         r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",  # JWT
-        r"(?i)(?<=bearer )[A-Za-z0-9._~+/=\-]{12,}",  # Authorization: Bearer <token>
-        r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)",  # user:password@host in URLs
+        r"(?<=[Bb][Ee][Aa][Rr][Ee][Rr] )[A-Za-z0-9._~+/=\-]{12,}",  # Authorization: Bearer <token>
+        r"(?<=://)[^/\s:@\"]+:[^/\s@\"]+(?=@)",  # user:password@host in URLs (never across a JSON quote)
     )
 )
+# One pass to tell whether any pattern occurs: most text holds none, and scrub runs on every string.
+_ANY_PATTERN = re.compile("|".join(f"(?:{p.pattern})" for p in SECRET_PATTERNS))
 
 # Names of variables that hold credentials; matched on the upper-cased name.
 _CREDENTIAL_NAME = re.compile(r"(?:_TOKEN|_KEY|_SECRET|_PAT)$|PASSWORD|PASSWD|SECRET_|CREDENTIALS?$|^DATABRICKS_(?:TOKEN|CLIENT_SECRET|PASSWORD)$")
@@ -63,17 +65,25 @@ def _variants(value: str) -> list[str]:
     return [value] if escaped == value else [value, escaped]
 
 
+def _forms(values: Iterable[str]) -> tuple[str, ...]:
+    """Every long-enough value as written and as escaped inside JSON, longest first."""
+    kept = {v for v in values if isinstance(v, str) and len(v) >= MIN_SECRET_LENGTH}
+    return tuple(sorted({form for v in kept for form in _variants(v)}, key=len, reverse=True))
+
+
+def _scrub(text: str, forms: tuple[str, ...]) -> str:
+    for form in forms:
+        if form in text:
+            text = text.replace(form, REDACTED)
+    if _ANY_PATTERN.search(text):
+        for pattern in SECRET_PATTERNS:
+            text = pattern.sub(REDACTED, text)
+    return text
+
+
 def scrub(text: str, values: Iterable[str] = ()) -> str:
     """`text` with every known secret value and every secret-shaped string replaced by [REDACTED]."""
-    if not text:
-        return text
-    for value in sorted({v for v in values if v and len(v) >= MIN_SECRET_LENGTH}, key=len, reverse=True):
-        for variant in _variants(value):
-            if variant in text:
-                text = text.replace(variant, REDACTED)
-    for pattern in SECRET_PATTERNS:
-        text = pattern.sub(REDACTED, text)
-    return text
+    return _scrub(text, _forms(values)) if text else text
 
 
 class Redactor:
@@ -81,9 +91,10 @@ class Redactor:
 
     def __init__(self, values: Iterable[str] = ()):
         self.values = tuple(sorted({v for v in values if v and len(v) >= MIN_SECRET_LENGTH}, key=len, reverse=True))
+        self._forms = _forms(self.values)
 
     def text(self, text: str) -> str:
-        return scrub(text, self.values) if isinstance(text, str) else text
+        return _scrub(text, self._forms) if isinstance(text, str) and text else text
 
     def data(self, value: object) -> object:
         """A copy of `value` with every string in it (keys included) scrubbed."""

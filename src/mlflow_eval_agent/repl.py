@@ -18,12 +18,12 @@ from .aio import run_sync
 from .plan import PLAN_FILE, TaskPlan
 from .progress import make_console, short
 from .prompts import load_prompt
+from .redaction import Redactor
 from .runner import claude_config_dir, configure_mlflow
 from .session import SessionRequest, build_options, run_session
 from .settings import ConfigError, Settings, require_model_access
 from .store import CorruptStateError, SessionStore, new_session_id, open_session_store
 from .tools import ToolContext
-from .tools._base import redact
 
 HELP = """Commands:
   /help    this help
@@ -34,16 +34,20 @@ Ctrl-C interrupts the answer being written."""
 
 
 class TextPrinter:
-    """Prints the model's text and tool calls as they arrive."""
+    """Prints the model's text and tool calls as they arrive, redacted."""
 
-    def __init__(self, console: Console, secrets: list[str]):
-        self.console, self.secrets = console, secrets
+    def __init__(self, console: Console, redactor: Redactor):
+        self.console, self.redactor = console, redactor
 
     def on_text(self, text: str) -> None:
-        self.console.print(redact(text, self.secrets), highlight=False, markup=False)
+        self.console.print(self.redactor.text(text), highlight=False, markup=False)
 
     def on_tool_use(self, name: str, tool_input: dict[str, Any]) -> None:
-        self.console.print(f"  · {name.removeprefix('mcp__eval__')} {short(tool_input, 80)}", style="dim", highlight=False, markup=False)
+        detail = short(self.redactor.data(tool_input), 80)
+        self.console.print(f"  · {name.removeprefix('mcp__eval__')} {detail}", style="dim", highlight=False, markup=False)
+
+    def error(self, prefix: str, text: str) -> None:
+        self.console.print(f"{prefix}{self.redactor.text(text)}", style="red", highlight=False, markup=False)
 
     def on_tool_call(self, record: Any) -> None: ...
 
@@ -51,7 +55,8 @@ class TextPrinter:
 def _open(settings: Settings, prefix: str) -> SessionStore:
     configure_mlflow(settings)
     require_model_access(settings)
-    return open_session_store(settings.volume_path, settings.session_id or f"{prefix}-{new_session_id()}")
+    session_id = settings.session_id or f"{prefix}-{new_session_id()}"
+    return open_session_store(settings.volume_path, session_id, settings.redactor())
 
 
 def ask_once(settings: Settings, question: str, console: Console | None = None) -> int:
@@ -59,13 +64,13 @@ def ask_once(settings: Settings, question: str, console: Console | None = None) 
     if not question.strip():
         raise ConfigError('Empty question: try mlflow-eval-agent -e <id> "why do my traces fail?"')
     store = _open(settings, "ask")
-    printer = TextPrinter(console, settings.redactions())
+    printer = TextPrinter(console, store.redactor)
     request = SessionRequest(role="interactive", system_prompt=_system(settings), prompt=question, observers=[printer],
                              budget_usd=settings.max_budget_usd)
     with claude_config_dir(settings) as config_dir:
         outcome = run_sync(run_session(settings, store, request, config_dir))
     if outcome.error:
-        console.print(f"[red]The question could not be answered: {outcome.error}[/red]", highlight=False)
+        printer.error("The question could not be answered: ", outcome.error)
         return 1
     console.print(f"[dim]{outcome.tokens:,} tokens · ${outcome.cost_usd:.4f}[/dim]")
     return 0
@@ -92,7 +97,7 @@ class Repl:
         self.settings, self.store, self.console, self.config_dir = settings, store, console, config_dir
         self.cost = 0.0
         self.tokens = 0
-        self.printer = TextPrinter(console, settings.redactions())
+        self.printer = TextPrinter(console, store.redactor)
         self.answering: asyncio.Task[None] | None = None
 
     def _options(self) -> Any:
@@ -162,7 +167,7 @@ class Repl:
         elif isinstance(message, ResultMessage):
             self._account(message)
             if message.is_error:
-                self.console.print(f"[red]Error: {redact(str(message.result or message.errors), self.settings.redactions())}[/red]")
+                self.printer.error("Error: ", str(message.result or message.errors))
 
     def _account(self, message: ResultMessage) -> None:
         # total_cost_usd is cumulative for the client's conversation.

@@ -54,7 +54,7 @@ def claude_config_dir(settings: Settings) -> Iterator[Path]:
 
 def open_store(settings: Settings, console: Console) -> SessionStore:
     session_id = settings.session_id or new_session_id()
-    store = open_session_store(settings.volume_path, session_id)
+    store = open_session_store(settings.volume_path, session_id, settings.redactor())
     resumed = store.exists(PLAN_FILE)
     console.print(f"{'Resuming' if resumed else 'Starting'} session {session_id} in {store.description}", highlight=False)
     return store
@@ -74,8 +74,8 @@ def run_autonomous(settings: Settings, console: Console | None = None) -> int:
 
 
 def run_agent(settings: Settings, store: SessionStore, console: Console) -> RunReport:
-    tracer = maybe_tracer(settings.agent_experiment_id, store.session_id, settings.experiment_id, settings.redactions())
-    hooks = ConsoleHooks(console, store, settings.verbose, settings.max_iterations)
+    tracer = maybe_tracer(settings.agent_experiment_id, store.session_id, settings.experiment_id, store.redactor)
+    hooks = ConsoleHooks(console, store, settings.verbose, settings.max_iterations, store.redactor)
     report: RunReport | None = None
     with claude_config_dir(settings) as config_dir:
         hooks_all = CombinedHooks(hooks, *([tracer] if tracer else []))

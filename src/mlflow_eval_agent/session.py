@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,10 +32,11 @@ from claude_agent_sdk.types import CanUseToolShadowedWarning
 from pydantic import BaseModel
 
 from .guard import BUILTIN_TOOLS, FileGuard
+from .redaction import Redactor, credential_name
 from .settings import Settings
 from .store import SessionStore
 from .tools import ToolCallRecord, ToolContext, build_server
-from .tools._base import SERVER_NAME, Role, redact
+from .tools._base import SERVER_NAME, Role
 
 DEFAULT_MAX_TURNS = 80
 SESSION_TIMEOUT_S = 45 * 60
@@ -90,9 +92,16 @@ class SessionRequest:
     observers: list[SessionObserver] = field(default_factory=list)
 
 
-def cli_environment(settings: Settings, config_dir: Path) -> dict[str, str]:
-    """Environment for the Claude Code subprocess: model access, isolation, no side traffic."""
-    env = {
+def cli_environment(settings: Settings, config_dir: Path, inherited: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for the Claude Code subprocess: model access, isolation, no side traffic.
+
+    The SDK starts the CLI with the whole process environment under these values, so every inherited
+    credential-named variable the CLI is not given on purpose (model access, provider passthrough)
+    is blanked: Claude Code never holds a Databricks token, a cloud key or any other secret of ours.
+    """
+    inherited = os.environ if inherited is None else inherited
+    env = {name: "" for name in inherited if credential_name(name)}
+    env |= {
         "ENABLE_TOOL_SEARCH": "false",  # otherwise MCP tools hide behind a ToolSearch tool
         "CLAUDE_CONFIG_DIR": str(config_dir),
         "DISABLE_AUTOUPDATER": "1",
@@ -114,7 +123,7 @@ def build_options(
     stderr: Callable[[str], None],
 ) -> ClaudeAgentOptions:
     server, mcp_tools = build_server(request.role, ctx)
-    guard = FileGuard(root=ctx.store.root, allowed_prefixes=(f"mcp__{SERVER_NAME}__",))
+    guard = FileGuard(root=ctx.store.root, allowed_prefixes=(f"mcp__{SERVER_NAME}__",), redact=ctx.redactor.text)
     return ClaudeAgentOptions(
         system_prompt=request.system_prompt,
         tools=list(BUILTIN_TOOLS),
@@ -144,25 +153,26 @@ def is_retryable(status: int | None, error: str | None) -> bool:
 class _Collector:
     """Turns the message stream into a SessionOutcome and observer calls."""
 
-    def __init__(self, outcome: SessionOutcome, observers: list[SessionObserver], secrets: list[str]):
-        self.outcome, self.observers, self.secrets = outcome, observers, secrets
+    def __init__(self, outcome: SessionOutcome, observers: list[SessionObserver], redactor: Redactor):
+        self.outcome, self.observers, self.redactor = outcome, observers, redactor
         self.pending_builtin: dict[str, tuple[str, dict[str, Any], int]] = {}
         self.assistant_error: str | None = None
 
     def handle(self, message: Any) -> None:
         if isinstance(message, AssistantMessage):
             if message.error:
-                self.assistant_error = f"model API error: {message.error}"
+                self.assistant_error = self.redactor.text(f"model API error: {message.error}")
             for block in message.content:
                 if isinstance(block, TextBlock) and block.text.strip():
                     for o in self.observers:
-                        o.on_text(redact(block.text, self.secrets))
+                        o.on_text(self.redactor.text(block.text))
                 elif isinstance(block, ToolUseBlock):
                     self.outcome.tool_calls += 1
+                    tool_input = self.redactor.data(block.input)
                     for o in self.observers:
-                        o.on_tool_use(block.name, block.input)
+                        o.on_tool_use(block.name, tool_input)
                     if not block.name.startswith("mcp__"):
-                        self.pending_builtin[block.id] = (block.name, block.input, time.time_ns())
+                        self.pending_builtin[block.id] = (block.name, tool_input, time.time_ns())
         elif isinstance(message, UserMessage) and isinstance(message.content, list):
             for block in message.content:
                 if isinstance(block, ToolResultBlock):
@@ -179,8 +189,8 @@ class _Collector:
         name, tool_input, started_ns = started
         text = block.content if isinstance(block.content, str) else str(block.content or "")
         record = ToolCallRecord(
-            name=name, arguments=tool_input, started_ns=started_ns, ended_ns=time.time_ns(),
-            is_error=bool(block.is_error), result_chars=len(text), error=text[:300] if block.is_error else None,
+            name=name, arguments=tool_input, started_ns=started_ns, ended_ns=time.time_ns(), is_error=bool(block.is_error),
+            result_chars=len(text), error=self.redactor.text(text)[:300] if block.is_error else None,
         )
         for o in self.observers:
             o.on_tool_call(record)
@@ -193,23 +203,23 @@ class _Collector:
         o.output_tokens = int(usage.get("output_tokens") or 0)
         o.cache_read_tokens = int(usage.get("cache_read_input_tokens") or 0)
         o.cost_usd = float(message.total_cost_usd or 0.0)
-        o.result_text = redact((message.result or "")[:2000], self.secrets) or None
+        o.result_text = self.redactor.text(message.result or "")[:2000] or None
         if message.is_error:
             detail = "; ".join(message.errors or []) or message.result or message.subtype
             o.api_error_status = message.api_error_status
-            o.error = redact(f"{message.subtype}: {detail}"[:800], self.secrets)
+            o.error = self.redactor.text(f"{message.subtype}: {detail}")[:800]
         elif self.assistant_error and not o.result_text:
             o.error = self.assistant_error
 
 
 async def run_session(settings: Settings, store: SessionStore, request: SessionRequest, config_dir: Path) -> SessionOutcome:
     """Run one fresh session to its end. Model/CLI failures come back in the outcome, not as exceptions."""
-    secrets = settings.redactions()
     outcome = SessionOutcome(role=request.role, task_id=request.task_id, started_at=time.time())
     stderr_tail: collections.deque[str] = collections.deque(maxlen=30)
     ctx = ToolContext(settings, store, task_id=request.task_id, observers=[o.on_tool_call for o in request.observers])
-    collector = _Collector(outcome, request.observers, secrets)
-    options = build_options(settings, ctx, request, config_dir, lambda line: stderr_tail.append(redact(line, secrets)))
+    redactor = ctx.redactor
+    collector = _Collector(outcome, request.observers, redactor)
+    options = build_options(settings, ctx, request, config_dir, lambda line: stderr_tail.append(redactor.text(line)))
     try:
         async with asyncio.timeout(request.timeout_s):
             async with ClaudeSDKClient(options=options) as client:
@@ -220,7 +230,7 @@ async def run_session(settings: Settings, store: SessionStore, request: SessionR
         outcome.error = f"session timed out after {request.timeout_s:.0f}s"
     except ClaudeSDKError as exc:
         tail = " | ".join(list(stderr_tail)[-5:])
-        outcome.error = redact(f"Claude Code failed: {exc}" + (f" (stderr: {tail})" if tail else ""), secrets)[:1500]
+        outcome.error = redactor.text(f"Claude Code failed: {exc}" + (f" (stderr: {tail})" if tail else ""))[:1500]
     if outcome.error is None and collector.assistant_error and outcome.num_turns == 0:
         outcome.error = collector.assistant_error
     outcome.retryable = outcome.error is not None and is_retryable(outcome.api_error_status, outcome.error)

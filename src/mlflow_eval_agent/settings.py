@@ -7,12 +7,16 @@ down. Secrets are held as `SecretStr` so they never print, log or serialise by a
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from .redaction import Redactor, credential_name, credential_values
 
 DEFAULT_VOLUME_PATH = ".eval-agent"
 DEFAULT_MAX_ITERATIONS = 20
@@ -52,6 +56,20 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "secret_key": ("EVAL_AGENT_SECRET_KEY",),
     "api_retry_wait_s": ("EVAL_AGENT_API_RETRY_WAIT_S",),
 }
+
+
+# `.env` entries that are ordinary settings, not secrets: every other value the file holds is redacted
+# wherever text leaves the process (credential-named variables are redacted whatever their origin).
+ORDINARY_KEYS = frozenset({
+    *(name for names in ENV_NAMES.values() for name in names),
+    *CLI_TUNING,
+    "ANTHROPIC_BASE_URL", "OPENAI_BASE_URL", "MLFLOW_GENAI_JUDGE_DEFAULT_MODEL",
+    "DATABRICKS_HOST", "DATABRICKS_CONFIG_PROFILE", "DATABRICKS_RUNTIME_VERSION",
+    "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "ANTHROPIC_VERTEX_PROJECT_ID", "CLOUD_ML_REGION",
+})
+ORDINARY_PREFIXES = ("CLAUDE_CODE_", "EVAL_AGENT_", "MLFLOW_", "DISABLE_", "OTEL_")
+ORDINARY_SUFFIXES = ("_MODEL", "_HOST", "_REGION", "_PROFILE", "_PATH", "_DIR", "_PORT", "_LEVEL")
+_ORDINARY_VALUE = re.compile(r"(?i)^(?:true|false|yes|no|on|off|none|null|[+-]?\d+(?:\.\d+)?)$|^(?:/|\./|\.\./|~|[A-Za-z]:\\)")
 
 
 class ConfigError(Exception):
@@ -135,22 +153,64 @@ class Settings(BaseModel):
     api_retry_wait_s: float = Field(5.0, ge=0)
     # Extra environment for the Claude Code subprocess (its retry and timeout knobs).
     cli_env_extra: dict[str, str] = Field(default_factory=dict)
+    # Secrets known by value beyond the model access: credential-named variables and `.env` values.
+    known_secrets: tuple[SecretStr, ...] = ()
 
     @property
     def sessions_root(self) -> str:
         return f"{self.volume_path.rstrip('/')}/sessions"
 
     def redactions(self) -> list[str]:
-        return self.access.secret_values()
+        """Every secret value known to this run, for redaction of anything we print, store or send."""
+        values = self.access.secret_values() + [s.get_secret_value() for s in self.known_secrets]
+        password = _url_password(self.tracking_uri)
+        return list(dict.fromkeys(values + ([password] if password else [])))
+
+    def redactor(self) -> Redactor:
+        return Redactor(self.redactions())
 
 
-def read_environment(environ: Mapping[str, str] | None = None, dotenv_path: str | Path | None = ".env") -> dict[str, str]:
+class Environment(dict[str, str]):
+    """The merged environment, remembering what the `.env` file itself held (`dotenv`)."""
+
+    def __init__(self, merged: Mapping[str, str], dotenv: Mapping[str, str] | None = None):
+        super().__init__(merged)
+        self.dotenv: dict[str, str] = dict(dotenv or {})
+
+
+def read_environment(environ: Mapping[str, str] | None = None, dotenv_path: str | Path | None = ".env") -> Environment:
     """The process environment over a `.env` file (the environment wins, as with dotenv)."""
-    merged: dict[str, str] = {}
+    dotenv: dict[str, str] = {}
     if dotenv_path and Path(dotenv_path).is_file():
-        merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
-    merged.update(os.environ if environ is None else environ)
-    return merged
+        dotenv = {k: v for k, v in dotenv_values(dotenv_path).items() if v is not None}
+    return Environment({**dotenv, **(os.environ if environ is None else environ)}, dotenv)
+
+
+def ordinary_setting(name: str, value: str) -> bool:
+    """True for `.env` entries that configure rather than authenticate (models, hosts, flags, paths)."""
+    upper = name.upper()
+    if credential_name(upper):
+        return False
+    return (
+        upper in ORDINARY_KEYS
+        or upper.startswith(ORDINARY_PREFIXES)
+        or upper.endswith(ORDINARY_SUFFIXES)
+        or bool(_ORDINARY_VALUE.match(value.strip()))
+    )
+
+
+def environment_secrets(env: Mapping[str, str]) -> list[str]:
+    """Values to redact: credential-named variables, and what `.env` held unless an ordinary setting."""
+    dotenv = env.dotenv if isinstance(env, Environment) else {}
+    values = credential_values(env) + [v.strip() for k, v in dotenv.items() if not ordinary_setting(k, v)]
+    return list(dict.fromkeys(v for v in values if v))
+
+
+def _url_password(uri: str | None) -> str | None:
+    try:
+        return urlsplit(uri).password if uri and "@" in uri else None
+    except ValueError:
+        return None
 
 
 def model_access_from_env(env: Mapping[str, str]) -> ModelAccess:
@@ -178,6 +238,7 @@ def resolve_settings(flags: Mapping[str, Any], env: Mapping[str, str] | None = N
     values.update({k: v for k, v in flags.items() if v is not None})
     values.setdefault("access", model_access_from_env(env))
     values.setdefault("cli_env_extra", {k: env[k] for k in CLI_TUNING if env.get(k, "").strip()})
+    values.setdefault("known_secrets", tuple(SecretStr(v) for v in environment_secrets(env)))
     try:
         return Settings(**values)
     except ValidationError as exc:

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 
 import typer
 
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UserError
+from ..redaction import credential_values, scrub
 from ..settings import ConfigError
 from ..store import StoreError
 from ..traces.source import TraceSourceError
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    print(f"Error: {message}", file=sys.stderr)
+    # Settings may not exist yet (they failed to resolve): secrets by shape and credential variables.
+    print(f"Error: {scrub(message, credential_values(os.environ))}", file=sys.stderr)
     return typer.Exit(code)
 
 

@@ -8,6 +8,7 @@ at the baseline; 1 the suite did not run, a scorer misses its evidence, or one g
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -47,7 +48,7 @@ def _run(settings: Any, judge_model: str | None, pass_env: list[str], timeout: f
 
     if not settings.volume_path.startswith("/Volumes/") and not local_session_exists(settings.volume_path, settings.session_id):
         raise UserError(f"No session {settings.session_id!r} under {settings.sessions_root}. Check --session-id and --volume-path.", EXIT_USAGE)
-    store = open_session_store(settings.volume_path, settings.session_id)
+    store = open_session_store(settings.volume_path, settings.session_id, settings.redactor())
     spec = store.read_model(SPEC_FILE, SuiteSpec)
     if spec is None or not store.exists("evaluation/run_eval.py"):
         raise UserError(f"Session {settings.session_id!r} has no evaluation suite yet (no {SPEC_FILE} or evaluation/run_eval.py).", EXIT_USAGE)
@@ -61,14 +62,15 @@ def _run(settings: Any, judge_model: str | None, pass_env: list[str], timeout: f
     report = validate_suite(spec, store, tracking, timeout_s=timeout, judge_model=judge_model, extra_env={n: os.environ[n] for n in pass_env})
     store.sync()
     run = report.latest
+    redact = store.redactor.text
     if not run.ok:
-        console.print(f"[red]The suite did not run:[/red] {run.error}", highlight=False)
+        console.print(f"[red]The suite did not run:[/red] {redact(str(run.error))}", highlight=False)
         return EXIT_FAILED
     baseline = before.baseline if before and before.baseline else None
-    _print_table(console, run, baseline, compare(baseline, run) if baseline else [])
+    _print_table(console, run, baseline, compare(baseline, run) if baseline else [], redact)
     worse = _worse(baseline, run) if baseline else []
     missing_evidence = run.missing_evidence()
-    console.print(run.summary + ".", highlight=False)
+    console.print(redact(run.summary) + ".", highlight=False)
     if baseline is None:
         console.print("This run is the baseline.", highlight=False)
     if worse:
@@ -76,14 +78,14 @@ def _run(settings: Any, judge_model: str | None, pass_env: list[str], timeout: f
     return EXIT_FAILED if worse or missing_evidence else EXIT_OK
 
 
-def _print_table(console: Console, run: Any, baseline: Any, diffs: list[Any]) -> None:
+def _print_table(console: Console, run: Any, baseline: Any, diffs: list[Any], redact: Callable[[str], str]) -> None:
     """One plain line per scorer (no table wrapping: CI logs and narrow terminals stay readable)."""
     changes = {d.name: d.change for d in diffs}
     console.print(f"Validation on {run.data} ({run.seconds:.0f} s, evaluation run {run.run_id}):", highlight=False)
     for name, result in run.scorers.items():
         rate = "-" if result.pass_rate is None else f"{result.pass_rate:.1%}"
         versus = changes.get(name, "no baseline yet" if baseline is None else "unchanged")
-        console.print(f"  {name}: {result.status}, pass rate {rate}; {result.summary}; vs baseline: {versus}", highlight=False, soft_wrap=True)
+        console.print(f"  {name}: {result.status}, pass rate {rate}; {redact(result.summary)}; vs baseline: {versus}", highlight=False, soft_wrap=True)
     for name, change in changes.items():
         if name not in run.scorers:
             console.print(f"  {name}: {change}", highlight=False, soft_wrap=True)

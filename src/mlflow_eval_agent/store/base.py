@@ -3,7 +3,8 @@
 The agent and the suite always work on the local folder (`SessionStore.root`). Every state write
 is atomic locally (temp file + rename) and then pushed to the backend, so a run killed at any point
 leaves either the old or the new file, never half of one, and a resumed run on another machine
-pulls what the last one pushed.
+pulls what the last one pushed. Text written through the store (state, notes, the suite, the run
+log) passes its redactor first; JSON is redacted as data, so it stays valid JSON.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path, PurePosixPath
 from typing import Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
+
+from ..redaction import NO_REDACTION, Redactor
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -78,10 +81,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 class SessionStore:
     """Read and write one session's files by relative path; nothing may escape the root."""
 
-    def __init__(self, root: Path, session_id: str, backend: StorageBackend | None = None):
+    def __init__(self, root: Path, session_id: str, backend: StorageBackend | None = None, redactor: Redactor | None = None):
         self.root = root.resolve()
         self.session_id = check_session_id(session_id)
         self.backend = backend
+        self.redactor = redactor or NO_REDACTION
         self.root.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -147,24 +151,26 @@ class SessionStore:
 
     # --- writes -----------------------------------------------------------------------------
     def write_bytes(self, rel_path: str, data: bytes) -> Path:
+        """Raw bytes, written as given (no redaction: use the text and JSON writers for text)."""
         path = self.path(rel_path)
         atomic_write_bytes(path, data)
         self._push(rel_path)
         return path
 
     def write_text(self, rel_path: str, text: str) -> Path:
-        return self.write_bytes(rel_path, text.encode("utf-8"))
+        return self.write_bytes(rel_path, self.redactor.text(text).encode("utf-8"))
 
     def write_model(self, rel_path: str, value: BaseModel) -> Path:
-        return self.write_text(rel_path, value.model_dump_json(indent=2) + "\n")
+        return self.write_json(rel_path, json.loads(value.model_dump_json()))
 
     def write_json(self, rel_path: str, value: object) -> Path:
-        return self.write_text(rel_path, json.dumps(value, indent=2, default=str) + "\n")
+        data = self.redactor.data(json.loads(json.dumps(value, default=str)))
+        return self.write_bytes(rel_path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
     def append_log(self, line: str) -> None:
         """The run log is appended locally and pushed whole by `sync()` (volumes cannot append)."""
         with self.path(LOG_FILE).open("a", encoding="utf-8") as handle:
-            handle.write(line.rstrip("\n") + "\n")
+            handle.write(self.redactor.text(line).rstrip("\n") + "\n")
 
     # --- sync -------------------------------------------------------------------------------
     def pull(self) -> int:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..redaction import Redactor
 from .base import SessionStore, check_session_id
 
 
-def open_local_session(volume_path: str, session_id: str) -> SessionStore:
+def open_local_session(volume_path: str, session_id: str, redactor: Redactor | None = None) -> SessionStore:
     root = Path(volume_path).expanduser() / "sessions" / check_session_id(session_id)
-    return SessionStore(root, session_id)
+    return SessionStore(root, session_id, redactor=redactor)
 
 
 def local_session_exists(volume_path: str, session_id: str) -> bool:

@@ -41,6 +41,7 @@ from databricks.sdk.errors import (
     Unauthenticated,
 )
 
+from ..redaction import Redactor
 from .base import SessionStore, StoreError, atomic_write_bytes, check_session_id
 
 T = TypeVar("T")
@@ -312,6 +313,7 @@ def open_volume_session(
     mount_root: Path = Path("/"),
     cache_root: Path | None = None,
     retry: RetryPolicy | None = None,
+    redactor: Redactor | None = None,
 ) -> SessionStore:
     """Open a volume session: pick the backend, pull the stored files into the local working folder.
 
@@ -325,6 +327,6 @@ def open_volume_session(
         backend: Any = FuseVolumeBackend(mount_root, remote, retry)
     else:
         backend = FilesApiVolumeBackend(files_api_for(workspace), remote.as_posix(), root.as_posix(), retry)
-    store = SessionStore(local_working_folder(volume_path, session_id, cache_root), session_id, backend)
+    store = SessionStore(local_working_folder(volume_path, session_id, cache_root), session_id, backend, redactor)
     store.pull()
     return store

@@ -20,6 +20,7 @@ from claude_agent_sdk import SdkMcpTool
 from mlflow import MlflowClient
 from pydantic import BaseModel, ValidationError
 
+from ..redaction import Redactor, scrub
 from ..settings import Settings
 from ..store import SessionStore
 
@@ -62,6 +63,10 @@ class ToolContext:
     store: SessionStore
     task_id: str | None = None  # the task a worker session was given
     observers: list[Callable[[ToolCallRecord], None]] = field(default_factory=list)
+
+    @cached_property
+    def redactor(self) -> Redactor:
+        return self.settings.redactor()
 
     @cached_property
     def mlflow(self) -> MlflowClient:
@@ -129,9 +134,8 @@ def render_result(value: Any) -> str:
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "[REDACTED]")
-    return text
+    """`text` without the given secret values or anything shaped like a key (see `redaction.scrub`)."""
+    return scrub(text, secrets)
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -154,7 +158,7 @@ def run_tool(tool: AgentTool, ctx: ToolContext, arguments: dict[str, Any]) -> tu
         text, is_error = str(exc), True
     except Exception as exc:  # a bug or a backend failure: report it, keep the session alive
         text, is_error = f"{tool.name} failed: {type(exc).__name__}: {exc}. Try different arguments or another tool.", True
-    text = redact(text, ctx.settings.redactions())
+    text = ctx.redactor.text(text)
     if len(text) > MAX_RESULT_CHARS:
         text = truncate(text, MAX_RESULT_CHARS) + "\nThe result was cut to fit; ask for fewer items or a narrower filter."
     return text, is_error
@@ -167,12 +171,12 @@ def bind(tool: AgentTool, ctx: ToolContext) -> SdkMcpTool[Any]:
         ctx.notify(
             ToolCallRecord(
                 name=tool.name,
-                arguments=arguments or {},
+                arguments=ctx.redactor.data(arguments or {}),  # observers print, log and trace it
                 started_ns=started,
                 ended_ns=time.time_ns(),
                 is_error=is_error,
                 result_chars=len(text),
-                error=text[:500] if is_error else None,
+                error=text[:500] if is_error else None,  # already redacted by run_tool
             )
         )
         result: dict[str, Any] = {"content": [{"type": "text", "text": text}]}
