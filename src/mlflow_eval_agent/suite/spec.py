@@ -206,7 +206,8 @@ def parse_scorer(data: dict[str, Any]) -> ScorerSpec:
 def scorer_problems(scorer: ScorerSpec, suite: SuiteSpec) -> list[str]:
     """Everything wrong with adding `scorer` to `suite`, as sentences; empty when it may be added."""
     if suite.dataset is None:
-        return ["set the dataset first (set_dataset): evidence and prerequisites are checked against its traces"]
+        first = ["set the dataset first (set_dataset): evidence and prerequisites are checked against its traces"]
+        return first + (_document_problems(scorer.rule(), None) if isinstance(scorer, CheckScorer) and scorer.check is None else [])
     problems = _evidence_problems(scorer, suite.dataset)
     problems += definition_problems(scorer, suite.dataset.facts)
     return problems
@@ -265,12 +266,14 @@ def _check_problems(scorer: CheckScorer, facts: TraceFacts) -> list[str]:
     return [f"check {info.name} cannot work here: {problem}"] if problem else []
 
 
-def _document_problems(rule: dict[str, Any], facts: TraceFacts) -> list[str]:
+def _document_problems(rule: dict[str, Any], facts: TraceFacts | None) -> list[str]:
     """A check document must compile, and the span names it selects must exist in the dataset."""
     try:
         compile_check(rule)
     except RuleError as exc:
         return [f"the check document is not valid: {exc}"]
+    if facts is None:
+        return []
     from .checks.engine import glob_match
 
     unknown = sorted(n for n in selector_names(rule) if not any(glob_match(n, known) for known in facts.span_names))
