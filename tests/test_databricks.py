@@ -83,7 +83,7 @@ def test_on_databricks_the_token_comes_from_the_secret_scope(fake, tmp_path, mon
     env = adapted.access.cli_env()
     assert env["ANTHROPIC_AUTH_TOKEN"] == TOKEN
     assert env["CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS"] == "1" and env["ANTHROPIC_API_KEY"] == ""
-    assert TOKEN in adapted.redactions()
+    assert TOKEN in adapted.redactions() and TOKEN not in adapted.redactor().text(f"Authorization: {TOKEN}")
     for shown in (repr(adapted), str(adapted), adapted.model_dump_json(), str(adapted.model_dump())):
         assert TOKEN not in shown
 

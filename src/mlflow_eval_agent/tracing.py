@@ -41,9 +41,9 @@ class RunTracer(LoopHooks):
         )
         self.session_span: Any = None
 
-    def _clean(self, value: dict[str, Any]) -> dict[str, Any]:
+    def _clean(self, value: dict[str, Any]) -> Any:
         """A redacted copy of span inputs, outputs or attributes (strings at any depth)."""
-        return self.redactor.data(value)  # type: ignore[return-value]
+        return self.redactor.data(value)
 
     def _end(self, span: Any, outputs: dict[str, Any], status: SpanStatusCode, end_time_ns: int | None = None) -> None:
         span.end(outputs=self._clean(outputs), status=status, end_time_ns=end_time_ns)
