@@ -139,8 +139,8 @@ def run_pipeline(mode: str, experiment_id: str, tracking_uri: str, work: Path) -
 
 
 def run_suite(store: Any, experiment_id: str, tracking_uri: str, trace_count: int, skip_judges: bool) -> dict[str, Any]:
-    """The suite's own verdicts on every imported trace (its run_eval.py, in a clean child process)."""
-    from mlflow_eval_agent.suite.sandbox import clean_env, run_python
+    """The suite's own verdicts on every imported trace (its run_eval.py, in a least-privilege child process)."""
+    from mlflow_eval_agent.child import child_env, limits_for, run_child
 
     script = store.path("evaluation/run_eval.py")
     if not script.is_file():
@@ -148,7 +148,8 @@ def run_suite(store: Any, experiment_id: str, tracking_uri: str, trace_count: in
     out = store.path("state/detection_run.json")
     args = [str(script), "--experiment-id", experiment_id, "--max-traces", str(trace_count), "--output-json", str(out)]
     args += ["--skip-judges"] if skip_judges else []
-    result = run_python(args, timeout_s=SUITE_TIMEOUT_S, env=clean_env({"MLFLOW_TRACKING_URI": tracking_uri}), cwd=script.parent)
+    limits = limits_for(tracking_uri, timeout_s=SUITE_TIMEOUT_S)
+    result = run_child(args, timeout_s=SUITE_TIMEOUT_S, env=child_env(tracking_uri), limits=limits)
     if not out.is_file():
         raise BenchmarkError(f"the suite did not run (exit {result.returncode}): {result.tail()}")
     report = json.loads(out.read_text(encoding="utf-8"))

@@ -5,7 +5,8 @@ positives of the offline planner's suite against the injected failure modes.
 
 Steps, all on one local sqlite store: the demo agent writes N traces with known failure modes; the
 no-model planner builds and validates a suite; then four timed runs over the same N traces, each
-in a fresh Python process (so each pays the same start-up and import cost):
+in a fresh least-privilege Python process (`mlflow_eval_agent.child`, as `validate` runs suites;
+so each pays the same start-up and import cost):
 
   run_eval --experiment-id   the rendered run_eval.py on the experiment's latest N traces
   run_eval --dataset ids     the rendered run_eval.py on a dataset file naming all N trace ids
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -91,10 +91,14 @@ print("evaluated", len(result.result_df), "with", len(chosen), "scorers in", rou
 """
 
 
-def timed_run(label: str, args: list[str], env: dict[str, str], cwd: Path, n: int) -> dict:
-    started = time.time()
-    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=cwd)
-    seconds = time.time() - started
+RUN_TIMEOUT_S = 3600.0
+
+
+def timed_run(label: str, args: list[str], uri: str, n: int) -> dict:
+    from mlflow_eval_agent.child import child_env, limits_for, run_child
+
+    proc = run_child(args, timeout_s=RUN_TIMEOUT_S, env=child_env(uri), limits=limits_for(uri, timeout_s=RUN_TIMEOUT_S))
+    seconds = proc.seconds
     finished = proc.returncode == 0 and "evaluated" in proc.stdout or "PASSED" in proc.stdout or "FAILED:" in proc.stdout
     problems = [line for line in proc.stderr.splitlines() if "Failed to log" in line or line.startswith("mlflow.exceptions")]
     if problems:
@@ -107,7 +111,7 @@ def main() -> None:
     parser.add_argument("--traces", type=int, default=1000)
     parser.add_argument("--keep", help="Folder to keep the store and session in (default: a temp folder).")
     args = parser.parse_args()
-    folder = Path(args.keep or tempfile.mkdtemp(prefix="suite-bench-"))
+    folder = Path(args.keep or tempfile.mkdtemp(prefix="suite-bench-")).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{folder / 'mlflow.db'}"
 
@@ -141,16 +145,14 @@ def main() -> None:
     ids_file = folder / "all_ids.json"
     ids_file.write_text(json.dumps({"records": [{"trace_id": s.trace_id} for s in seeded]}))
 
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
-    env |= {"MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     n = args.traces
     results_file = folder / "experiment_results.json"
     runs = [
         timed_run("run_eval --experiment-id", [str(evaluation / "run_eval.py"), "--experiment-id", experiment_id, "--max-traces", str(n),
-                                               "--skip-judges", "--output-json", str(results_file)], env, folder, n),
-        timed_run("run_eval --dataset <all ids>", [str(evaluation / "run_eval.py"), "--dataset", str(ids_file), "--skip-judges"], env, folder, n),
-        timed_run("hand-written, same scorers", ["-c", HAND_WRITTEN_SAME, str(evaluation), experiment_id, str(n)], env, folder, n),
-        timed_run("hand-written, minimal scorers", ["-c", HAND_WRITTEN_MINIMAL, str(folder / "spec.json"), experiment_id, str(n)], env, folder, n),
+                                               "--skip-judges", "--output-json", str(results_file)], uri, n),
+        timed_run("run_eval --dataset <all ids>", [str(evaluation / "run_eval.py"), "--dataset", str(ids_file), "--skip-judges"], uri, n),
+        timed_run("hand-written, same scorers", ["-c", HAND_WRITTEN_SAME, str(evaluation), experiment_id, str(n)], uri, n),
+        timed_run("hand-written, minimal scorers", ["-c", HAND_WRITTEN_MINIMAL, str(folder / "spec.json"), experiment_id, str(n)], uri, n),
     ]
     code_scorers = [s.name for s in spec.scorers if not s.needs_judge]
     print(f"\nsuite: {len(code_scorers)} code scorers ({', '.join(code_scorers)}); judges skipped in every run")

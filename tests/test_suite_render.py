@@ -116,9 +116,9 @@ def test_validation_without_judge_credentials_skips_judges_then_measures_them(su
 def test_secrets_do_not_reach_the_suite(suite, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-secret")
-    from mlflow_eval_agent.suite.sandbox import clean_env
+    from mlflow_eval_agent.child import child_env
 
-    env = clean_env({"MLFLOW_TRACKING_URI": suite["uri"]})
+    env = child_env(suite["uri"])
     assert "ANTHROPIC_API_KEY" not in env and "OPENAI_API_KEY" not in env and env["MLFLOW_TRACKING_URI"] == suite["uri"]
 
 
@@ -129,14 +129,3 @@ def test_a_broken_suite_is_reported_not_crashed_on(suite, tmp_path):
     report = validate_suite(suite["spec"], store, suite["uri"], timeout_s=120)
     assert not report.latest.ok and "broken on purpose" in report.latest.error
     assert report.baseline is None
-
-
-def test_clean_env_keeps_workspace_pointers_but_no_tokens():
-    from mlflow_eval_agent.suite.sandbox import clean_env
-
-    env = clean_env(base={"PATH": "/bin", "DATABRICKS_HOST": "https://x", "DATABRICKS_TOKEN": "dapi-secret", "ANTHROPIC_AUTH_TOKEN": "t",
-                          "AWS_SECRET_ACCESS_KEY": "k", "MLFLOW_TRACKING_PASSWORD": "p"})
-    assert env["DATABRICKS_HOST"] == "https://x" and env["PATH"] == "/bin"
-    assert not {"DATABRICKS_TOKEN", "ANTHROPIC_AUTH_TOKEN", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_PASSWORD"} & set(env)
-    suite_env = clean_env(base={"MLFLOW_TRACKING_PASSWORD": "p", "DATABRICKS_TOKEN": "dapi-secret"}, tracking=True)
-    assert suite_env["MLFLOW_TRACKING_PASSWORD"] == "p" and "DATABRICKS_TOKEN" not in suite_env

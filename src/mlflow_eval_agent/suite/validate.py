@@ -1,6 +1,7 @@
 """Validate a rendered suite by really running it, and measure each scorer against its evidence.
 
-`run_eval.py` runs in a child process with a timeout and a clean environment (no agent secrets),
+`run_eval.py` runs in a least-privilege child process (`child.py`: allow-listed environment with no
+agent secrets, private folder, resource limits, its process group killed on timeout),
 writes its per-trace verdicts to JSON, and we compute per scorer: recall on its must-fail traces,
 false alarms on its must-pass traces, precision, and agreement with existing human feedback of the
 same name. The first successful run becomes the baseline; later runs are compared with it.
@@ -15,8 +16,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from ..child import child_env, limits_for, run_child
 from ..store import SessionStore
-from .sandbox import clean_env, run_python
 from .spec import EVAL_DIR, ScorerSpec, SuiteSpec
 
 VALIDATION_FILE = "state/validation.json"
@@ -103,13 +104,14 @@ def validate_suite(
     results.parent.mkdir(parents=True, exist_ok=True)
     results.unlink(missing_ok=True)
     args = [str(script), "--output-json", str(results)] + (["--judge-model", judge_model] if judge_model else [])
-    env = clean_env({"MLFLOW_TRACKING_URI": tracking_uri, **(extra_env or {})}, tracking=True)
-    outcome = run_python(args, timeout_s=timeout_s, env=env, cwd=script.parent, python=python)
+    env = child_env(tracking_uri, extra=extra_env)
+    limits = limits_for(tracking_uri, timeout_s=timeout_s)
+    outcome = run_child(args, timeout_s=timeout_s, env=env, limits=limits, python=python)
     if results.is_file():
         store.write_text(RUN_RESULTS_FILE, results.read_text(encoding="utf-8"))  # push to the backend
         run = measure(spec, json.loads(results.read_text(encoding="utf-8")), outcome.returncode, outcome.seconds)
     else:
-        why = f"timed out after {timeout_s:.0f} s" if outcome.timed_out else f"exited with code {outcome.returncode}"
+        why = f"timed out after {timeout_s:.0f} s" if outcome.timed_out else outcome.exit_reason()
         run = ValidationRun(
             validated_at=_now(), ok=False, exit_code=outcome.returncode, seconds=outcome.seconds,
             error=f"run_eval.py {why} without results: {outcome.tail()}", summary=f"the suite did not run: {why}",

@@ -195,7 +195,7 @@ def missing_judge_credentials(model):
     provider = model.split(":", 1)[0].strip().lower()
     if provider == "databricks":
         configured = os.environ.get("DATABRICKS_HOST") or os.environ.get("DATABRICKS_CONFIG_PROFILE") or os.environ.get("DATABRICKS_RUNTIME_VERSION")
-        if configured or Path("~/.databrickscfg").expanduser().exists():
+        if configured or Path(os.environ.get("DATABRICKS_CONFIG_FILE") or "~/.databrickscfg").expanduser().exists():
             return None
         return f"judge model {model!r} needs Databricks credentials (DATABRICKS_HOST and DATABRICKS_TOKEN, or a profile)"
     needed = PROVIDER_CREDENTIALS.get(provider)
