@@ -113,9 +113,13 @@ def qualified_name(tool_name: str) -> str:
 
 
 def input_schema(params: type[BaseModel]) -> dict[str, Any]:
-    """JSON schema for the SDK; optional fields stay optional (not in `required`)."""
+    """JSON schema for the SDK; optional fields stay optional (not in `required`).
+
+    Unknown arguments are refused by our own validation, not the schema: the client's schema check
+    would answer only "'code' was unexpected", ours says what to do instead."""
     schema = params.model_json_schema()
     schema.pop("title", None)
+    schema.pop("additionalProperties", None)
     return schema
 
 
