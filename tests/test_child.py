@@ -274,3 +274,9 @@ def test_result_reasons():
 
 def test_the_child_runs_the_given_interpreter():
     assert run("import sys; print(sys.executable)", python=sys.executable).stdout.strip() == sys.executable
+
+
+def test_an_interpreter_named_without_a_path_is_found_on_path():
+    name = Path(sys.executable).name
+    env = child_env(None, base={"PATH": str(Path(sys.executable).parent)})
+    assert run("print('ran')", python=name, env=env).stdout.strip() == "ran"

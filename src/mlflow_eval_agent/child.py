@@ -325,7 +325,7 @@ for item in filter(None, sys.argv[1].split(",")):
         resource.setrlimit(which, (soft, hard))
     except (ValueError, OSError) as exc:
         sys.stderr.write("note: %s not applied: %s\\n" % (name, exc))
-os.execv(sys.argv[2], sys.argv[2:])
+os.execvp(sys.argv[2], sys.argv[2:])
 """
 
 
