@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import re
 import subprocess
 import sys
@@ -129,3 +130,21 @@ def test_a_broken_suite_is_reported_not_crashed_on(suite, tmp_path):
     report = validate_suite(suite["spec"], store, suite["uri"], timeout_s=120)
     assert not report.latest.ok and "broken on purpose" in report.latest.error
     assert report.baseline is None
+
+
+def test_hand_written_scorers_run_in_ci_but_never_in_the_products_own_validation(suite, tmp_path):
+    store = open_session_store(str(tmp_path), "mine")
+    render_suite(suite["spec"], store)
+    marker = tmp_path / "user-scorer-ran"
+    store.write_text("evaluation/user_scorers.py", (
+        "from pathlib import Path\nfrom mlflow.genai.scorers import scorer\n\n\n"
+        f"@scorer(name='mine')\ndef mine(outputs=None):\n    Path({str(marker)!r}).write_text('ran')\n    return True\n\n\nSCORERS = [mine]\n"
+    ))
+    report = validate_suite(suite["spec"], store, suite["uri"], timeout_s=300)
+    assert report.latest.ok and "mine" not in report.latest.scorers and not marker.exists()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE_"))} | {"MLFLOW_TRACKING_URI": suite["uri"]}
+    out = tmp_path / "results.json"
+    proc = subprocess.run([sys.executable, "run_eval.py", "--skip-judges", "--output-json", str(out)], cwd=store.path("evaluation"),
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert marker.exists() and "mine" in json.loads(out.read_text())["per_trace"]

@@ -103,7 +103,8 @@ def validate_suite(
     results = store.path(RUN_RESULTS_FILE)
     results.parent.mkdir(parents=True, exist_ok=True)
     results.unlink(missing_ok=True)
-    args = [str(script), "--output-json", str(results)] + (["--judge-model", judge_model] if judge_model else [])
+    # Hand-written user_scorers.py is the user's own code for their CI; the product never runs it.
+    args = [str(script), "--output-json", str(results), "--no-user-scorers"] + (["--judge-model", judge_model] if judge_model else [])
     env = child_env(tracking_uri, extra=extra_env)
     limits = limits_for(tracking_uri, timeout_s=timeout_s)
     outcome = run_child(args, timeout_s=timeout_s, env=env, limits=limits, python=python)
