@@ -627,12 +627,30 @@ class TraceView:
         self.trace, self.outputs = trace, outputs
         data = getattr(trace, "data", None)
         raw = list(getattr(data, "spans", None) or [])
-        indexed = sorted(enumerate(raw), key=lambda p: (getattr(p[1], "start_time_ns", None) is None, getattr(p[1], "start_time_ns", None) or 0, p[0]))
-        self.spans = [s for _, s in indexed]
-        self.order = {id(s): i for i, s in enumerate(self.spans)}
-        self.root = next((s for s in self.spans if not getattr(s, "parent_id", None)), self.spans[0] if self.spans else None)
-        self.by_id = {getattr(s, "span_id", None): s for s in self.spans if getattr(s, "span_id", None)}
-        self.parents = {getattr(s, "parent_id", None) for s in self.spans}
+        starts = [getattr(s, "start_time_ns", None) for s in raw]
+        if None in starts or any(a > b for a, b in zip(starts, starts[1:])):
+            raw = [s for _, _, s in sorted((t is None, t or 0, i) + (s,) for i, (t, s) in enumerate(zip(starts, raw)))]
+        self.spans = raw
+        self.root = next((s for s in raw if not getattr(s, "parent_id", None)), raw[0] if raw else None)
+        self._order = self._by_id = self._parents = None
+
+    @property
+    def order(self):
+        if self._order is None:
+            self._order = {id(s): i for i, s in enumerate(self.spans)}
+        return self._order
+
+    @property
+    def by_id(self):
+        if self._by_id is None:
+            self._by_id = {getattr(s, "span_id", None): s for s in self.spans if getattr(s, "span_id", None)}
+        return self._by_id
+
+    @property
+    def parents(self):
+        if self._parents is None:
+            self._parents = {getattr(s, "parent_id", None) for s in self.spans}
+        return self._parents
 
     def status_of(self, span):
         status = getattr(span, "status", None)
