@@ -629,7 +629,8 @@ class TraceView:
         raw = list(getattr(data, "spans", None) or [])
         starts = [getattr(s, "start_time_ns", None) for s in raw]
         if None in starts or any(a > b for a, b in zip(starts, starts[1:])):
-            raw = [s for _, _, s in sorted((t is None, t or 0, i) + (s,) for i, (t, s) in enumerate(zip(starts, raw)))]
+            order = sorted(range(len(raw)), key=lambda i: (starts[i] is None, starts[i] or 0, i))
+            raw = [raw[i] for i in order]
         self.spans = raw
         self.root = next((s for s in raw if not getattr(s, "parent_id", None)), raw[0] if raw else None)
         self._order = self._by_id = self._parents = None
