@@ -154,7 +154,7 @@ def assert_only_template_code(source: str) -> None:
         "_code_scorer", "name", "check", "secrets", "environ", "score", "outputs", "trace", "passed", "rationale", "bool", "value",
         "CODE_SCORERS", "JUDGE_NAMES", "judges", "model", "Literal", "make_judge", "instructions", "feedback_value_type",
         "Guidelines", "guidelines", "THRESHOLDS", "DEFAULT_FAIL_UNDER", "typing", "mlflow", "entities", "genai", "scorers",
-        "_engine", "_redaction", "__future__",
+        "_engine", "_redaction", "__future__", "verdict", "spans", "where", "span_id", "str", "metadata",
     }
     tree = ast.parse(source)
     used = set()
@@ -172,7 +172,8 @@ def assert_only_template_code(source: str) -> None:
     used.discard(None)
     assert used <= allowed, f"unexpected names in scorers.py: {sorted(used - allowed)}"
     calls = {ast.unparse(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
-    assert calls <= {"compile_check", "credential_values", "scorer", "check", "Feedback", "bool", "scrub", "_code_scorer", "make_judge", "Guidelines"}, calls
+    assert calls <= {"compile_check", "credential_values", "scorer", "check.verdict", "Feedback", "bool", "str", "scrub", "_code_scorer", "make_judge",
+                     "Guidelines"}, calls
 
 
 AUDIT = '''
@@ -233,6 +234,8 @@ def test_the_suite_in_ci_leaks_nothing_and_touches_nothing_else(world, tmp_path)
     # The verdict's rationale shows the span output, scrubbed; the trace itself is the user's data, left as it was.
     assessments = [a for a in mlflow.get_trace(world["leaky"]).info.assessments if a.name == "backend_auth"]
     assert assessments and all("[REDACTED]" in (a.rationale or "") for a in assessments), [a.rationale for a in assessments]
+    tool_span = next(sp for sp in mlflow.get_trace(world["leaky"]).data.spans if sp.name == "call_backend")
+    assert {(a.metadata or {}).get("eval_agent.span_id") for a in assessments} == {tool_span.span_id}  # the verdict points at the span
     for text in (report, proc.stdout, proc.stderr, *(a.rationale or "" for a in assessments)):
         assert CANARY not in text and DATABRICKS_CANARY not in text
 

@@ -260,3 +260,13 @@ def test_every_example_in_the_docs_compiles():
 def test_selector_names_are_collected_for_prerequisites():
     assert selector_names({"fail_when": {"op": "without_prior", "spans": {"name": "issue_refund"}, "prior": {"name": ["verify_*"], "parent": "flow"}}}) == {
         "issue_refund", "verify_*", "flow"}
+
+
+def test_a_failing_verdict_points_at_its_evidence_spans():
+    check = compile_check({"fail_when": {"op": "recovery", "spans": {"root": False}, "outcome": "unrecovered"}})
+    passed, _, spans = check.verdict(UNRECOVERED)
+    assert not passed and [s.span_id for s in spans] == ["s1"]
+    passed, _, spans = check.verdict(RECOVERED)
+    assert passed and spans == []
+    slow = compile_check({"fail_when": {"op": "trace", "where": [{"field": "duration_ms", "test": "gt", "value": 10}]}})
+    assert [s.span_id for s in slow.verdict(trace())[2]] == ["root"]  # a trace-level failure points at the root

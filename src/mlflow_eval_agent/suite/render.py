@@ -93,14 +93,16 @@ except ImportError:  # run from this folder: python run_eval.py
 
 _CODE_SCORER_HELPER = '''
 def _code_scorer(name):
-    """An MLflow scorer evaluating the check document CHECKS[name]; rationales carry no secrets."""
+    """An MLflow scorer evaluating the check document CHECKS[name]. A failing verdict names the span it
+    points at in its metadata (MLflow attaches assessments to the root span); rationales carry no secrets."""
     check = compile_check(CHECKS[name])
     secrets = credential_values(os.environ)
 
     @scorer(name=name)
     def score(outputs=None, trace=None):
-        passed, rationale = check(trace, outputs)
-        return Feedback(value=bool(passed), rationale=scrub(rationale, secrets))
+        passed, rationale, spans = check.verdict(trace, outputs)
+        where = {"eval_agent.span_id": str(spans[0].span_id), "eval_agent.span_name": str(spans[0].name)} if spans else None
+        return Feedback(value=bool(passed), rationale=scrub(rationale, secrets), metadata=where)
 
     return score
 '''

@@ -11,6 +11,7 @@ the standard library (and `re2`, from the google-re2 package, when a check uses 
 
     check = compile_check(rule)          # validates the whole document, compiles regexes once
     passed, rationale = check(trace, outputs)
+    passed, rationale, spans = check.verdict(trace, outputs)   # and the spans a failure points at
 """
 
 from __future__ import annotations
@@ -84,12 +85,28 @@ def compile_check(rule):
         raise RuleError(f"check.version: this engine reads version {LANGUAGE_VERSION}, got {rule.get('version')!r}")
     condition = _condition(rule["fail_when"], "fail_when", 1, budget)
 
-    def run(trace, outputs=None):
-        view = TraceView(trace, outputs)
-        failed, why = condition(view)
-        return (not failed), why
+    return Check(condition)
 
-    return run
+
+class Check:
+    """A compiled check. `check(trace, outputs)` -> (passed, rationale); `check.verdict(...)` also
+    says which spans the verdict points at (the evidence of a failure, earliest first)."""
+
+    def __init__(self, condition):
+        self._condition = condition
+
+    def __call__(self, trace, outputs=None):
+        passed, rationale, _ = self.verdict(trace, outputs)
+        return passed, rationale
+
+    def verdict(self, trace, outputs=None):
+        """(passed, rationale, spans): the spans are those that made the trace fail (none when it passed)."""
+        view = TraceView(trace, outputs)
+        failed, why, spans = self._condition(view)
+        if not failed:
+            return True, why, []
+        unique = {id(s): s for s in spans if s is not None} or ({id(view.root): view.root} if view.root is not None else {})
+        return False, why, sorted(unique.values(), key=lambda s: view.order.get(id(s), 0))
 
 
 class _Budget:
@@ -446,13 +463,14 @@ def compile_regex(pattern, case_insensitive=False, where="regex"):
 # --- conditions -------------------------------------------------------------------------------------
 def _all_of(parts):
     def run(view):
-        whys = []
+        whys, found = [], []
         for part in parts:
-            hit, why = part(view)
+            hit, why, spans = part(view)
             if not hit:
-                return False, why
+                return False, why, []
             whys.append(why)
-        return True, "; ".join(whys)
+            found += spans
+        return True, "; ".join(whys), found
 
     return run
 
@@ -461,19 +479,19 @@ def _any_of(parts):
     def run(view):
         whys = []
         for part in parts:
-            hit, why = part(view)
+            hit, why, spans = part(view)
             if hit:
-                return True, why
+                return True, why, spans
             whys.append(why)
-        return False, "; ".join(whys)
+        return False, "; ".join(whys), []
 
     return run
 
 
 def _not(part):
     def run(view):
-        hit, why = part(view)
-        return (not hit), why
+        hit, why, _ = part(view)
+        return (not hit), why, []
 
     return run
 
@@ -484,9 +502,9 @@ def _trace_condition(predicates):
         for predicate in predicates:
             hit, why = predicate(view, None)
             if not hit:
-                return False, why
+                return False, why, []
             whys.append(why)
-        return True, "; ".join(whys) or "the trace"
+        return True, "; ".join(whys) or "the trace", [view.root]
 
     return run
 
@@ -508,8 +526,8 @@ def _exists(select, satisfy):
     def run(view):
         _, good, why = _matching(view, select, satisfy)
         if good:
-            return True, f"{_found(view, good, select.label)}" + (f" ({why})" if why else "")
-        return False, f"no {select.label}" + (" satisfying the test" if satisfy else "")
+            return True, f"{_found(view, good, select.label)}" + (f" ({why})" if why else ""), good
+        return False, f"no {select.label}" + (" satisfying the test" if satisfy else ""), []
 
     return run
 
@@ -520,8 +538,8 @@ def _each(select, satisfy):
         bad = [s for s in spans if not any(s is g for g in good)]
         if bad:
             failing = "; ".join(why for hit, why in (p(view, bad[0]) for p in satisfy) if not hit)
-            return False, f"{view.describe(bad[0])}: {failing}"
-        return True, f"all {len(spans)} {select.label} pass the test"
+            return False, f"{view.describe(bad[0])}: {failing}", []
+        return True, f"all {len(spans)} {select.label} pass the test", spans
 
     return run
 
@@ -532,7 +550,7 @@ def _count(select, satisfy, low, high):
         n = len(good)
         inside = n >= (low or 0) and (high is None or n <= high)
         bounds = " and ".join(x for x in (low and f"at least {low}", high is not None and f"at most {high}") if x)
-        return inside, f"{n} {select.label} ({'' if inside else 'not '}{bounds})"
+        return inside, f"{n} {select.label} ({'' if inside else 'not '}{bounds})", good if inside else []
 
     return run
 
@@ -544,10 +562,11 @@ def _aggregate(select, field, fn, test, limit):
     def run(view):
         values = [v for v in (reader(view, s) for s in select(view)) if _is_number(v)]
         if not values:
-            return False, f"no {field} on {select.label}"
+            return False, f"no {field} on {select.label}", []
         total = {"sum": sum, "max": max, "min": min, "avg": lambda xs: sum(xs) / len(xs)}[fn](values)
         hit = NUMBER_TESTS[test](total, limit)
-        return hit, f"{fn} of {field} over {len(values)} {select.label} is {_num(total)}{unit} ({'' if hit else 'not '}{NUMBER_WORDS[test]} {_num(limit)}{unit})"
+        why = f"{fn} of {field} over {len(values)} {select.label} is {_num(total)}{unit} ({'' if hit else 'not '}{NUMBER_WORDS[test]} {_num(limit)}{unit})"
+        return hit, why, [view.root] if hit else []
 
     return run
 
@@ -558,8 +577,8 @@ def _without_prior(select, prior):
         first_prior = min((view.order[id(s)] for s in earlier), default=None)
         for span in select(view):
             if first_prior is None or view.order[id(span)] < first_prior:
-                return True, f"{view.describe(span)} happened with no {prior.label} before it"
-        return False, f"every {select.label} came after a {prior.label}"
+                return True, f"{view.describe(span)} happened with no {prior.label} before it", [span]
+        return False, f"every {select.label} came after a {prior.label}", []
 
     return run
 
@@ -571,8 +590,8 @@ def _followed_by(select, then):
         for span in select(view):
             if last_then is not None and view.order[id(span)] < last_then:
                 follower = next(s for s in later if view.order[id(s)] > view.order[id(span)])
-                return True, f"{view.describe(span)} was followed by {view.describe(follower)}"
-        return False, f"no {select.label} followed by a {then.label}"
+                return True, f"{view.describe(span)} was followed by {view.describe(follower)}", [follower]
+        return False, f"no {select.label} followed by a {then.label}", []
 
     return run
 
@@ -591,8 +610,8 @@ def _repeated(select, times, consecutive):
                 hit = counts[key] >= times
             if hit:
                 how = "in a row" if consecutive else "in the trace"
-                return True, f"{_name(span)} was called {times} times {how} with the same arguments {_short(key[1], 120)}"
-        return False, f"no {select.label} repeated {times} times{' in a row' if consecutive else ''} with the same arguments"
+                return True, f"{_name(span)} was called {times} times {how} with the same arguments {_short(key[1], 120)}", [span]
+        return False, f"no {select.label} repeated {times} times{' in a row' if consecutive else ''} with the same arguments", []
 
     return run
 
@@ -612,9 +631,9 @@ def _recovery(select, failed_when, want_recovered):
             recovered = any(not failed[j] and _name(spans[j]) == _name(span) for j in range(i + 1, len(spans)))
             if recovered == want_recovered:
                 what = "later succeeded" if recovered else "never succeeded afterwards"
-                return True, f"{view.describe(span)} failed and {what}"
+                return True, f"{view.describe(span)} failed and {what}", [span]
         word = "recovered" if want_recovered else "unrecovered"
-        return False, f"no {word} failure of {select.label}"
+        return False, f"no {word} failure of {select.label}", []
 
     return run
 
