@@ -21,11 +21,13 @@ CORPORA = REPO_ROOT.parent / "shared" / "corpora"
 TAU_RUNS = CORPORA / "tau-retail" / "tau_dataset_full.json"
 TAU_LABELS = CORPORA / "tau-retail" / "tau_ground_truth.json"
 WHO_AND_WHEN = CORPORA / "who-and-when" / "algorithm-generated"
+WHO_AND_WHEN_HAND = CORPORA / "who-and-when" / "hand-crafted-sample"
+MAGENTIC_ONE = CORPORA / "magentic-one-sample"
+_ABSENT = f"the public corpora are not at {CORPORA} (they sit in ../shared/corpora beside the checkout)"
 
-needs_corpora = pytest.mark.skipif(
-    not TAU_RUNS.is_file() or not WHO_AND_WHEN.is_dir(),
-    reason=f"the public corpora are not at {CORPORA} (they sit in ../shared/corpora beside the checkout)",
-)
+needs_corpora = pytest.mark.skipif(not TAU_RUNS.is_file() or not WHO_AND_WHEN.is_dir(), reason=_ABSENT)
+needs_hand_crafted = pytest.mark.skipif(not WHO_AND_WHEN_HAND.is_dir(), reason=_ABSENT)
+needs_magentic_one = pytest.mark.skipif(not MAGENTIC_ONE.is_dir(), reason=_ABSENT)
 
 
 # ---- helpers used by the other import tests ----
@@ -95,6 +97,25 @@ def human_assessments(trace: Any) -> list[Any]:
         ("", None),
         (None, None),
         ("yusuf_rossi_9620", None),
+        # Exit codes reported anywhere a code executor puts them, in the usual phrasings.
+        ("The script ran, then exited with an error (POSIX exit code: 1)\nIts output was:\nNameError: x",
+         "The script ran, then exited with an error (POSIX exit code: 1)"),
+        ("The script ran, then exited with Unix exit code: 0\nIts output was:\nError: in the data", None),
+        ("The script ran but produced no output to console. The POSIX exit code was: 2. If you were expecting output, print it.",
+         "The script ran but produced no output to console. The POSIX exit code was: 2. If you were expecting output, print it."),
+        ("Exit code: 127\nWall time: 0.1 seconds\nOutput:\nbash: foo: command not found", "Exit code: 127"),
+        ("Exit code 2", "Exit code 2"),
+        ("building...\ncompiling 3 files\nProcess finished with exit code 1", "Process finished with exit code 1"),
+        ("tests ran\n[Process exited with code -9]", "[Process exited with code -9]"),
+        ("Command 'make' returned non-zero exit status 2.", "Command 'make' returned non-zero exit status 2."),
+        ("Process finished with exit code 0", None),
+        ('{"stdout": "", "stderr": "boom", "exit_code": 3}', "exit code 3"),
+        ('{"stdout": "ok", "exit_code": 0}', None),
+        # Prose that merely mentions exit codes is not a failed run.
+        ("An exit code of 1 means a general error; exit code 2 means misuse.", None),
+        ("Exit code 1 means the command failed.", None),
+        ("Title: Bash exit codes\n" + "Some introduction.\n" * 5 + "The job exited with code 1 when the disk was full.\n" + "More text.\n" * 5, None),
+        ("A " + "very " * 60 + "long line: the process exited with code 1.", None),
     ],
 )
 def test_error_rule(result: str | None, description: str | None) -> None:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 
-from mlflow_eval_agent.importers import Conversation, Malformed, import_path, import_records, read_source, resolve_experiment
-from mlflow_eval_agent.importers.model import ATTR_STEP
+from pathlib import Path
+
+from mlflow_eval_agent.importers import Conversation, Malformed, Notice, import_path, import_records, read_source, resolve_experiment
+from mlflow_eval_agent.importers.model import ATTR_ADDRESSEE, ATTR_STEP
 from tests.test_import_support import (
     DATA,
     WHO_AND_WHEN,
+    WHO_AND_WHEN_HAND,
     assert_sane_timing,
     children,
     human_assessments,
     needs_corpora,
+    needs_hand_crafted,
     root_of,
     trace_by_source,
 )
@@ -25,13 +29,15 @@ def test_parse_folder_reports_bad_files() -> None:
     assert [r.source_id for r in records if isinstance(r, Conversation)] == ["q-sum", "q-museum"]
     assert [(r.where, r.reason.split(" (")[0]) for r in records if isinstance(r, Malformed)] == [("3.json", "not valid JSON")]
     museum = records[1]
-    # A file without names (hand-written split style): roles are the speakers, "human" is the user.
-    assert [(t.role, t.name) for t in museum.turns] == [
-        ("user", None),
-        ("assistant", "Orchestrator (thought)"),
-        ("assistant", "WebSurfer"),
-        ("assistant", "Orchestrator (final answer)"),
+    # A file without names (the hand-crafted split: Magentic-One logs): roles are the speakers, read
+    # as the magentic-one importer reads them; "human" is the user.
+    assert [(t.role, t.name, t.source_role) for t in museum.turns] == [
+        ("user", None, None),
+        ("assistant", "Orchestrator", "Orchestrator (thought)"),
+        ("assistant", "WebSurfer", None),
+        ("assistant", "Orchestrator", "Orchestrator (final answer)"),
     ]
+    assert museum.response == "Paris"  # the FINAL ANSWER line
 
 
 def test_one_span_per_turn_and_executor_errors(tracking_uri: str) -> None:
@@ -79,6 +85,80 @@ def test_decisive_mistake_on_its_turn(tracking_uri: str) -> None:
     (label,) = [a for a in human_assessments(museum) if a.name == "human_failure"]
     assert label.value == "Factual_Error"
     assert {s.span_id: s.name for s in children(museum)}[label.span_id] == "WebSurfer"
+
+
+def _variant(tmp_path: Path, name: str, **changes) -> Path:
+    """The museum run (a Magentic-One log in Who&When's shape) with some fields changed or removed."""
+    run = json.loads((FOLDER / "2.json").read_text())
+    for key, value in changes.items():
+        if value is None:
+            run.pop(key, None)
+        else:
+            run[key] = value
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({**run, "question_ID": name}))
+    return path
+
+
+def test_outcome_from_either_field_and_a_notice_when_neither(tmp_path: Path, tracking_uri: str) -> None:
+    _variant(tmp_path, "hand", is_correct=None, is_corrected=False, labels=None, mistake_type="Tool failure")
+    _variant(tmp_path, "algo", is_correct=False)
+    _variant(tmp_path, "neither", is_correct=None)
+    _variant(tmp_path, "garbled", is_correct="maybe")
+    records = list(read_source("who-and-when", tmp_path, with_labels=True))
+    convs = {r.source_id: r for r in records if isinstance(r, Conversation)}
+    outcome = {k: (c.labels.outcome.passed, c.labels.outcome.reason) if c.labels.outcome else None for k, c in convs.items()}
+    assert outcome == {
+        "hand": (False, "Who&When is_corrected"),
+        "algo": (False, "Who&When is_correct"),
+        "neither": None,  # absent, never "passed"
+        "garbled": None,
+    }
+    notices = {r.where: r.message for r in records if isinstance(r, Notice)}
+    assert notices == {
+        "neither.json": "has neither is_correct nor is_corrected, so its outcome label was not imported; add one (true or false) to score this run",
+        "garbled.json": "is_correct is 'maybe', not true or false, so its outcome label was not imported; set it to true or false to score this run",
+    }
+    assert convs["hand"].labels.failures[0].category == "Tool failure"  # the hand-crafted split's mistake_type
+    assert not [r for r in read_source("who-and-when", tmp_path) if isinstance(r, Notice)]  # labels not asked for
+
+    experiment_id, _ = resolve_experiment("w&w outcomes")
+    report = import_path("who-and-when", tmp_path, experiment_id, with_labels=True)
+    assert (report.imported, len(report.notices)) == (4, 2)
+    hand = trace_by_source(experiment_id, "hand")
+    assert [a.value for a in human_assessments(hand) if a.name == "human_outcome"] == [False]
+    neither = trace_by_source(experiment_id, "neither")
+    assert [a for a in human_assessments(neither) if a.name == "human_outcome"] == []
+    assert sorted(a.name for a in human_assessments(neither)) == ["expected_response", "human_failure"]  # the other labels stay
+    spans = children(hand)
+    assert [(s.name, s.attributes.get(ATTR_ADDRESSEE)) for s in spans] == [("Orchestrator", None), ("WebSurfer", None), ("Orchestrator", None)]
+    assert_sane_timing(hand)
+
+
+@needs_hand_crafted
+def test_hand_crafted_sample_mistake_steps_are_history_indexes(tracking_uri: str) -> None:
+    """Checked by hand: each mistake_step is a WebSurfer turn the reason describes (0-based index)."""
+    records = list(read_source("who-and-when", WHO_AND_WHEN_HAND, with_labels=True))
+    assert not [r for r in records if isinstance(r, Malformed | Notice)]
+    convs = {r.source_file: r for r in records if isinstance(r, Conversation)}
+    assert sorted(convs) == ["1.json", "2.json", "3.json"]
+    assert all(c.labels.outcome.passed is False for c in convs.values())  # is_corrected: false
+    expected = {"1.json": (12, "NY Jidokwan Taekwondo"), "2.json": (4, "Ted Danson TV series list"), "3.json": (32, "Astronomy Picture of the Day Archive 2015")}
+    for file, (step, seen) in expected.items():
+        (failure,) = convs[file].labels.failures
+        turn = convs[file].turns[step]
+        assert (failure.step, failure.agent, turn.step, turn.name) == (step, "WebSurfer", step, "WebSurfer")
+        assert seen in turn.content
+    experiment_id, _ = resolve_experiment("w&w hand-crafted")
+    report = import_records(list(convs.values()), "who-and-when", experiment_id, with_labels=True)
+    assert (report.imported, report.lost) == (3, [])
+    trace = trace_by_source(experiment_id, convs["1.json"].source_id)
+    (mistake,) = [a for a in human_assessments(trace) if a.name == "human_failure"]
+    span = {s.span_id: s for s in children(trace)}[mistake.span_id]
+    assert (span.name, span.attributes[ATTR_STEP]) == ("WebSurfer", 12)
+    assert "KEYENCE" in span.outputs["content"]  # the irrelevant site it landed on
+    assert root_of(trace).outputs == "Alliance Jiu Jitsu, NY Jidokwan Taekwondo"  # the run's FINAL ANSWER
+    assert_sane_timing(trace)
 
 
 @needs_corpora

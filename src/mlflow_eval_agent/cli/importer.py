@@ -17,18 +17,20 @@ import typer
 from ._errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UserError, user_errors
 from .root import ROOT_FLAGS, settings_from
 
-FORMAT_NAMES = ("openai-chat", "tau-bench", "who-and-when")
+FORMAT_NAMES = ("openai-chat", "tau-bench", "who-and-when", "magentic-one")
+# The formats whose labels come from a separate file (the others carry them inline).
+LABELS_FILE_FORMATS = ("tau-bench", "magentic-one")
 PROBLEMS_SHOWN = 20
 PROGRESS_EVERY = 100
 
 
 def import_command(
     ctx: typer.Context,
-    path: Annotated[Path, typer.Argument(help="The transcripts: a JSONL file, a tau-bench results file, or a folder of Who&When runs.")],
+    path: Annotated[Path, typer.Argument(help="The transcripts: a JSONL file, a tau-bench results file, a folder of Who&When runs or of Magentic-One logs.")],
     fmt: Annotated[str, typer.Option("--format", "-f", help=f"Transcript format: {', '.join(FORMAT_NAMES)}.")],
     experiment: Annotated[str | None, typer.Option("-e", "--experiment", "--experiment-id", help="Experiment name or id; a new name is created.")] = None,
     with_labels: Annotated[bool, typer.Option("--with-labels", help="Also store the source's human labels as HUMAN assessments.")] = False,
-    labels: Annotated[Path | None, typer.Option("--labels", help="tau-bench failure labels (default: tau_ground_truth.json beside PATH); needs --with-labels.")] = None,
+    labels: Annotated[Path | None, typer.Option("--labels", help="AgentRx failure labels for tau-bench or magentic-one (default: tau_ground_truth.json beside the results file, ground_truth.json in the logs' folder); needs --with-labels.")] = None,
     tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (env MLFLOW_TRACKING_URI).")] = None,
 ) -> None:
     """Import chat transcripts as MLflow traces (re-importing the same file adds nothing)."""
@@ -42,6 +44,8 @@ def import_command(
             raise UserError("Say which experiment to import into: -e <experiment name or id>.")
         if labels is not None and not with_labels:
             raise UserError("--labels only matters with --with-labels; add it or drop --labels.")
+        if labels is not None and fmt not in LABELS_FILE_FORMATS:
+            raise UserError(f"--labels is read only for {' and '.join(LABELS_FILE_FORMATS)}; drop it for {fmt} (whose labels, if any, are in the files).")
         code = _run(fmt, path, settings.experiment_id, with_labels, labels, settings.tracking_uri)
     raise typer.Exit(code)
 

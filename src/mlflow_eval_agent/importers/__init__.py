@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import openai_chat, tau_bench, who_and_when
+from . import magentic_one, openai_chat, tau_bench, who_and_when
 from .model import Conversation, Malformed, Notice, Record, SourceError
 from .run import ExperimentNotFound, ImportReport, Problem, import_records, iter_source, resolve_experiment
 
@@ -28,6 +28,7 @@ FORMATS: dict[str, ImportFormat] = {
         ImportFormat(openai_chat.FORMAT, openai_chat.read, "JSON Lines, one conversation of OpenAI chat messages per line"),
         ImportFormat(tau_bench.FORMAT, tau_bench.read, "a tau-bench results file (JSON list of runs)"),
         ImportFormat(who_and_when.FORMAT, who_and_when.read, "a folder of Who&When run files (or one file)"),
+        ImportFormat(magentic_one.FORMAT, magentic_one.read, "a folder of Magentic-One logs, <trajectory_id>.json (or one log)"),
     )
 }
 

@@ -24,6 +24,8 @@ META_TIMING = "eval_agent.import.timing"
 ATTR_STEP = "eval_agent.import.step"
 ATTR_CALL_STEP = "eval_agent.import.call_step"
 ATTR_TOOL_CALL_ID = "eval_agent.import.tool_call_id"
+ATTR_ADDRESSEE = "eval_agent.import.addressee"
+ATTR_SOURCE_ROLE = "eval_agent.import.source_role"
 
 
 class _Frozen(BaseModel):
@@ -44,6 +46,8 @@ class Turn(_Frozen):
     `step` is the source's own position number for the message (the unit its labels use).
     Tool turns carry a tool's result; `tool_input` is set when the source logs a tool's output
     without a matching call (e.g. a code executor in a group chat) and the input is known.
+    In group chats `addressee` is the agent a message is addressed to, and `source_role` the
+    source's own speaker label when it says more than `name` ("Orchestrator (-> WebSurfer)").
     """
 
     step: int
@@ -53,6 +57,13 @@ class Turn(_Frozen):
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     tool_input: str | None = None
+    addressee: str | None = None
+    source_role: str | None = None
+
+
+# Turn fields added after traces were first imported: left out of the content hash while unset,
+# so re-importing a source that does not use them still finds the traces written before.
+_LATER_TURN_FIELDS = ("addressee", "source_role")
 
 
 class StepLabel(_Frozen):
@@ -110,6 +121,10 @@ class Conversation(_Frozen):
         there; two identical anonymous conversations are one trace.
         """
         payload = self.model_dump(mode="json", exclude={"labels", "source_file", "source_id"})
+        for turn in payload["turns"]:
+            for key in _LATER_TURN_FIELDS:
+                if turn.get(key) is None:
+                    turn.pop(key, None)
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 

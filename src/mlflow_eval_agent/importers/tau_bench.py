@@ -18,11 +18,11 @@ expected `actions` and the user's `instruction` are expectations.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .agentrx import read_ground_truth
 from .jsonstream import MalformedStream, iter_json_array
 from .model import Labels, Malformed, Notice, OutcomeLabel, Record, RecordError, SourceError, StepLabel
 from .openai_chat import conversation, turns_from_messages
@@ -109,38 +109,5 @@ def _labels(run: dict[str, Any], failures: list[StepLabel]) -> Labels:
 
 
 def read_step_labels(labels_path: Path) -> dict[str, list[StepLabel]]:
-    """AgentRx ground truth → step labels by task id (the file is small: read whole)."""
-    try:
-        entries = json.loads(labels_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise SourceError(f"The labels file {labels_path} could not be read ({exc}).") from None
-    if not isinstance(entries, list):
-        raise SourceError(f"The labels file {labels_path} is not a JSON list of labelled runs.")
-    labels: dict[str, list[StepLabel]] = {}
-    for entry in entries:
-        if isinstance(entry, dict) and "trajectory_id" in entry:
-            labels.setdefault(str(entry["trajectory_id"]), []).extend(_step_labels(entry))
-    return labels
-
-
-def _step_labels(entry: dict[str, Any]) -> list[StepLabel]:
-    root_id = (entry.get("root_cause") or {}).get("failure_id")
-    labels = []
-    for failure in entry.get("failures") or []:
-        if not isinstance(failure, dict) or not isinstance(failure.get("step_number"), int):
-            continue
-        details = {
-            "category_reason": str(failure.get("category_reason") or ""),
-            "failure_id": str(failure.get("failure_id", "")),
-            "root_cause": str(root_id is not None and failure.get("failure_id") == root_id).lower(),
-        }
-        labels.append(
-            StepLabel(
-                step=failure["step_number"],
-                category=failure.get("failure_category"),
-                reason=str(failure.get("step_reason") or failure.get("category_reason") or ""),
-                agent=failure.get("failed_agent"),
-                details=details,
-            )
-        )
-    return labels
+    """AgentRx ground truth → step labels by task id."""
+    return {key: list(run.failures) for key, run in read_ground_truth(labels_path).items()}

@@ -4,7 +4,9 @@ Shape: a root AGENT span (inputs `{"request": ...}`, outputs the final answer); 
 transcript order, a CHAT_MODEL span per assistant turn (named by the speaker) and a TOOL span per
 tool call (arguments in, the tool's result text out). Tool outputs logged without a call (a code
 executor's turn) become TOOL spans of their own. Every child span carries its source step in the
-`eval_agent.import.step` attribute; user and system messages get no span of their own.
+`eval_agent.import.step` attribute; user and system messages get no span of their own. In group
+chats a span also carries whom its message was addressed to (`eval_agent.import.addressee`) and
+the source's own speaker label (`eval_agent.import.source_role`) when the source has them.
 
 A CHAT_MODEL span's inputs are the messages that are new to its speaker: its system prompt the
 first time it speaks, then whatever was said since its previous turn. The model saw the earlier
@@ -25,7 +27,9 @@ import mlflow
 from mlflow.entities import SpanStatus, SpanStatusCode, SpanType
 
 from .model import (
+    ATTR_ADDRESSEE,
     ATTR_CALL_STEP,
+    ATTR_SOURCE_ROLE,
     ATTR_STEP,
     ATTR_TOOL_CALL_ID,
     META_CONTENT_HASH,
@@ -158,12 +162,18 @@ def _chat_span(root: Any, turn: Turn, speaker: str, inputs: dict[str, Any], cloc
         span_type=SpanType.CHAT_MODEL,
         parent_span=root,
         inputs=inputs,
-        attributes={ATTR_STEP: turn.step},
+        attributes={ATTR_STEP: turn.step, **speaker_attributes(turn)},
         start_time_ns=clock,
     )
     span.end(outputs=message_dict(turn), end_time_ns=clock + CHAT_NS)
     written.spans.append((turn.step, span.span_id))
     return clock + CHAT_NS + GAP_NS
+
+
+def speaker_attributes(turn: Turn) -> dict[str, str]:
+    """Addressee and source speaker label of a group-chat turn, when the source has them."""
+    found = {ATTR_ADDRESSEE: turn.addressee, ATTR_SOURCE_ROLE: turn.source_role}
+    return {key: value for key, value in found.items() if value}
 
 
 def _tool_span(root: Any, turn: Turn, call: ToolCall, result: Turn | None, clock: int, written: WrittenTrace) -> int:
@@ -176,7 +186,7 @@ def _tool_span(root: Any, turn: Turn, call: ToolCall, result: Turn | None, clock
 
 def _orphan_tool_span(root: Any, turn: Turn, clock: int, written: WrittenTrace) -> int:
     inputs = {"input": turn.tool_input} if turn.tool_input is not None else None
-    attributes = {ATTR_STEP: turn.step}
+    attributes = {ATTR_STEP: turn.step, **speaker_attributes(turn)}
     return _end_tool(root, turn.name or "tool", inputs, turn.content, attributes, clock, written)
 
 
