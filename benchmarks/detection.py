@@ -363,7 +363,8 @@ def warnings(judged: int, failed: int, unlabelled: int) -> list[str]:
     elif failed == 0:
         said.append(f"None of the {judged} runs failed: recall and location are undefined and every flag is a false alarm.")
     if unlabelled:
-        said.append(f"{unlabelled} runs carry no outcome label and are left out of the trace-level figures.")
+        runs = "1 run carries" if unlabelled == 1 else f"{unlabelled} runs carry"
+        said.append(f"{runs} no outcome label and {'is' if unlabelled == 1 else 'are'} left out of the trace-level figures.")
     return said
 
 
