@@ -20,8 +20,8 @@ Checked by hand on the hand-crafted sample: in each of its 3 runs `history[mista
 turn of `mistake_agent` (WebSurfer) that the reason describes — run 1 step 12 is WebSurfer
 clicking "NY Jidokwan Taekwondo" and landing on an unrelated KEYENCE page ("clicks on an
 irrelevant website"), run 2 step 4 its first Bing search for "Ted Danson TV series list"
-("information ... neither reliable nor satisfies the requirements"), run 3 step 32 its last
-scroll through the 2015 APOD archive instead of opening the August 2015 entry. The
+("information ... neither reliable nor satisfies the requirements"), run 3 step 32 its sixth
+scroll down the 2015 APOD archive instead of opening the August 2015 entry. The
 algorithm-generated split is pinned by its test (`mistake_step` equals the history index).
 
 Labels (only with `--with-labels`): `is_correct` / `is_corrected` is the run's outcome (a run
