@@ -48,6 +48,10 @@ UNCAUGHT = trace(
     span("get_order_status", "TOOL", "ERROR", error=("TimeoutError", "order service timed out after 30s for 10042")),
     root_status="ERROR", outputs=None, state="ERROR",
 )
+RETRIED = trace(
+    span("check_inventory", "TOOL", "ERROR", start_ms=0, error=("ConnectionError", "inventory service unavailable")),
+    span("check_inventory", "TOOL", start_ms=20, outputs={"in_stock": True}),
+)
 EMPTY_RETRIEVAL = trace(span("search_docs", "RETRIEVER", outputs=[]))
 SLOW = trace(span("chat", "CHAT_MODEL", end_ms=9000), duration_ms=9100)
 
@@ -78,6 +82,14 @@ SLOW = trace(span("chat", "CHAT_MODEL", end_ms=9000), duration_ms=9100)
         ("output_json", {"json_schema": {"type": "object", "required": ["a"], "properties": {"a": {"type": "integer"}}}},
          [trace(outputs='{"a": "x"}'), trace(outputs='{"b": 1}')], [trace(outputs='{"a": 2}')]),
         ("token_budget", {"max_tokens": 100}, [trace(tokens={"total_tokens": 101})], [trace(tokens={"total_tokens": 100}), CLEAN]),
+        ("no_exception", {"span_name": "check_inventory", "unless_recovered": True}, [CAUGHT], [RETRIED, CLEAN]),
+        ("tool_succeeded", {"tool": "check_inventory", "unless_recovered": True}, [CAUGHT], [RETRIED, CLEAN]),
+        ("no_unrecovered_errors", {}, [CAUGHT, UNCAUGHT], [RETRIED, CLEAN]),
+        ("no_made_up_data", {}, [trace(span("chat", "CHAT_MODEL", outputs="Let's assume the price is 10 EUR."))], [CLEAN]),
+        ("no_limit_reached", {}, [trace(span("step", "AGENT", outputs="Max turns reached, stopping."))], [CLEAN]),
+        ("no_loop_report", {}, [trace(span("orchestrator", "AGENT", outputs="We are stuck in a loop."))], [CLEAN]),
+        ("tool_was_used", {}, [trace(span("chat", "CHAT_MODEL"))], [CLEAN]),
+        ("no_error_text", {"pattern": "exit code: [1-9]"}, [trace(span("run", "TOOL", outputs="exit code: 1"))], [CLEAN, trace(span("run", "TOOL", outputs="exit code: 0"))]),
     ],
 )
 def test_check_verdicts(check, params, failing, passing):
@@ -118,8 +130,8 @@ def _example_params(info):
 
 
 def _example_value(param):
-    return {"tool": "t", "max_calls": 1, "max_ms": 10.0, "span_name": "x", "max_tokens": 5, "pattern": "a",
-            "action": "refund*", "confirmation": "verify"}[param]
+    return {"tool": "t", "max_calls": 1, "max_steps": 3, "max_ms": 10.0, "span_name": "x", "max_tokens": 5, "pattern": "a",
+            "action": "refund*", "confirmation": "verify", "tools": ["cancel_*"]}[param]
 
 
 def test_every_parameter_is_typed_and_documented():

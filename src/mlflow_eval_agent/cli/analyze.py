@@ -83,6 +83,7 @@ def render(p: Any, console: Console) -> None:
     _spans(p, console)
     _signatures(p, console)
     _tools(p, console)
+    _trajectory(p, console)
     _shapes(p, console)
     _assessments(p, console)
     _odd(p, console)
@@ -115,6 +116,28 @@ def _tools(p: Any, console: Console) -> None:
     for t in p.tools[:TOP_ROWS]:
         table.add_row(Text(t.name), f"{t.calls:,}", f"{t.errors:,}", f"{t.trace_count:,}", _ms(t.latency_ms.p50), _ms(t.latency_ms.p99))
     console.print(table)
+
+
+def _trajectory(p: Any, console: Console) -> None:
+    t = p.trajectory
+    if not t.scanned:
+        return
+    table = _table(f"Trajectories (the {t.scanned:,} most recent traces, read whole)", "what", "traces", "example trace")
+    rows = [
+        ("errors never recovered from", t.unrecovered_errors), ("errors recovered by a later success", t.recovered_errors),
+        ("run ended right after an error", t.error_at_end), ("same call 3 times in a row", t.repeated_calls),
+        ("error text in an OK span's output", t.error_text), ("agent admits made-up data", t.made_up_data),
+        ("time/turn/step limit reached", t.limit_reached), ("loop self-report", t.loop_reports),
+        ("action with no user turn since the last tool result", t.unconfirmed_actions), ("no tool called", t.no_tool),
+    ]
+    for label, found in rows:
+        if found.count:
+            table.add_row(label, f"{found.count:,}", found.trace_ids[0] if found.trace_ids else "")
+    console.print(table)
+    if t.error_text_kinds:
+        console.print("Error text: " + escape(", ".join(f"{k.name} {k.count:,}" for k in t.error_text_kinds)), highlight=False)
+    if t.synthetic_timing:
+        console.print(f"[yellow]{t.synthetic_timing:,} of {t.scanned:,} traces have synthetic timing (imported transcripts): latency there measures transcript length.[/yellow]")
 
 
 def _shapes(p: Any, console: Console) -> None:

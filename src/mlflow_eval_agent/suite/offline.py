@@ -20,7 +20,9 @@ from typing import Any
 from ..plan import PLAN_FILE, Task, TaskPlan, TaskStatus
 from ..settings import ConfigError, Settings
 from ..store import SessionStore
+from ..traces.failure_text import error_text_pattern
 from ..traces.source import effective_tracking_uri
+from ..traces.trajectory import FAILURES, REPEATS, trajectory_facts
 from .dataset import (
     DEFAULT_SIZE,
     DatasetError,
@@ -96,7 +98,7 @@ def build_offline(settings: Settings, store: SessionStore) -> TaskPlan:
     plan = _reload(store)
     if spec.dataset is None:
         return _fail_rest(store, plan, "the dataset could not be built")
-    health = classify(traces, budget)
+    health = classify(traces, None if synthetic_timing(profile) else budget, step_budget(profile) if synthetic_timing(profile) else None)
     for proposal in proposals:
         spec, plan = _scorer_step(store, plan, spec, traces, health, proposal)
     return _finish(store, plan, spec, tracking_uri)
@@ -108,6 +110,11 @@ def propose(profile: Any, budget_ms: float | None) -> list[Proposal]:
     proposals: list[Proposal] = []
     names: set[str] = set()
     tool_names = {t.name for t in profile.tools}
+    traj = profile.trajectory
+    # Where the agent retries and succeeds, an error it recovered from is not a failed run: error
+    # checks then fail only errors never followed by a success of the same span (profile counts).
+    retries = traj.recovered_errors.count > 0
+    recovered = {"unless_recovered": True} if retries else {}
     for tool in profile.tools:
         signatures = [s for s in profile.error_signatures if s.span_name == tool.name]
         # One signature: its no_exception check says the same thing more precisely.
@@ -115,8 +122,9 @@ def propose(profile: Any, budget_ms: float | None) -> list[Proposal]:
             ids = [t for s in signatures for t in s.trace_ids]
             share = min(1.0, sum(s.trace_count for s in signatures) / profile.trace_count)
             proposals.append(_check(
-                names, f"{tool.name}_succeeded", "tool_succeeded", {"tool": tool.name}, _listed(ids), share,
-                f"Tool {tool.name} failed in {tool.errors} of {tool.calls} calls ({', '.join(s.signature for s in signatures[:3])}).",
+                names, f"{tool.name}_succeeded", "tool_succeeded", {"tool": tool.name, **recovered}, _failed_in(ids, tool.name, retries), share,
+                f"Tool {tool.name} failed in {tool.errors} of {tool.calls} calls ({', '.join(s.signature for s in signatures[:3])})"
+                + (" and the agent did not recover from it by a later successful call." if retries else "."),
             ))
     for sig in profile.error_signatures[:MAX_SIGNATURES]:
         params = {"exception_type": sig.exception_type, "span_name": sig.span_name}
@@ -126,17 +134,26 @@ def propose(profile: Any, budget_ms: float | None) -> list[Proposal]:
             params["message_regex"] = signature_regex(sig.signature.split(": ", 1)[-1])
         where = "tool" if sig.span_name in tool_names else "span"
         proposals.append(_check(
-            names, f"no_{sig.exception_type or 'error'}_in_{sig.span_name}", "no_exception", params, _listed(sig.trace_ids),
-            sig.trace_count / profile.trace_count,
-            f"Error signature '{sig.signature}' in {where} {sig.span_name}: {sig.count} times in {sig.trace_count} traces.",
+            names, f"no_{sig.exception_type or 'error'}_in_{sig.span_name}", "no_exception", {**params, **recovered},
+            _failed_in(sig.trace_ids, sig.span_name, retries), sig.trace_count / profile.trace_count,
+            f"Error signature '{sig.signature}' in {where} {sig.span_name}: {sig.count} times in {sig.trace_count} traces"
+            + (", failing the trace when no later call succeeded." if retries else "."),
         ))
     hidden = profile.hidden_failures
-    if hidden.count:
+    if retries and traj.unrecovered_errors.count:
+        proposals.append(_check(
+            names, "no_unrecovered_errors", "no_unrecovered_errors", {}, _by_condition("unrecovered_error"),
+            traj.unrecovered_errors.count / max(1, traj.scanned),
+            f"In {traj.scanned} recent traces, {traj.unrecovered_errors.count} have an error the agent never recovered from "
+            f"(no later success of the same step); {traj.recovered_errors.count} recovered by a retry and pass.",
+        ))
+    elif hidden.count:
         proposals.append(_check(
             names, "no_hidden_failures", "no_hidden_failures", {}, _listed(hidden.trace_ids), hidden.count / profile.trace_count,
             f"{hidden.count} traces look successful but a span inside them failed (errors swallowed, "
             f"mostly in {', '.join(s.span_name for s in hidden.by_span[:3])}).",
         ))
+    proposals += _trajectory_checks(profile, names)
     outputs = profile.outputs
     if outputs.empty_ok + outputs.missing_ok:
         proposals.append(_check(
@@ -151,14 +168,76 @@ def propose(profile: Any, budget_ms: float | None) -> list[Proposal]:
             retrieval.traces_with_empty_retrieval / profile.trace_count,
             f"{retrieval.empty} of {retrieval.spans} retrievals returned nothing ({retrieval.traces_with_empty_retrieval} traces).",
         ))
-    if budget_ms is not None:
+    if budget_ms is not None and not synthetic_timing(profile):
         lat = profile.latency_ms
         proposals.append(_check(
             names, "latency_budget", "latency_budget", {"max_ms": budget_ms}, _by_condition("slow"), slow_share_bound(profile, budget_ms),
             f"Trace latency p50 {lat.p50:.0f} ms, p90 {lat.p90:.0f} ms, max {lat.max:.0f} ms: traces over {budget_ms:.0f} ms "
             f"({SLOW_FACTOR:g} x p50, rounded up) are slow.",
         ))
+    steps = step_budget(profile) if synthetic_timing(profile) else None
+    if steps is not None:
+        per_trace = profile.spans_per_trace
+        proposals.append(_check(
+            names, "step_budget", "step_budget", {"max_steps": steps}, _by_condition("long"), slow_share_bound(profile, steps, per_trace),
+            f"Steps per trace p50 {per_trace.p50}, p90 {per_trace.p90}, max {per_trace.max}: runs over {steps} steps "
+            f"({SLOW_FACTOR:g} x p50) are runaway. A step count, not a latency: these traces' timing is synthetic (imported transcripts).",
+        ))
     proposals += _judges(profile, names)
+    return proposals
+
+
+def synthetic_timing(profile: Any) -> bool:
+    """True when importers marked most scanned traces' timing synthetic (durations are made up)."""
+    traj = profile.trajectory
+    return traj.scanned > 0 and traj.synthetic_timing * 2 >= traj.scanned
+
+
+def step_budget(profile: Any) -> int | None:
+    """SLOW_FACTOR x the median steps per trace, when some trace goes past it."""
+    per_trace = profile.spans_per_trace
+    if not per_trace.p50 or not per_trace.max:
+        return None
+    budget = max(2, math.ceil(SLOW_FACTOR * (per_trace.p50 - 1)))  # spans below the root
+    return budget if per_trace.max - 1 > budget else None
+
+
+def _trajectory_checks(profile: Any, names: set[str]) -> list[Proposal]:
+    """Checks on what the trajectory shows, each only when the profile found an example."""
+    traj = profile.trajectory
+    share = lambda found: found.count / max(1, traj.scanned)  # noqa: E731
+    proposals = []
+    if traj.error_at_end.count:
+        proposals.append(_check(names, "no_error_at_end", "no_error_at_end", {}, _by_condition("error_at_end"), share(traj.error_at_end),
+                                f"{traj.error_at_end.count} of {traj.scanned} recent runs ended right after a failed step."))
+    if traj.repeated_calls.count:
+        tools = ", ".join(t.name for t in traj.repeated_tools[:3])
+        proposals.append(_check(names, "no_repeated_calls", "no_repeated_calls", {"times": REPEATS}, _by_condition("repeated_calls"), share(traj.repeated_calls),
+                                f"{traj.repeated_calls.count} runs called a tool {REPEATS} times in a row with the same arguments ({tools}): stuck in a loop."))
+    if traj.error_text.count:
+        kinds = ", ".join(f"{k.name} {k.count}" for k in traj.error_text_kinds)
+        proposals.append(_check(names, "no_error_text", "no_error_text", {"pattern": error_text_pattern()}, _by_condition("error_text"), share(traj.error_text),
+                                f"{traj.error_text.count} runs had error text in a tool or model output whose span did not fail ({kinds})."))
+    if traj.made_up_data.count:
+        proposals.append(_check(names, "no_made_up_data", "no_made_up_data", {}, _by_condition("made_up_data"), share(traj.made_up_data),
+                                f"In {traj.made_up_data.count} runs the agent says it used hypothetical, simulated or placeholder data."))
+    if traj.limit_reached.count:
+        proposals.append(_check(names, "no_limit_reached", "no_limit_reached", {}, _by_condition("limit_reached"), share(traj.limit_reached),
+                                f"{traj.limit_reached.count} runs report reaching a time, turn or step limit."))
+    if traj.loop_reports.count:
+        proposals.append(_check(names, "no_loop_report", "no_loop_report", {}, _by_condition("loop_report"), share(traj.loop_reports),
+                                f"{traj.loop_reports.count} runs report being stuck in a loop."))
+    if traj.unconfirmed_actions.count and traj.conversations * 2 >= traj.scanned:
+        tools = [a.name for a in traj.actions]
+        proposals.append(_check(names, "actions_confirmed", "actions_confirmed", {"tools": tools}, _by_condition("unconfirmed_action"),
+                                share(traj.unconfirmed_actions),
+                                f"In {traj.unconfirmed_actions.count} of {traj.conversations} conversations the agent called a consequential tool "
+                                f"({', '.join(t.name for t in traj.unconfirmed_tools[:4])}) with no user turn since the last tool result: "
+                                "it acted without asking."))
+    with_tools = sum(t.trace_count for t in profile.tools[:1])
+    if traj.no_tool.count and with_tools * 2 >= profile.trace_count:
+        proposals.append(_check(names, "tool_was_used", "tool_was_used", {}, _by_condition("no_tool"), share(traj.no_tool),
+                                f"{traj.no_tool.count} runs called no tool at all, although the agent uses tools in most runs."))
     return proposals
 
 
@@ -185,6 +264,14 @@ def _check(names: set[str], name: str, check: str, params: dict[str, Any], must_
     threshold = math.floor((1.0 - failing_share) * 100) / 100
     scorer = CheckScorer(name=name, check=check, params=params, why=why, threshold=max(0.0, threshold))
     return Proposal(scorer, must_fail, f"{why} Check: {check}({', '.join(f'{k}={v!r}' for k, v in params.items())}).")
+
+
+def _failed_in(ids: list[str], span_name: str, retries: bool) -> Callable[[set[str], dict[str, set[str]]], list[str]]:
+    """Evidence for an error check: the profile's example ids; with retries, only those where the
+    trajectory shows the span failing with no later success."""
+    if not retries:
+        return _listed(ids)
+    return lambda in_dataset, conditions: [t for t in dict.fromkeys(ids) if t in in_dataset and f"unrecovered:{span_name}" in conditions.get(t, ())]
 
 
 def _listed(ids: list[str]) -> Callable[[set[str], dict[str, set[str]]], list[str]]:
@@ -240,17 +327,17 @@ def latency_budget_ms(profile: Any) -> float | None:
     return float(math.ceil(raw / digits) * digits)
 
 
-def slow_share_bound(profile: Any, budget_ms: float) -> float:
+def slow_share_bound(profile: Any, budget: float, stats: Any = None) -> float:
     """An upper bound on the share of traces over the budget, from the percentiles it exceeds."""
-    lat = profile.latency_ms
-    for percentile, share in ((lat.p99, 0.01), (lat.p90, 0.10), (lat.p50, 0.50)):
-        if percentile is not None and budget_ms >= percentile:
+    lat = stats or profile.latency_ms
+    for percentile, share in ((getattr(lat, "p99", None), 0.01), (lat.p90, 0.10), (lat.p50, 0.50)):
+        if percentile is not None and budget >= percentile:
             return share
     return 1.0
 
 
 # --- the profile's view of each dataset trace ---------------------------------------------------
-def classify(traces: list[Any], budget_ms: float | None) -> Health:
+def classify(traces: list[Any], budget_ms: float | None, max_steps: int | None = None) -> Health:
     """Failure conditions per trace, by the profile's rules (not by the checks under test)."""
     from ..traces.spans import is_empty_value
 
@@ -271,6 +358,11 @@ def classify(traces: list[Any], budget_ms: float | None) -> Health:
         took = trace.info.execution_time_ms
         if budget_ms is not None and took is not None and took > budget_ms:
             conditions.add("slow")
+        if max_steps is not None and len(spans) - 1 > max_steps:
+            conditions.add("long")
+        facts = trajectory_facts(trace)
+        conditions |= facts.found & set(FAILURES)
+        conditions |= {f"unrecovered:{name}" for name in facts.unrecovered}
         health.conditions[trace.info.trace_id] = conditions
     return health
 
@@ -282,9 +374,16 @@ def strata(profile: Any) -> dict[str, list[str]]:
     for sig in profile.error_signatures[:MAX_SIGNATURES]:
         result[f"error:{sig.signature[:80]}"] = list(sig.trace_ids)
     result["hidden_failure"] = list(profile.hidden_failures.trace_ids)
+    traj = profile.trajectory
+    for name, found in (("unrecovered_error", traj.unrecovered_errors), ("unconfirmed_action", traj.unconfirmed_actions),
+                        ("made_up_data", traj.made_up_data), ("error_text", traj.error_text), ("repeated_calls", traj.repeated_calls),
+                        ("error_at_end", traj.error_at_end), ("limit_reached", traj.limit_reached), ("loop_report", traj.loop_reports),
+                        ("no_tool", traj.no_tool)):
+        result[name] = list(found.trace_ids)
     result["empty_output"] = [*profile.outputs.empty_ok_trace_ids, *profile.outputs.missing_ok_trace_ids]
     result["empty_retrieval"] = list(profile.retrieval.empty_trace_ids)
-    result["slow"] = [s.trace_id for s in profile.slowest_traces]
+    if not synthetic_timing(profile):
+        result["slow"] = [s.trace_id for s in profile.slowest_traces]
     result["normal"] = list(profile.sample_trace_ids)
     return {k: v for k, v in result.items() if v}
 

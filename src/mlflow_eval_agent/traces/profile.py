@@ -56,8 +56,10 @@ from .profile_model import (
     ToolStats,
     TraceProfile,
 )
+from . import trajectory
 from .records import TraceRecord
 from .signatures import error_from_span, signature_id
+from .trajectory import DEFAULT_SCAN
 from .source import TraceQuery, TraceSource, redact_uri, resolve_experiment
 from .spans import (
     HUGE_PAYLOAD_CHARS,
@@ -546,8 +548,10 @@ def build_profile(
     *,
     path: str | None = None,
     progress: Callable[[int], None] | None = None,
+    trajectory_scan: int = DEFAULT_SCAN,
 ) -> TraceProfile:
-    """Profile every trace of an experiment (id or name) matching the filter, in one pass.
+    """Profile every trace of an experiment (id or name) matching the filter, in one pass, then
+    read the `trajectory_scan` most recent traces whole for the trajectory counts (0: skip).
 
     Raises TraceSourceError subclasses (ExperimentNotFound, InvalidQuery, TrackingServerError)
     with a sentence the user can act on. `path` forces "sql", "sql+search" or "api" (tests).
@@ -568,4 +572,15 @@ def build_profile(
     )
     profile = profile_records(source.records(), experiment.experiment_id, meta, experiment.name, progress)
     profile.source.truncated = source.truncated
+    limit = min(trajectory_scan, max_traces or trajectory_scan, profile.trace_count)
+    if limit > 0:
+        started = time.perf_counter()
+        try:
+            counts = trajectory.scan(client, experiment.experiment_id, query.effective_filter(), limit)
+        except Exception as exc:  # MLflow's own errors for a store that went away mid-run
+            from .source import _translate
+
+            raise _translate(exc, tracking_uri) from None
+        profile.trajectory = trajectory.as_model(counts)
+        profile.source.seconds = round(profile.source.seconds + time.perf_counter() - started, 3)
     return profile

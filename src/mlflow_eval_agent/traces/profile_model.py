@@ -173,6 +173,29 @@ class OddCount(BaseModel):
     trace_ids: list[str] = Field(default_factory=list)
 
 
+class Trajectory(BaseModel):
+    """What the trajectories show (traces/trajectory.py), over the most recent `scanned` traces: these
+    counts need every span's contents, so they are read from a sample, not from every trace."""
+
+    scanned: int = Field(0, description="Traces whose spans were read for these counts (the most recent ones).")
+    unrecovered_errors: OddCount = Field(default_factory=OddCount, description="A span failed and no later span of the same name succeeded.")
+    recovered_errors: OddCount = Field(default_factory=OddCount, description="A span failed and a later span of the same name succeeded (a retry that worked).")
+    error_at_end: OddCount = Field(default_factory=OddCount, description="The last step of the run failed.")
+    repeated_calls: OddCount = Field(default_factory=OddCount, description="A tool called 3 times in a row with the same inputs.")
+    repeated_tools: list[NamedCount] = Field(default_factory=list)
+    error_text: OddCount = Field(default_factory=OddCount, description="A tool or model output reports an error although its span did not fail.")
+    error_text_kinds: list[NamedCount] = Field(default_factory=list, description="http_error, traceback, refusal, access_denied, captcha, exit_code: traces per kind.")
+    made_up_data: OddCount = Field(default_factory=OddCount, description="The agent says it used hypothetical, simulated or placeholder data.")
+    limit_reached: OddCount = Field(default_factory=OddCount, description="A span reports a time, turn or step limit reached.")
+    loop_reports: OddCount = Field(default_factory=OddCount, description="A framework or the agent reports being stuck in a loop.")
+    conversations: int = Field(0, description="Traces holding a conversation (two or more user turns inside the trace, e.g. imported transcripts).")
+    actions: list[NamedCount] = Field(default_factory=list, description="Consequential tools called (names that change something: cancel_, update_, send_ ...): traces per tool.")
+    unconfirmed_actions: OddCount = Field(default_factory=OddCount, description="A consequential tool called with no user turn since the last tool result (in traces with a user turn).")
+    unconfirmed_tools: list[NamedCount] = Field(default_factory=list)
+    no_tool: OddCount = Field(default_factory=OddCount, description="Traces that called no tool at all.")
+    synthetic_timing: int = Field(0, description="Traces whose timing an importer marked synthetic (durations measure transcript length, not time).")
+
+
 class ProfileSource(BaseModel):
     tracking_uri: str | None = None
     path: str = Field(description="sql (local store read directly), sql+search (filtered), or api")
@@ -213,6 +236,7 @@ class TraceProfile(BaseModel):
         default_factory=list, description="Up to 25 OK traces without error spans, chosen by a hash of the id (stable, order-free)."
     )
     odd_data: dict[str, OddCount] = Field(default_factory=dict)
+    trajectory: Trajectory = Field(default_factory=Trajectory)
 
     def signature(self, signature_id: str) -> ErrorSignature | None:
         return next((s for s in self.error_signatures if s.id == signature_id), None)

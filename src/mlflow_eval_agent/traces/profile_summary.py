@@ -100,6 +100,7 @@ def _view(p: TraceProfile, rows: int, ids: int) -> dict[str, Any]:
         ],
         "slowest_traces": [{"trace_id": s.trace_id, "latency_ms": s.latency_ms, "state": s.state} for s in p.slowest_traces[:ids]],
         "odd_data": {k: v.count for k, v in p.odd_data.items() if v.count},
+        "trajectory": _trajectory(p, ids),
     }
     if omitted:
         view["omitted_rows"] = omitted
@@ -108,3 +109,18 @@ def _view(p: TraceProfile, rows: int, ids: int) -> dict[str, Any]:
 
 def _cut(text: str) -> str:
     return text if len(text) <= TEXT_CHARS else text[:TEXT_CHARS] + "..."
+
+
+def _trajectory(p: TraceProfile, ids: int) -> dict[str, Any]:
+    """Counts with a few example ids; the tool lists by name."""
+    t = p.trajectory
+    view: dict[str, Any] = {"scanned": t.scanned, "conversations": t.conversations, "synthetic_timing": t.synthetic_timing}
+    for name in ("unrecovered_errors", "recovered_errors", "error_at_end", "repeated_calls", "error_text", "made_up_data",
+                 "limit_reached", "loop_reports", "unconfirmed_actions", "no_tool"):
+        found = getattr(t, name)
+        if found.count:
+            view[name] = {"count": found.count, "trace_ids": found.trace_ids[:ids]}
+    for name in ("error_text_kinds", "actions", "unconfirmed_tools", "repeated_tools"):
+        if getattr(t, name):
+            view[name] = {n.name: n.count for n in getattr(t, name)[:10]}
+    return view

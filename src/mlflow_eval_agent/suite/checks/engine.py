@@ -189,12 +189,15 @@ def _condition(node, where, depth, budget):
         if node["test"] not in NUMBER_TESTS:
             raise RuleError(f"{where}.test: one of {', '.join(NUMBER_TESTS)}, got {node['test']!r}")
         return _aggregate(select, field, node["fn"], node["test"], _number(node["value"], f"{where}.value"))
-    if op in ("without_prior", "followed_by"):
-        first_key = "prior" if op == "without_prior" else "then"
-        _keys(node, ("op", "spans", first_key), where, required=("spans", first_key))
+    if op == "without_prior":
+        _keys(node, ("op", "spans", "prior", "since"), where, required=("spans", "prior"))
         select = _selector(node["spans"], f"{where}.spans", budget)
-        other = _selector(node[first_key], f"{where}.{first_key}", budget)
-        return _without_prior(select, other) if op == "without_prior" else _followed_by(select, other)
+        prior = _selector(node["prior"], f"{where}.prior", budget)
+        since = _selector(node["since"], f"{where}.since", budget) if "since" in node else None
+        return _without_prior(select, prior, since)
+    if op == "followed_by":
+        _keys(node, ("op", "spans", "then"), where, required=("spans", "then"))
+        return _followed_by(_selector(node["spans"], f"{where}.spans", budget), _selector(node["then"], f"{where}.then", budget))
     if op == "repeated":
         _keys(node, ("op", "spans", "times", "consecutive"), where, required=("spans", "times"))
         select = _selector(node["spans"], f"{where}.spans", budget)
@@ -571,14 +574,18 @@ def _aggregate(select, field, fn, test, limit):
     return run
 
 
-def _without_prior(select, prior):
+def _without_prior(select, prior, since=None):
     def run(view):
-        earlier = prior(view)
-        first_prior = min((view.order[id(s)] for s in earlier), default=None)
+        order = view.order
+        priors = sorted(order[id(s)] for s in prior(view))
+        marks = sorted(order[id(s)] for s in since(view)) if since else []
         for span in select(view):
-            if first_prior is None or view.order[id(span)] < first_prior:
-                return True, f"{view.describe(span)} happened with no {prior.label} before it", [span]
-        return False, f"every {select.label} came after a {prior.label}", []
+            at = order[id(span)]
+            start = max((m for m in marks if m < at), default=-1)  # the last `since` span before it
+            if not any(start < p < at for p in priors):
+                window = f" since the last {since.label}" if since and start >= 0 else " before it"
+                return True, f"{view.describe(span)} happened with no {prior.label}{window}", [span]
+        return False, f"every {select.label} came after a {prior.label}" + (f" (since the last {since.label})" if since else ""), []
 
     return run
 

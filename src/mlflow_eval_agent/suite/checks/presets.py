@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from ...traces.failure_text import LIMIT_REACHED, LOOP_REPORT, MADE_UP_DATA
 from ._registry import check
 
 PIIKind = Literal["email", "phone", "ssn", "credit_card", "ip_address"]
@@ -70,7 +71,8 @@ def no_error_spans(span_types: list[SpanType] | None = None) -> Condition:
 
 
 @check(reads=("trace",), requires=_span_name_known)
-def no_exception(exception_type: str | None = None, span_name: str | None = None, message_regex: str | None = None) -> Condition:
+def no_exception(exception_type: str | None = None, span_name: str | None = None, message_regex: str | None = None,
+                 unless_recovered: bool = False) -> Condition:
     """Fails when a span failed with this error: one error signature from the trace profile.
 
     Args:
@@ -80,6 +82,8 @@ def no_exception(exception_type: str | None = None, span_name: str | None = None
         span_name: Only count the exception when it happened in a span with this name.
         message_regex: Only count it when the exception message matches this regular expression
             (RE2 syntax, searched anywhere, e.g. "timed out after \\d+s").
+        unless_recovered: Pass when a later span of the same name succeeded (a retry that worked):
+            only errors the agent never recovered from fail the trace.
     """
     if not (exception_type or span_name or message_regex):
         raise ValueError("no_exception needs exception_type, span_name or message_regex")
@@ -88,6 +92,8 @@ def no_exception(exception_type: str | None = None, span_name: str | None = None
         tests.append({"field": "exception.short_type", "test": "equals", "value": exception_type.rsplit(".", 1)[-1]})
     if message_regex:
         tests.append({"field": "exception.message", "test": "regex", "value": message_regex})
+    if unless_recovered:
+        return {"op": "recovery", "spans": spans(root=False, name=span_name), "outcome": "unrecovered", "failed_when": [ERROR_STATUS, *tests]}
     return exists(spans(name=span_name, status=["ERROR"]), *tests)
 
 
@@ -134,7 +140,7 @@ def no_error_at_end(span_types: list[SpanType] | None = None) -> Condition:
 
 # --- tools ---------------------------------------------------------------------------------------
 @check(reads=("trace",), requires=_tool_known)
-def tool_succeeded(tool: str, error_keys: list[str] | None = None) -> Condition:
+def tool_succeeded(tool: str, error_keys: list[str] | None = None, unless_recovered: bool = False) -> Condition:
     """Fails when a call of this tool failed: its span ended in ERROR (caught or not), or, with
     `error_keys`, it returned an error payload instead of raising.
 
@@ -142,10 +148,12 @@ def tool_succeeded(tool: str, error_keys: list[str] | None = None) -> Condition:
         tool: Name of the TOOL span, exactly as in the traces (e.g. "get_order_status").
         error_keys: Output keys that signal a failure returned as data, e.g. ["error"]: a call whose
             output is an object with one of these keys set to a non-empty value counts as failed.
+        unless_recovered: Pass when a later call of the tool succeeded (a retry that worked).
     """
     calls = spans(type=["TOOL"], name=tool)
     payloads = [exists(calls, {"field": "outputs", "path": [key], "test": "empty", "negate": True}) for key in error_keys or []]
-    return any_of(exists(spans(type=["TOOL"], name=tool, status=["ERROR"])), *payloads)
+    failed = {"op": "recovery", "spans": calls, "outcome": "unrecovered"} if unless_recovered else exists(spans(type=["TOOL"], name=tool, status=["ERROR"]))
+    return any_of(failed, *payloads)
 
 
 @check(reads=("trace",), requires=_tool_known)
@@ -182,6 +190,26 @@ def no_repeated_calls(times: int = 3, tool: str | None = None) -> Condition:
 
 
 @check(reads=("trace",), requires=_tool_known)
+def actions_confirmed(tools: list[str]) -> Condition:
+    """Fails when one of these consequential tools was called with no user turn since the last tool
+    result: the agent acted on what a tool returned without asking the user first. For traces that
+    hold a conversation (user turns inside the trace, e.g. chat transcripts).
+
+    Args:
+        tools: Names (wildcards * and ?) of the tools that change something, e.g. ["cancel_*", "refund_order"].
+    """
+    user_turn = {"type": ["CHAT_MODEL", "LLM"], "where": [{"field": "inputs", "path": ["messages", -1, "role"], "test": "equals", "value": "user"}]}
+    return {"op": "without_prior", "spans": spans(type=["TOOL"], name=list(tools)), "prior": user_turn, "since": {"type": ["TOOL"]}}
+
+
+@check(reads=("trace",))
+def tool_was_used() -> Condition:
+    """Fails when the trace called no tool at all: an answer given from memory by an agent that
+    normally looks things up."""
+    return {"op": "not", "condition": exists(spans(type=["TOOL"]))}
+
+
+@check(reads=("trace",), requires=_tool_known)
 def confirmation_before_action(action: str, confirmation: str) -> Condition:
     """Fails when an action happened before the step that must come first, e.g. a refund issued
     before the user's identity was verified.
@@ -214,6 +242,17 @@ def span_latency_budget(span_name: str, max_ms: float) -> Condition:
         max_ms: Longest acceptable duration of one such span in milliseconds.
     """
     return exists(spans(name=span_name), {"field": "duration_ms", "test": "gt", "value": max_ms})
+
+
+@check(reads=("trace",))
+def step_budget(max_steps: int) -> Condition:
+    """Fails when the run took more steps (spans below the root: model turns, tool calls) than
+    allowed. The budget for transcripts whose timing is synthetic, where latency means nothing.
+
+    Args:
+        max_steps: Most steps one trace may take.
+    """
+    return {"op": "count", "spans": spans(root=False), "at_least": max_steps + 1}
 
 
 @check(reads=("trace",))
@@ -296,7 +335,7 @@ def no_pii(kinds: list[PIIKind] | None = None) -> Condition:
 
 @check(reads=("trace",))
 def no_error_text(pattern: str, span_types: list[SpanType] | None = None, case_insensitive: bool = True) -> Condition:
-    """Fails when a span's output text matches an error pattern even though the span did not fail:
+    """Fails when a span's output text matches an error pattern although the span did not fail:
     "Error 404", "access denied", a content-filter refusal, "exit code: 1" in a model turn or tool result.
 
     Args:
@@ -304,7 +343,27 @@ def no_error_text(pattern: str, span_types: list[SpanType] | None = None, case_i
         span_types: Only read spans of these types; every span below the root when omitted.
         case_insensitive: Ignore case when matching (the default).
     """
-    return exists(spans(root=False, type=span_types), {"field": "output_text", "test": "regex", "value": pattern, "case_insensitive": case_insensitive})
+    text = {"field": "output_text", "test": "regex", "value": pattern, "case_insensitive": case_insensitive}
+    return exists(spans(root=False, type=span_types, status=["OK", "UNSET"]), text)
+
+
+@check(reads=("trace",))
+def no_made_up_data() -> Condition:
+    """Fails when the agent says in its own words that it used hypothetical, simulated, placeholder
+    or assumed data ("let's assume", "for illustration", "mock data") instead of real results."""
+    return exists(spans(root=False, type=["CHAT_MODEL", "LLM", "AGENT"]), {"field": "output_text", "test": "regex", "value": MADE_UP_DATA, "case_insensitive": True})
+
+
+@check(reads=("trace",))
+def no_limit_reached() -> Condition:
+    """Fails when a step reports that the run hit its time, turn, round or step limit."""
+    return exists(spans(root=False), {"field": "output_text", "test": "regex", "value": LIMIT_REACHED, "case_insensitive": True})
+
+
+@check(reads=("trace",))
+def no_loop_report() -> Condition:
+    """Fails when the agent or its framework reports being stuck in a loop or stalled."""
+    return exists(spans(root=False), {"field": "output_text", "test": "regex", "value": LOOP_REPORT, "case_insensitive": True})
 
 
 # --- retrieval -----------------------------------------------------------------------------------
