@@ -270,3 +270,11 @@ def test_a_failing_verdict_points_at_its_evidence_spans():
     assert passed and spans == []
     slow = compile_check({"fail_when": {"op": "trace", "where": [{"field": "duration_ms", "test": "gt", "value": 10}]}})
     assert [s.span_id for s in slow.verdict(trace())[2]] == ["root"]  # a trace-level failure points at the root
+
+
+def test_without_prior_since_looks_only_after_the_last_boundary():
+    confirm = {"op": "without_prior", "spans": {"name": "cancel"}, "prior": {"name": "ask_user"}, "since": {"type": ["TOOL"], "name": "lookup"}}
+    asked_before_lookup = trace(span("ask_user", "CHAT_MODEL", sid="a", start=1), span("lookup", sid="l", start=2), span("cancel", sid="c", start=3))
+    asked_after_lookup = trace(span("lookup", sid="l", start=1), span("ask_user", "CHAT_MODEL", sid="a", start=2), span("cancel", sid="c", start=3))
+    assert fails(confirm, asked_before_lookup) and not fails(confirm, asked_after_lookup)
+    assert not fails({k: v for k, v in confirm.items() if k != "since"}, asked_before_lookup)  # without `since`: any earlier ask counts

@@ -13,7 +13,7 @@ CONDITIONS = {
     "count": '{"op": "count", "spans": <selector>, "satisfy": [...], "at_least": N, "at_most": M}: true when the number of selected spans passing the tests is within the bounds',
     "aggregate": '{"op": "aggregate", "spans": <selector>, "field": "duration_ms"|"tokens.total"|..., "fn": "sum"|"max"|"min"|"avg", "test": "gt"|"ge"|"lt"|"le", "value": number}',
     "trace": '{"op": "trace", "where": [<test on a trace field>, ...]}: true when every test on the trace itself holds',
-    "without_prior": '{"op": "without_prior", "spans": <selector B>, "prior": <selector A>}: true when some B happened with no A before it (an action before its confirmation)',
+    "without_prior": '{"op": "without_prior", "spans": <selector B>, "prior": <selector A>, "since": <selector C>}: true when some B happened with no A before it (an action before its confirmation); with since, no A between the last C before B and B (e.g. no user turn since the last tool result)',
     "followed_by": '{"op": "followed_by", "spans": <selector A>, "then": <selector B>}: true when some A was later followed by a B (fail_when it to say "A never followed by B")',
     "repeated": '{"op": "repeated", "spans": <selector>, "times": K, "consecutive": true}: true when K calls with the same name and the same inputs came in a row (anywhere in the trace with consecutive false)',
     "recovery": '{"op": "recovery", "spans": <selector>, "outcome": "unrecovered"|"recovered", "failed_when": [<test>, ...]}: true when a selected span failed (status ERROR, or the failed_when tests) and no later span of the same name succeeded ("unrecovered"), or one did ("recovered")',
