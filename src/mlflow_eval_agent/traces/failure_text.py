@@ -27,7 +27,7 @@ MADE_UP_DATA = (
 # A run stopped by its own limits, or a framework reporting that it is going round in circles.
 LIMIT_REACHED = (
     r"\b(?:max(?:imum)? (?:time|turns?|rounds?|iterations?|steps?) (?:reached|exceeded)|"
-    r"(?:time|turn|round|iteration|step) limit (?:reached|exceeded)|ran out of (?:time|turns))\b"
+    r"(?:time|turn|round|iteration|step|token) limit (?:reached|exceeded)|budget (?:reached|exceeded|exhausted)|ran out of (?:time|turns))\b"
 )
 LOOP_REPORT = r"\b(?:stuck in a loop|loop detected|repeating (?:myself|the same (?:action|step|call)s?)|stall(?:ed|ing)? detected)\b"
 # Tool names that change something (orders, accounts, messages): the actions to confirm first.
