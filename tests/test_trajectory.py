@@ -159,3 +159,17 @@ def test_the_planner_proposes_trajectory_checks_from_the_counts(tmp_path: Path, 
     profile = store.read_json("state/profile.json")
     assert profile["trajectory"]["scanned"] == 12 and profile["trajectory"]["synthetic_timing"] == 12
     assert profile["trajectory"]["unconfirmed_actions"]["count"] == len(unconfirmed)
+
+
+def test_both_readings_take_the_same_words_from_an_output():
+    """The engine (copied into suites, so self-contained) and the profile each have their answer-text
+    reading; they must not drift apart."""
+    from mlflow_eval_agent.suite.checks.engine import output_text
+    from mlflow_eval_agent.traces.trajectory import answer_text
+
+    samples = ["plain", {"role": "assistant", "content": "hi"}, {"choices": [{"message": {"content": "c"}}]}, {"choices": [{"text": "t"}]},
+               {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}, [{"type": "text", "text": "x"}, {"text": "y"}],
+               [{"role": "assistant", "content": "last"}], {"answer": 42}, {"b": [1, 2], "a": 1}, 7, None]
+    for value in samples:
+        ours = output_text(value)
+        assert answer_text(value) == ("" if ours is None else ours), value

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO, Any
 
 CHUNK_CHARS = 1 << 20
@@ -97,3 +98,15 @@ class _Buffer:
     def _may_continue(value: Any, rest: str) -> bool:
         is_number = isinstance(value, int | float) and not isinstance(value, bool)
         return is_number and all(c in _NUMBER_CHARS for c in rest)
+
+
+def load_json_file(file: Path) -> Any:
+    """One whole JSON file (a run or a log); RecordError with the reason when it cannot be read."""
+    from .model import RecordError
+
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecordError(f"could not be read ({exc})") from None
+    except ValueError as exc:
+        raise RecordError(f"not valid JSON ({exc})") from None

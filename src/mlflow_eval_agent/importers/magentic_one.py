@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from .agentrx import LabelledRun, read_ground_truth
+from .jsonstream import load_json_file
 from .model import (
     Conversation,
     Labels,
@@ -79,7 +80,7 @@ def read(path: Path, with_labels: bool = False, labels_path: Path | None = None)
     seen: set[str] = set()
     for file in files:
         try:
-            conv = log_conversation(_load(file), file, labelled if with_labels else None)
+            conv = log_conversation(load_json_file(file), file, labelled if with_labels else None)
         except RecordError as exc:
             yield Malformed(where=file.name, reason=str(exc))
             continue
@@ -106,15 +107,6 @@ def log_files(path: Path, labels_path: Path | None) -> list[Path]:
     if not files:
         raise SourceError(f"{path} holds no .json logs; pass the folder of Magentic-One <trajectory_id>.json files.")
     return files
-
-
-def _load(file: Path) -> Any:
-    try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RecordError(f"could not be read ({exc})") from None
-    except ValueError as exc:
-        raise RecordError(f"not valid JSON ({exc})") from None
 
 
 def log_conversation(log: Any, file: Path, labelled: dict[str, LabelledRun] | None) -> Conversation:

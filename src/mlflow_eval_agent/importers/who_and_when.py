@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .jsonstream import load_json_file
 from .model import (
     Conversation,
     Labels,
@@ -64,7 +65,7 @@ def read(path: Path, with_labels: bool = False, labels_path: Path | None = None)
     del labels_path
     for file in run_files(path):
         try:
-            run = _load(file)
+            run = load_json_file(file)
             conv = run_conversation(run, file.name, with_labels)
         except RecordError as exc:
             yield Malformed(where=file.name, reason=str(exc))
@@ -85,15 +86,6 @@ def run_files(path: Path) -> list[Path]:
     if not files:
         raise SourceError(f"{path} holds no .json files; pass the folder of Who&When runs.")
     return files
-
-
-def _load(file: Path) -> Any:
-    try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RecordError(f"could not be read ({exc})") from None
-    except ValueError as exc:
-        raise RecordError(f"not valid JSON ({exc})") from None
 
 
 def run_conversation(run: Any, file_name: str | None, with_labels: bool) -> Conversation:

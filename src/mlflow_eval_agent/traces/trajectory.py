@@ -118,7 +118,7 @@ def answer_text(outputs: Any) -> str:
             return "".join(str(p["text"]) for p in outputs)
         if outputs and isinstance(outputs[-1], dict) and "content" in outputs[-1]:
             return answer_text(outputs[-1]["content"])
-    return json.dumps(outputs, ensure_ascii=False, default=str, sort_keys=True)
+    return json.dumps(outputs, ensure_ascii=False, default=str)
 
 
 def _text(steps: list[Any], facts: TrajectoryFacts) -> None:
