@@ -35,8 +35,8 @@ wheel_dir = dbutils.widgets.get("wheel_dir").strip() or os.path.normpath(os.path
 wheels = sorted(glob.glob(os.path.join(wheel_dir, "*.whl")), key=os.path.getmtime)
 if not wheels:
     raise FileNotFoundError(
-        f"No mlflow-eval-agent wheel in {wheel_dir}. Run `databricks bundle deploy` (it builds dist/*.whl and "
-        "uploads it beside this notebook), or point the wheel_dir widget at the folder that holds the wheel."
+        f"No mlflow-eval-agent wheel in {wheel_dir}. Deploy the bundle again (docs/databricks.md, step 4: it builds "
+        "dist/*.whl and uploads it beside this notebook), or point the wheel_dir widget at the folder that holds the wheel."
     )
 wheel_path = wheels[-1]
 print(f"Installing {wheel_path}")

@@ -22,11 +22,21 @@ def load_bundle() -> dict[str, Any]:
     return yaml.safe_load(BUNDLE.read_text(encoding="utf-8"))
 
 
-def variable_values(doc: dict[str, Any]) -> dict[str, str]:
-    """Each variable's default, or the value a user must pass for it."""
+def required_variables(doc: dict[str, Any], target: str = "dev") -> set[str]:
+    """Variables a user must pass for `target`: no default, and not set by the target itself."""
+    set_by_target = (doc["targets"].get(target) or {}).get("variables") or {}
+    return {name for name, spec in doc["variables"].items() if "default" not in spec and name not in set_by_target}
+
+
+def variable_values(doc: dict[str, Any], target: str = "dev") -> dict[str, str]:
+    """Each variable's value for `target`: the target's own, the default, or what a user must pass."""
+    set_by_target = (doc["targets"].get(target) or {}).get("variables") or {}
     values = {}
     for name, spec in doc["variables"].items():
-        values[name] = str(spec["default"]) if "default" in spec else REQUIRED_VALUES[name]
+        if name in set_by_target:
+            values[name] = str(set_by_target[name])
+        else:
+            values[name] = str(spec["default"]) if "default" in spec else REQUIRED_VALUES[name]
     return values
 
 

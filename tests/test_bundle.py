@@ -17,6 +17,7 @@ from tests.bundle_helpers import (
     RUN_ID,
     load_bundle,
     record_autonomous_runs,
+    required_variables,
     resolved_job,
 )
 from tests.fakes.databricks_api import FakeDatabricks
@@ -63,16 +64,23 @@ def test_variables_are_described_and_nothing_personal_is_committed():
     doc = load_bundle()
     for name, spec in doc["variables"].items():
         assert spec.get("description"), f"variable {name} has no description"
-    assert set(REQUIRED_VALUES) == {n for n, s in doc["variables"].items() if "default" not in s}
+    assert set(REQUIRED_VALUES) == required_variables(doc, "dev")
+    assert required_variables(doc, "prod") == set(REQUIRED_VALUES) | {"prod_service_principal", "prod_admin_group"}
     defaults = [str(s["default"]) for s in doc["variables"].values() if "default" in s]
     for value in defaults:
         assert not re.search(r"https?://|/Volumes/|@|dapi|\.cloud\.databricks|azuredatabricks", value), value
     text = BUNDLE.read_text()
     assert "host:" not in text and not re.search(r"dapi[0-9a-f]{8}", text)
     assert set(doc["targets"]) == {"dev", "prod"}
-    assert doc["targets"]["dev"] == {"mode": "development", "default": True}
-    assert doc["targets"]["prod"]["mode"] == "production"
-    assert {"run_as", "permissions"} <= set(doc["targets"]["prod"])
+    dev = doc["targets"]["dev"]
+    assert dev["mode"] == "development" and dev["default"] is True
+    assert dev["variables"] == {"prod_service_principal": "", "prod_admin_group": ""}
+    prod = doc["targets"]["prod"]
+    assert prod["mode"] == "production"
+    # No placeholders to edit: who runs and who manages the prod jobs are variables.
+    assert prod["run_as"] == {"service_principal_name": "${var.prod_service_principal}"}
+    assert prod["permissions"] == [{"level": "CAN_MANAGE", "group_name": "${var.prod_admin_group}"}]
+    assert "REPLACE" not in text
     artifact = doc["artifacts"]["mlflow_eval_agent_wheel"]
     assert artifact["type"] == "whl" and "uv build --wheel --clear" in artifact["build"]
 
@@ -116,3 +124,63 @@ def test_a_misspelt_parameter_would_be_a_usage_error(databricks_runtime, monkeyp
     runs = record_autonomous_runs(monkeypatch)
     argv = resolved_job("eval_agent_job")["tasks"][0]["python_wheel_task"]["parameters"] + ["--max-iteration=3"]
     assert main(argv) == 2 and not runs
+
+
+# --- documented commands carry their variables --------------------------------------------------
+BUNDLE_COMMAND = re.compile(r"databricks bundle (validate|deploy|run|destroy|summary)\b[^`\n]*")
+EXPORTED = re.compile(r"\bBUNDLE_VAR_([A-Za-z0-9_]+)=")
+GIVEN = re.compile(r"--var[= ]\"?([A-Za-z0-9_]+)=")
+TARGET = re.compile(r"(?:-t|--target)[= ]([A-Za-z0-9_-]+)")
+
+
+def _contexts(path) -> list[str]:
+    """Where a reader copies commands from, each read as a whole: markdown fenced blocks and
+    paragraphs (a list without blank lines is one), and the comment header of databricks.yml."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".yml":
+        header = []
+        for line in text.splitlines():
+            if not line.startswith("#"):
+                break
+            header.append(line.lstrip("# "))
+        return ["\n".join(header)]
+    blocks = re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S)
+    prose = re.sub(r"```[a-z]*\n.*?```", "\n\n", text, flags=re.S)
+    return blocks + [p for p in re.split(r"\n\s*\n", prose) if p.strip()]
+
+
+def missing_variables(context: str, doc: dict) -> list[str]:
+    """Each `databricks bundle ...` command in `context` without every required variable of its
+    target, given as --var on the command or exported as BUNDLE_VAR_<name> before it."""
+    problems = []
+    exported: set[str] = set()
+    for line in context.splitlines():
+        for match in BUNDLE_COMMAND.finditer(line):
+            command = match.group(0)
+            named = TARGET.search(command)
+            target = named.group(1) if named else "dev"  # the bundle's default target
+            missing = required_variables(doc, target) - exported - set(GIVEN.findall(command))
+            if missing:
+                problems.append(f"{command.strip()!r} lacks {sorted(missing)}")
+        exported |= set(EXPORTED.findall(line))
+    return problems
+
+
+def test_every_documented_bundle_command_carries_its_variables():
+    doc = load_bundle()
+    problems = []
+    for path in (REPO_ROOT / "README.md", REPO_ROOT / "docs" / "databricks.md", BUNDLE):
+        for context in _contexts(path):
+            problems += [f"{path.name}: {p}" for p in missing_variables(context, doc)]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_variable_check_can_fail():
+    doc = load_bundle()
+    assert missing_variables("databricks bundle run eval_agent_job -t dev", doc) == [
+        "'databricks bundle run eval_agent_job -t dev' lacks ['experiment_id', 'volume_path']"]
+    assert missing_variables("export BUNDLE_VAR_experiment_id=1\ndatabricks bundle deploy --var volume_path=/V", doc) == []
+    prod = "export BUNDLE_VAR_experiment_id=1 BUNDLE_VAR_volume_path=/V\ndatabricks bundle deploy -t prod"
+    assert missing_variables(prod, doc) == ["'databricks bundle deploy -t prod' lacks ['prod_admin_group', 'prod_service_principal']"]
+    # An export after the command does not count.
+    assert missing_variables("databricks bundle run x\nexport BUNDLE_VAR_experiment_id=1 BUNDLE_VAR_volume_path=/V", doc)

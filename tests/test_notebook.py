@@ -127,7 +127,7 @@ def test_opened_interactively_without_an_experiment_it_says_what_to_fill_in(dist
 
 def test_a_missing_wheel_is_a_clear_error(tmp_path, entry_point):
     dbutils = StandInDbutils({"wheel_dir": str(tmp_path / "nowhere"), "experiment_id": "1"})
-    with pytest.raises(FileNotFoundError, match="Run `databricks bundle deploy`"):
+    with pytest.raises(FileNotFoundError, match="Deploy the bundle again"):
         run_notebook(dbutils)
     assert not entry_point
 
