@@ -158,6 +158,12 @@ def test_the_planner_proposes_trajectory_checks_from_the_counts(tmp_path: Path, 
     assert not {source_of[t] for t in confirmed.evidence.must_pass} & unconfirmed
     profile = store.read_json("state/profile.json")
     assert profile["trajectory"]["scanned"] == 12 and profile["trajectory"]["synthetic_timing"] == 12
+    from mlflow_eval_agent.traces import trajectory
+    from mlflow_eval_agent.traces.source import mlflow_client
+
+    client = mlflow_client(tracking_uri)  # the store's tables read directly, and through the API: the same counts
+    fast, api = (trajectory.as_model(trajectory.scan(client, experiment_id, None, 100, fast=f)) for f in (True, False))
+    assert fast == api and fast.unconfirmed_actions.count == 4
     assert profile["trajectory"]["unconfirmed_actions"]["count"] == len(unconfirmed)
 
 

@@ -34,6 +34,7 @@ class TraceRecord:
     assessments: list[AssessmentRecord] = field(default_factory=list)
     spans: list[dict[str, Any]] = field(default_factory=list)
     rows: list[Any] | None = None  # SpanRows read from table columns (local path) instead of `spans`
+    metadata: dict[str, str] = field(default_factory=dict)  # read only by the trajectory scan
 
 
 def record_from_trace(trace: Any) -> TraceRecord:

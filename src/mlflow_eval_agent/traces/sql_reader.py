@@ -34,6 +34,7 @@ SQL_COLUMNS = {
     "SqlSpan": ("trace_id", "span_id", "parent_span_id", "name", "type", "status", "start_time_unix_nano",
                 "end_time_unix_nano", "model_name", "content"),
     "SqlTraceTag": ("request_id", "key", "value"),
+    "SqlTraceMetadata": ("request_id", "key", "value"),
     "SqlAssessments": ("trace_id", "name", "assessment_type", "value", "error", "source_type", "valid", "created_timestamp"),
 }
 
@@ -53,13 +54,14 @@ def sql_schema_known() -> bool:
 class SqlReader:
     """The local fast path: keyset-paged reads of the store's own tables."""
 
-    def __init__(self, client: Any, query: TraceQuery):
+    def __init__(self, client: Any, query: TraceQuery, full_content: bool = False):
         from mlflow.store.tracking.dbmodels import models
 
         self.client = client
         self.store = sql_store(client)
         self.query = query
         self.m = models
+        self.full_content = full_content  # every span's stored JSON, and trace metadata (the trajectory scan)
 
     def records(self) -> Iterator[TraceRecord]:
         return read_ahead(self._pages())
@@ -134,11 +136,15 @@ class SqlReader:
                 record.rows = []
             columns = (spans.c.trace_id, spans.c.span_id, spans.c.parent_span_id, spans.c.name, spans.c.type, spans.c.status,
                        spans.c.start_time_unix_nano, spans.c.end_time_unix_nano, spans.c.model_name,
-                       _content_if_needed(spans), sa.func.length(spans.c.content))
+                       spans.c.content if self.full_content else _content_if_needed(spans), sa.func.length(spans.c.content))
             result = conn.execute(sa.select(*columns).where(spans.c.trace_id.in_(ids)), {"ids": list(by_id)})
             for trace_id, span_id, parent, name, span_type, status, start, end, model, content, size in result.cursor.fetchall():
                 if size:  # an empty payload was cleared by archival: MLflow skips it too
                     by_id[trace_id].rows.append(stored_span_row(span_id, parent, name, span_type, status, start, end, model, content, size))
+            if self.full_content:
+                meta = self.m.SqlTraceMetadata.__table__
+                for row in conn.execute(sa.select(meta.c.request_id, meta.c.key, meta.c.value).where(meta.c.request_id.in_(ids)), {"ids": list(by_id)}):
+                    by_id[row.request_id].metadata[row.key] = row.value
             if with_assessments:
                 a = self.m.SqlAssessments.__table__
                 stmt = sa.select(a.c.trace_id, a.c.name, a.c.assessment_type, a.c.value, a.c.error, a.c.source_type, a.c.valid)

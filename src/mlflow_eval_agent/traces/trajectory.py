@@ -18,6 +18,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from .failure_text import admits_made_up_data, error_kinds, is_consequential, reports_limit, reports_loop
@@ -200,8 +201,49 @@ SCAN_PAGE = 100
 DEFAULT_SCAN = 1000  # most recent traces read whole for the trajectory counts
 
 
-def scan(client: Any, experiment_id: str, filter_string: str | None, limit: int = DEFAULT_SCAN) -> TrajectoryCounts:
-    """Count the facts over the `limit` most recent matching traces (spans included)."""
+class _RowSpan:
+    """A span read from the store's table (traces/spans.py SpanRow) seen as the facts read it."""
+
+    __slots__ = ("name", "span_type", "span_id", "parent_id", "start_time_ns", "status", "_row")
+
+    def __init__(self, row: Any):
+        self.name, self.span_type, self.span_id, self.parent_id = row.name, row.span_type, row.span_id, row.parent_id
+        self.start_time_ns, self._row = row.start_ns, row
+        self.status = SimpleNamespace(status_code=row.status)
+
+    @property
+    def inputs(self) -> Any:
+        from .spans import INPUTS
+
+        return self._row.payload(INPUTS).value
+
+    @property
+    def outputs(self) -> Any:
+        from .spans import OUTPUTS
+
+        return self._row.payload(OUTPUTS).value
+
+
+def record_view(record: Any) -> Any:
+    """A TraceRecord from the SQL reader (full content) shaped like the `Trace` the facts read."""
+    info = SimpleNamespace(trace_id=record.trace_id, trace_metadata=record.metadata)
+    return SimpleNamespace(info=info, data=SimpleNamespace(spans=[_RowSpan(r) for r in record.rows or []]))
+
+
+def scan(client: Any, experiment_id: str, filter_string: str | None, limit: int = DEFAULT_SCAN, fast: bool = True) -> TrajectoryCounts:
+    """Count the facts over the `limit` most recent matching traces (spans included): straight from
+    a local SQL store's tables when possible (~20x faster), else through `search_traces`."""
+    from .source import TraceQuery
+    from .sql_reader import SqlReader, sql_schema_known, sql_store
+
+    if fast and not filter_string and sql_store(client) is not None and sql_schema_known():
+        counts = TrajectoryCounts()
+        for record in SqlReader(client, TraceQuery(experiment_id, max_traces=limit), full_content=True).records():
+            if counts.scanned >= limit:
+                break
+            trace = record_view(record) if record.rows is not None else _api_trace(client, record.trace_id)
+            counts.add(record.trace_id, trajectory_facts(trace))
+        return counts
     counts, token = TrajectoryCounts(), None
     while counts.scanned < limit:
         page = client.search_traces(
@@ -237,3 +279,8 @@ def as_model(counts: TrajectoryCounts) -> Any:
         unconfirmed_actions=ids("unconfirmed_action"), unconfirmed_tools=named(counts.unconfirmed),
         no_tool=ids("no_tool"), synthetic_timing=len(counts.traces.get("synthetic_timing", [])),
     )
+
+
+def _api_trace(client: Any, trace_id: str) -> Any:
+    """A trace whose spans live outside the store's table (artifacts, archive): MLflow fetches it."""
+    return client.get_trace(trace_id)
