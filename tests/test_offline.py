@@ -52,6 +52,12 @@ def test_plan_is_completed_with_the_same_layout_as_the_agent_path(built):
     assert judges and all(s.threshold is None for s in judges)
     report = load_report(store)
     assert report.baseline is not None and report.latest.missing_evidence() == {}
+    # The baseline is the calibrated run of the suite as handed over: it passed its gate and is tagged.
+    assert report.baseline.run_id == report.latest.run_id and report.baseline.calibrated and report.baseline.gate == "PASS"
+    import mlflow
+
+    tags = mlflow.MlflowClient(tracking_uri=built["uri"]).get_run(report.baseline.run_id).data.tags
+    assert tags["eval_agent.baseline"] == "true" and tags["eval_agent.gate"] == "PASS" and tags["eval_agent.session_id"] == "offline-test"
     assert all(report.latest.scorers[s.name].status == "SKIPPED" for s in judges)
     readme = store.read_text("evaluation/README.md")
     assert all(f"### {s.name}" in readme for s in spec.scorers) and "Must fail:" in readme
@@ -90,6 +96,13 @@ def test_run_eval_runs_standalone_and_gates(built, tmp_path):
     assert rows["relevance_to_query"]["reason"].startswith("skipped: judge model 'openai:/gpt-4.1-mini' needs OPENAI_API_KEY")
     assert all(r["errors"] == 0 for r in rows.values())
     assert {r["status"] for r in rows.values()} <= {"PASS", "SKIPPED"}
+    # A user's own run is a named, tagged evaluation run too (not the baseline: only the product decides that).
+    results = json.loads(out.read_text())
+    import mlflow
+
+    run = mlflow.MlflowClient(tracking_uri=built["uri"]).get_run(results["run_id"])
+    assert run.info.run_name == results["run_name"] and run.info.run_name.startswith("eval-agent-offline-test-")
+    assert run.data.tags["eval_agent.gate"] == "PASS" == results["gate"] and "eval_agent.baseline" not in run.data.tags
     # ...and fails the gate as soon as the bar is above what the traces deliver.
     strict = subprocess.run([sys.executable, "-c", STANDALONE, str(script), "--fail-under", "0.99"],
                             capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)

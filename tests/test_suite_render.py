@@ -148,3 +148,49 @@ def test_hand_written_scorers_run_in_ci_but_never_in_the_products_own_validation
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert marker.exists() and "mine" in json.loads(out.read_text())["per_trace"]
+
+
+def _run_record(uri: str, run_id: str) -> dict:
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    run = client.get_run(run_id)
+    return {
+        "name": run.info.run_name, "tags": run.data.tags, "params": run.data.params,
+        "inputs": [(d.dataset.name, d.dataset.source_type) for d in run.inputs.dataset_inputs],
+        "artifacts": {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "suite")},
+    }
+
+
+def test_every_suite_run_is_a_named_tagged_evaluation_run_and_the_baseline_passed_its_gate(suite, tmp_path):
+    from mlflow_eval_agent.suite.dataset import register_dataset
+    from tests.suite_helpers import traces_of
+
+    spec, uri = suite["spec"], suite["uri"]
+    dataset = register_dataset(spec.dataset, traces_of(spec.experiment_id, spec.dataset.trace_ids()), uri)
+    assert dataset.mlflow_dataset_id, dataset.registration
+    strict = spec.with_dataset(dataset).model_copy(update={"scorers": [
+        s.model_copy(update={"threshold": 0.99}) if s.name == "no_hidden_failures" else s for s in spec.scorers]})
+    store = open_session_store(str(tmp_path), "runs-test")
+    render_suite(strict, store)
+    failing = validate_suite(strict, store, uri, timeout_s=300)
+    assert failing.latest.ok and failing.latest.gate == "FAIL" and failing.baseline is None, "a run that failed its gate is no baseline"
+    first = _run_record(uri, failing.latest.run_id)
+    assert re.fullmatch(r"eval-agent-runs-test-\d{8}-\d{4}", first["name"]) and first["name"] == failing.latest.run_name
+    assert {k: first["tags"].get(k) for k in ("eval_agent.session_id", "eval_agent.suite", "eval_agent.gate", "mlflow.runType")} == {
+        "eval_agent.session_id": "runs-test", "eval_agent.suite": "eval-agent-runs-test", "eval_agent.gate": "FAIL", "mlflow.runType": "genai_evaluate"}
+    assert "eval_agent.baseline" not in first["tags"]
+    assert first["params"]["threshold.no_hidden_failures"] == "0.99" and first["params"]["threshold.polite"] == "none"
+    assert first["params"]["judge_model"] == "openai:/gpt-4.1-mini (skipped)"
+    assert ("render-test", "mlflow_evaluation_dataset") in first["inputs"]
+    assert {"run_results.json", "suite/run_eval.py", "suite/scorers.py", "suite/dataset.json", "suite/_engine.py"} <= first["artifacts"]
+
+    lenient = strict.model_copy(update={"scorers": [
+        s.model_copy(update={"threshold": 0.5}) if s.name == "no_hidden_failures" else s for s in strict.scorers]})
+    render_suite(lenient, store)
+    passing = validate_suite(lenient, store, uri, timeout_s=300)
+    assert passing.latest.gate == "PASS" and passing.baseline == passing.latest and passing.latest.notes == []
+    second = _run_record(uri, passing.latest.run_id)
+    assert second["tags"]["eval_agent.gate"] == "PASS" and second["tags"]["eval_agent.baseline"] == "true"
+    assert second["params"]["threshold.no_hidden_failures"] == "0.5"
+    again = validate_suite(lenient, store, uri, timeout_s=300)
+    assert again.baseline == passing.latest, "the first run that passed its gate stays the baseline"
+    assert "eval_agent.baseline" not in _run_record(uri, again.latest.run_id)["tags"]

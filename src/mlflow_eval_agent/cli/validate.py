@@ -43,7 +43,7 @@ def _run(settings: Any, judge_model: str | None, pass_env: list[str], timeout: f
     from ..store import open_session_store
     from ..store.local import local_session_exists
     from ..suite.spec import SPEC_FILE, SuiteSpec
-    from ..suite.validate import compare, load_report, validate_suite
+    from ..suite.validate import compare, validate_suite
     from ..traces.source import effective_tracking_uri
 
     if not settings.volume_path.startswith("/Volumes/") and not local_session_exists(settings.volume_path, settings.session_id):
@@ -55,7 +55,6 @@ def _run(settings: Any, judge_model: str | None, pass_env: list[str], timeout: f
     missing = [name for name in pass_env if name not in os.environ]
     if missing:
         raise UserError(f"--pass-env names variables that are not set: {', '.join(missing)}.", EXIT_USAGE)
-    before = load_report(store)
     tracking = effective_tracking_uri(settings.tracking_uri)
     console = make_console()
     console.print(f"Running the suite of session {settings.session_id} against {tracking} ...", highlight=False)
@@ -66,13 +65,18 @@ def _run(settings: Any, judge_model: str | None, pass_env: list[str], timeout: f
     if not run.ok:
         console.print(f"[red]The suite did not run:[/red] {redact(str(run.error))}", highlight=False)
         return EXIT_FAILED
-    baseline = before.baseline if before and before.baseline else None
+    is_baseline = report.baseline is not None and report.baseline.validated_at == run.validated_at and report.baseline.run_id == run.run_id
+    baseline = None if is_baseline else report.baseline
     _print_table(console, run, baseline, compare(baseline, run) if baseline else [], redact)
     worse = _worse(baseline, run) if baseline else []
     missing_evidence = run.missing_evidence()
     console.print(redact(run.summary) + ".", highlight=False)
-    if baseline is None:
-        console.print("This run is the baseline.", highlight=False)
+    for note in run.notes:
+        console.print(f"[yellow]note:[/yellow] {redact(note)}", highlight=False)
+    if is_baseline:
+        console.print("This run passed its gate and is the baseline (tagged eval_agent.baseline).", highlight=False)
+    elif baseline is None:
+        console.print("No baseline yet: the first run that passes its gate becomes the baseline.", highlight=False)
     if worse:
         console.print(f"[red]Worse than the baseline:[/red] {', '.join(worse)}", highlight=False)
     return EXIT_FAILED if worse or missing_evidence else EXIT_OK
@@ -81,7 +85,7 @@ def _run(settings: Any, judge_model: str | None, pass_env: list[str], timeout: f
 def _print_table(console: Console, run: Any, baseline: Any, diffs: list[Any], redact: Callable[[str], str]) -> None:
     """One plain line per scorer (no table wrapping: CI logs and narrow terminals stay readable)."""
     changes = {d.name: d.change for d in diffs}
-    console.print(f"Validation on {run.data} ({run.seconds:.0f} s, evaluation run {run.run_id}):", highlight=False)
+    console.print(f"Validation on {run.data} ({run.seconds:.0f} s, evaluation run {run.run_name} {run.run_id}, gate {run.gate}):", highlight=False)
     for name, result in run.scorers.items():
         rate = "-" if result.pass_rate is None else f"{result.pass_rate:.1%}"
         versus = changes.get(name, "no baseline yet" if baseline is None else "unchanged")

@@ -41,8 +41,9 @@ from .spec import (
     ScorerSpec,
     SuiteSpec,
     scorer_problems,
+    suite_name,
 )
-from .validate import ValidationReport, ValidationRun, load_report, validate_suite
+from .validate import ValidationRun, load_report, validate_suite
 
 PROFILE_FILE = "state/profile.json"
 MAX_SIGNATURES = 10
@@ -407,7 +408,7 @@ def _dataset_step(store: SessionStore, plan: TaskPlan, profile: Any, tracking_ur
     plan = plan.start("dataset")
     picks = select_stratified(strata(profile), DEFAULT_SIZE)
     try:
-        dataset, traces = build_dataset(f"eval-agent-{store.session_id}", profile.experiment_id, picks)
+        dataset, traces = build_dataset(suite_name(store.session_id), profile.experiment_id, picks)
     except DatasetError as exc:
         _save(store, plan.record_failure("dataset", str(exc), max_attempts=1))
         return spec, []
@@ -453,18 +454,19 @@ def _finish(store: SessionStore, plan: TaskPlan, spec: SuiteSpec, tracking_uri: 
     plan = plan.complete("render", "evaluation/: scorers.py, run_eval.py, dataset.json, README.md")
     _save(store, plan)
     plan = plan.start("validate")
+    # First a measuring run: which scorers meet their evidence, and what the dataset's pass rates are.
     report = validate_suite(spec, store, tracking_uri)
-    missing = report.latest.missing_evidence() if report.latest.ok else {}
-    if missing:
-        for name, reason in missing.items():
-            spec = spec.without_scorer(name, reason=f"validation: {reason}")
-        store.write_model(SPEC_FILE, spec)
-        render_suite(spec, store)
-        report = validate_suite(spec, store, tracking_uri)
-        report = reset_baseline(store, report)  # the baseline is the suite that was handed over
     if report.latest.ok:
+        for name, reason in report.latest.missing_evidence().items():
+            spec = spec.without_scorer(name, reason=f"validation: {reason}")
+        if not spec.scorers:
+            store.write_model(SPEC_FILE, spec)
+            return _fail_rest(store, plan, "no scorer met its evidence when the suite was run")
         spec = gate_at_baseline(spec, report.latest)
         store.write_model(SPEC_FILE, spec)
+        render_suite(spec, store, report)
+        # Then the suite as handed over, gated at those rates: its run is the baseline.
+        report = validate_suite(spec, store, tracking_uri, calibrated=True)
     render_suite(spec, store, report)
     if report.latest.ok:
         plan = plan.complete("validate", report.latest.summary)
@@ -486,14 +488,6 @@ def gate_at_baseline(spec: SuiteSpec, run: ValidationRun) -> SuiteSpec:
             scorer = scorer.model_copy(update={"threshold": min(scorer.threshold, math.floor(measured.pass_rate * 100) / 100)})
         scorers.append(scorer)
     return spec.model_copy(update={"scorers": scorers})
-
-
-def reset_baseline(store: SessionStore, report: ValidationReport) -> ValidationReport:
-    if not report.latest.ok:
-        return report
-    report = report.model_copy(update={"baseline": report.latest})
-    store.write_model("state/validation.json", report)
-    return report
 
 
 def _fail_rest(store: SessionStore, plan: TaskPlan, reason: str) -> TaskPlan:

@@ -20,9 +20,10 @@ from typing import Any
 
 from .. import redaction
 from ..store import SessionStore
+from ..store.base import check_session_id
 from .checks import engine
 from .judges import BUILTINS
-from .spec import EVAL_DIR, BuiltinScorer, CheckScorer, GuidelinesScorer, JudgeScorer, ScorerSpec, SuiteSpec
+from .spec import EVAL_DIR, BuiltinScorer, CheckScorer, GuidelinesScorer, JudgeScorer, ScorerSpec, SuiteSpec, suite_name
 from .validate import ValidationReport
 
 ENGINE_FILE = "_engine.py"
@@ -43,7 +44,7 @@ def render_suite(spec: SuiteSpec, store: SessionStore, validation: ValidationRep
         raise RenderError("the suite has no scorers yet: add at least one before rendering")
     sources = {
         "scorers.py": scorers_source(spec),
-        "run_eval.py": run_eval_source(spec),
+        "run_eval.py": run_eval_source(spec, store.session_id),
         ENGINE_FILE: inspect.getsource(engine),
         REDACTION_FILE: inspect.getsource(redaction),
     }
@@ -211,13 +212,14 @@ def _gating_constants(spec: SuiteSpec) -> str:
 
 
 # --- run_eval.py, dataset.json ------------------------------------------------------------------
-def run_eval_source(spec: SuiteSpec) -> str:
+def run_eval_source(spec: SuiteSpec, session_id: str) -> str:
     template = resources.files("mlflow_eval_agent.suite").joinpath("templates/run_eval.py").read_text(encoding="utf-8")
     start, end = template.index(_CONSTANTS_START), template.index(_CONSTANTS_END)
     dataset = spec.dataset
     constants = (
         f"{_CONSTANTS_START}\n"
-        f"SUITE_NAME = {f'eval suite for experiment {spec.experiment_id}'!r}\n"
+        f"SUITE_NAME = {suite_name(session_id)!r}\n"
+        f"SESSION_ID = {check_session_id(session_id)!r}\n"
         f"EXPERIMENT_ID = {spec.experiment_id!r}\n"
         f'DATASET_FILE = "dataset.json"\n'
         f"MLFLOW_DATASET_ID = {dataset.mlflow_dataset_id if dataset else None!r}\n"
@@ -259,7 +261,10 @@ def readme(spec: SuiteSpec, validation: ValidationReport | None) -> str:
         "```",
         "",
         "Needs `mlflow` and `google-re2` (`pip install mlflow google-re2`). Verdicts are logged as assessments on",
-        "the evaluated traces, in an evaluation run. Code checks are data (`CHECKS` in scorers.py), evaluated by",
+        "the evaluated traces, in an evaluation run named `<suite>-<yyyymmdd-hhmm>` (UTC) and tagged `eval_agent.suite`,",
+        "`eval_agent.session_id` and `eval_agent.gate` (PASS/FAIL), with each threshold and the judge model as params,",
+        "the registered evaluation dataset as its input, and `run_results.json` and this folder as artifacts.",
+        "Code checks are data (`CHECKS` in scorers.py), evaluated by",
         "`_engine.py`, a verbatim copy of mlflow-eval-agent's reviewed check engine; no model-written code runs.",
         "Your own Python scorers go in `user_scorers.py` (a list named `SCORERS`), written by a person: run_eval.py",
         "adds them to the run; mlflow-eval-agent never writes that file, and its own validation skips it",
@@ -338,8 +343,11 @@ def _validation_section(validation: ValidationReport) -> list[str]:
     return [
         "## Validation",
         "",
-        f"Last validated {latest.validated_at} in {latest.seconds:.0f} s (evaluation run {latest.run_id or 'none'}): {latest.summary}.",
-        f"Baseline: evaluation run {baseline.run_id if baseline else 'none'} ({baseline.validated_at if baseline else 'no successful run yet'}).",
+        f"Last validated {latest.validated_at} in {latest.seconds:.0f} s (evaluation run {latest.run_name or ''} {latest.run_id or 'none'}, "
+        f"gate {latest.gate or '-'}): {latest.summary}.",
+        f"Baseline: evaluation run {baseline.run_id if baseline else 'none'} ("
+        + (f"{baseline.validated_at}, gate {baseline.gate or '-'}{', thresholds calibrated from it' if baseline.calibrated else ''}" if baseline
+           else "no run has passed its gate yet") + ").",
         "Re-run the validation later with `mlflow-eval-agent validate --session-id <session>` to compare with the baseline.",
         "",
     ]

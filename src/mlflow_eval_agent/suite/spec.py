@@ -26,6 +26,11 @@ MAX_SCORERS = 40
 MAX_EVIDENCE = 50
 
 
+def suite_name(session_id: str) -> str:
+    """The suite's name (and its dataset's): evaluation runs are named `<suite>-<yyyymmdd-hhmm>`."""
+    return f"eval-agent-{session_id}"
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 

@@ -4,7 +4,8 @@
 agent secrets, private folder, resource limits, its process group killed on timeout),
 writes its per-trace verdicts to JSON, and we compute per scorer: recall on its must-fail traces,
 false alarms on its must-pass traces, precision, and agreement with existing human feedback of the
-same name. The first successful run becomes the baseline; later runs are compared with it.
+same name. The baseline is the first run that passed its gate (or the offline planner's calibrated
+run); later runs are compared with it, and its MLflow evaluation run is tagged eval_agent.baseline.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from ..child import child_env, limits_for, run_child
 from ..store import SessionStore
+from .mlflow_run import mark_baseline
 from .spec import EVAL_DIR, ScorerSpec, SuiteSpec
 
 VALIDATION_FILE = "state/validation.json"
@@ -28,6 +30,7 @@ JUDGE_MIN_RECALL = 0.8
 JUDGE_MAX_FALSE_ALARM_RATE = 0.2
 
 RunStatus = Literal["PASS", "FAIL", "ERROR", "SKIPPED", "REPORT", "MISSING"]
+Gate = Literal["PASS", "FAIL"]
 
 
 class EvidenceAgreement(BaseModel):
@@ -66,10 +69,19 @@ class ValidationRun(BaseModel):
     exit_code: int | None
     seconds: float
     run_id: str | None = None
+    run_name: str | None = None
+    gate: Gate | None = Field(None, description="What run_eval.py's CI gate said (None: the suite did not run).")
+    calibrated: bool = Field(False, description="The offline planner set the thresholds from this run's pass rates.")
+    judge_model: str | None = None
     data: str = ""
     error: str | None = None
     scorers: dict[str, ScorerValidation] = Field(default_factory=dict)
     summary: str = ""
+    notes: list[str] = Field(default_factory=list, description="What could not be recorded in MLflow, as sentences.")
+
+    @property
+    def passed_gate(self) -> bool:
+        return self.ok and (self.gate == "PASS" if self.gate else self.exit_code == 0)
 
     def missing_evidence(self) -> dict[str, str]:
         """Scorers that did not meet their evidence, with the reason."""
@@ -95,8 +107,12 @@ def validate_suite(
     judge_model: str | None = None,
     extra_env: Mapping[str, str] | None = None,
     python: str | None = None,
+    calibrated: bool = False,
 ) -> ValidationReport:
-    """Run the rendered suite, measure it, save `state/validation.json` (keeping the baseline)."""
+    """Run the rendered suite, measure it, save `state/validation.json` (keeping the baseline).
+
+    `calibrated`: this run is the offline planner's run of the suite whose thresholds it set from the
+    measured pass rates; it becomes the baseline whatever came before."""
     script = store.path(f"{EVAL_DIR}/run_eval.py")
     if not script.is_file():
         raise FileNotFoundError("evaluation/run_eval.py does not exist yet: render the suite first")
@@ -118,7 +134,16 @@ def validate_suite(
             error=f"run_eval.py {why} without results: {outcome.tail()}", summary=f"the suite did not run: {why}",
         )
     previous = load_report(store)
-    baseline = previous.baseline if previous and previous.baseline else (run if run.ok else None)
+    old = previous.baseline if previous and previous.baseline and (previous.baseline.passed_gate or previous.baseline.calibrated) else None
+    if run.ok and calibrated:
+        run = run.model_copy(update={"calibrated": True})
+    if run.ok and (calibrated or (old is None and run.passed_gate)):
+        if run.run_id:
+            problem = mark_baseline(tracking_uri, run.run_id, old.run_id if old else None)
+            run = run.model_copy(update={"notes": [*run.notes, problem]}) if problem else run
+        baseline = run
+    else:
+        baseline = old
     report = ValidationReport(latest=run, baseline=baseline)
     store.write_model(VALIDATION_FILE, report)
     return report
@@ -141,8 +166,10 @@ def measure(spec: SuiteSpec, results: dict, exit_code: int | None, seconds: floa
         + (f" ({', '.join(missing)})" if missing else "")
         + (f", {len(skipped)} judges skipped" if skipped else "")
     )
+    gate = results.get("gate") or ({0: "PASS", 1: "FAIL"}.get(exit_code) if exit_code is not None else None)
     return ValidationRun(
         validated_at=_now(), ok=True, exit_code=exit_code, seconds=seconds, run_id=results.get("run_id"),
+        run_name=results.get("run_name"), gate=gate if gate in ("PASS", "FAIL") else None, judge_model=results.get("judge_model"),
         data=results.get("data", ""), scorers=scorers, summary=summary,
     )
 

@@ -34,6 +34,7 @@ from ..suite.spec import (
     definition_problems,
     parse_scorer,
     scorer_problems,
+    suite_name,
 )
 from ..suite.validate import load_report, validate_suite
 from ..traces.source import effective_tracking_uri
@@ -125,7 +126,7 @@ def set_dataset(ctx: ToolContext, args: SetDatasetArgs) -> dict:
         lines = "; ".join(f"{n}: {', '.join(ids[:3])}" for n, ids in orphaned.items())
         raise ToolError(f"These scorers' evidence traces would not be in the new dataset ({lines}). Add those trace ids to a stratum or remove_scorer first.")
     try:
-        dataset, traces = build_dataset(f"eval-agent-{ctx.store.session_id}", ctx.experiment_id(None), picks)
+        dataset, traces = build_dataset(suite_name(ctx.store.session_id), ctx.experiment_id(None), picks)
     except DatasetError as exc:
         raise ToolError(str(exc)) from None
     dataset = register_dataset(dataset, traces, effective_tracking_uri(ctx.settings.tracking_uri))
@@ -339,8 +340,8 @@ class ValidateArgs(BaseModel):
     "validate_suite",
     "Render and really run the suite (run_eval.py in a clean subprocess), then report per scorer: pass rate, errors, "
     "and agreement with its evidence (caught must-fail traces, false alarms on must-pass traces) and with human "
-    "feedback of the same name. Scorers that miss their evidence must be fixed or removed. The first successful run "
-    "becomes the baseline.",
+    "feedback of the same name. Scorers that miss their evidence must be fixed or removed. The first run that passes "
+    "its gate becomes the baseline.",
     ValidateArgs,
     roles=("worker",),
 )

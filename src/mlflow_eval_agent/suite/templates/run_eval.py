@@ -5,7 +5,10 @@
     python run_eval.py --dataset <id|name|file.json> --judge-model anthropic:/claude-sonnet-4-5
 
 The tracking store is the one named by MLFLOW_TRACKING_URI (a local path/URI, or `databricks`).
-Verdicts are logged as assessments on the evaluated traces themselves, in an evaluation run.
+Verdicts are logged as assessments on the evaluated traces themselves, in an evaluation run named
+`<suite>-<yyyymmdd-hhmm>` (UTC; `--run-name` overrides), tagged eval_agent.session_id, eval_agent.suite
+and eval_agent.gate (PASS/FAIL), with each scorer's threshold and the judge model as params, the
+registered evaluation dataset as its input, and run_results.json and this folder as artifacts.
 
 Exit codes: 0 every gated scorer met its threshold; 1 a threshold was missed or a scorer errored;
 2 the data could not be loaded (unknown experiment, dataset or trace ids; unreachable store).
@@ -30,6 +33,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 # --- suite constants (rendered) ---
 SUITE_NAME = "suite"
+SESSION_ID = None
 EXPERIMENT_ID = "0"
 DATASET_FILE = "dataset.json"
 MLFLOW_DATASET_ID = None
@@ -40,6 +44,9 @@ EXIT_OK, EXIT_GATE, EXIT_DATA = 0, 1, 2
 NOT_APPLICABLE = "requires the following fields"
 NO_VERDICT = "no verdict recorded (MLflow could not score or log it; see its warnings above)"
 FETCH_CHUNK = 50
+# The suite's own files, logged with every run (not caches, not results written here).
+SUITE_FILES = ("run_eval.py", "scorers.py", "_engine.py", "_redaction.py", "dataset.json", "README.md", "user_scorers.py")
+TAG = "eval_agent."
 
 # Which environment variables give a judge provider its credentials (MLflow's own names).
 PROVIDER_CREDENTIALS = {
@@ -73,6 +80,7 @@ def parse_args(argv):
     parser.add_argument("--fail-under", type=float, help="Minimum pass rate (0-1) for every scorer, overriding the thresholds in scorers.py.")
     parser.add_argument("--output-json", help="Also write the results (per scorer and per trace) to this JSON file.")
     parser.add_argument("--no-user-scorers", action="store_true", help="Leave out the hand-written scorers of user_scorers.py.")
+    parser.add_argument("--run-name", help="Name of the evaluation run (default <suite>-<yyyymmdd-hhmm>, UTC).")
     return parser.parse_args(argv)
 
 
@@ -151,18 +159,20 @@ def mlflow_dataset_records(ref):
 
 
 def select_data(args):
-    """(data for mlflow.genai.evaluate, the Trace objects, experiment to log into, description)."""
+    """(data for mlflow.genai.evaluate, the Trace objects, experiment to log into, description,
+    the registered evaluation dataset these records are (id or name; None when there is none))."""
     import mlflow
 
     experiment_id = args.experiment_id or EXPERIMENT_ID
     if args.dataset:
         path = Path(args.dataset)
         if path.suffix == ".json" or path.exists():
-            records = load_dataset_file(path).get("records", [])
+            payload = load_dataset_file(path)
+            records, registered = payload.get("records", []), payload.get("mlflow_dataset_id")
         else:
-            records = mlflow_dataset_records(args.dataset)
+            records, registered = mlflow_dataset_records(args.dataset), args.dataset
         data, traces, label = data_from_records(records, experiment_id, args.dataset)
-        return data, traces, experiment_id, label
+        return data, traces, experiment_id, label, registered
     if args.experiment_id:
         try:
             traces = mlflow.search_traces(
@@ -173,10 +183,10 @@ def select_data(args):
             raise DataError(f"cannot search traces of experiment {args.experiment_id}: {_one_line(exc)}") from None
         if not traces:
             raise DataError(f"experiment {args.experiment_id} has no traces" + (" matching the filter" if args.filter_string else ""))
-        return traces_frame(traces), traces, args.experiment_id, f"latest {len(traces)} traces of experiment {args.experiment_id}"
+        return traces_frame(traces), traces, args.experiment_id, f"latest {len(traces)} traces of experiment {args.experiment_id}", None
     records = load_dataset_file(HERE / DATASET_FILE).get("records", [])
     data, traces, label = data_from_records(records, EXPERIMENT_ID, f"dataset {DATASET_FILE}")
-    return data, traces, EXPERIMENT_ID, label
+    return data, traces, EXPERIMENT_ID, label, MLFLOW_DATASET_ID
 
 
 # --- judges ------------------------------------------------------------------------------------
@@ -291,8 +301,8 @@ def score_row(name, outcomes, threshold, first_error, labels):
             "pass_rate": rate, "threshold": threshold, "human": human}
 
 
-def print_table(rows, label, run_id):
-    print(f"\n{SUITE_NAME}: {label}" + (f" (evaluation run {run_id})" if run_id else ""))
+def print_table(rows, label, run_id, name=None):
+    print(f"\n{SUITE_NAME}: {label}" + (f" (evaluation run {name}, id {run_id})" if run_id else ""))
     header = f"{'scorer':<36} {'status':<8} {'pass':>5} {'fail':>5} {'err':>4} {'rate':>7} {'min':>7}  notes"
     print(header)
     print("-" * len(header))
@@ -310,6 +320,64 @@ def _one_line(exc):
     return " ".join(str(exc).split())[:300]
 
 
+# --- the evaluation run ------------------------------------------------------------------------
+def run_name(requested):
+    if requested:
+        return requested
+    from datetime import datetime, timezone
+
+    return f"{SUITE_NAME}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M')}"
+
+
+def run_tags():
+    tags = {TAG + "suite": SUITE_NAME}
+    if SESSION_ID:
+        tags[TAG + "session_id"] = SESSION_ID
+    return tags
+
+
+def param_key(name):
+    """A scorer name as an MLflow param key (letters, digits, _ - . / and spaces only)."""
+    return "".join(ch if ch.isalnum() or ch in "_-./ " else "_" for ch in str(name))[:200]
+
+
+def run_params(thresholds, judge_model, label):
+    params = {f"threshold.{param_key(n)}": ("none" if t is None else t) for n, t in thresholds.items()}
+    params["judge_model"] = judge_model or "none"
+    params["data"] = label[:500]
+    return params
+
+
+def link_dataset(ref):
+    """Log the registered evaluation dataset as the run's input (mlflow.genai.evaluate itself logs
+    the evaluated traces as a generic "dataset")."""
+    if not ref:
+        return
+    import mlflow
+    from mlflow.genai.datasets import get_dataset
+
+    try:
+        dataset = get_dataset(dataset_id=ref) if str(ref).startswith("d-") else get_dataset(name=ref)
+        mlflow.log_input(dataset, context="evaluation")
+    except Exception as exc:  # e.g. a CI store that does not hold the dataset: the run still counts
+        print(f"note: evaluation dataset {ref} not linked to the run: {_one_line(exc)}", file=sys.stderr)
+
+
+def log_suite(results):
+    """run_results.json and the suite's own files as artifacts of the active run."""
+    import tempfile
+
+    import mlflow
+
+    with tempfile.TemporaryDirectory(prefix="run-eval-") as tmp:
+        path = Path(tmp) / "run_results.json"
+        path.write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
+        mlflow.log_artifact(str(path))
+    for name in SUITE_FILES:
+        if (HERE / name).is_file():
+            mlflow.log_artifact(str(HERE / name), artifact_path="suite")
+
+
 def main(argv=None):
     args = parse_args(argv)
     import mlflow
@@ -317,7 +385,7 @@ def main(argv=None):
     import scorers as suite
 
     try:
-        data, traces, experiment_id, label = select_data(args)
+        data, traces, experiment_id, label, registered = select_data(args)
     except DataError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return EXIT_DATA
@@ -325,8 +393,8 @@ def main(argv=None):
     skipped = {}
     judges = []
     judge_names = list(suite.JUDGE_NAMES)
+    model = judge_model_in_use(args.judge_model) if judge_names else None
     if judge_names:
-        model = judge_model_in_use(args.judge_model)
         reason = "--skip-judges" if args.skip_judges else missing_judge_credentials(model)
         if reason:
             skipped = {name: f"skipped: {reason}" for name in judge_names}
@@ -337,28 +405,35 @@ def main(argv=None):
     names = [s.name for s in [*suite.CODE_SCORERS, *mine]] + judge_names
     thresholds = {n: (args.fail_under if args.fail_under is not None else suite.THRESHOLDS.get(n, suite.DEFAULT_FAIL_UNDER)) for n in names}
 
-    run_id, result_df = None, None
-    if scorer_objects:
-        if str(mlflow.get_tracking_uri()).startswith("sqlite"):
-            # sqlite serialises writes: 10 threads only contend, and at ~1,000 traces they can
-            # exhaust the connection pool (lost verdicts); 4 were as fast in our measurements.
-            os.environ.setdefault("MLFLOW_GENAI_EVAL_MAX_WORKERS", "4")
-        mlflow.set_experiment(experiment_id=experiment_id)
-        result = mlflow.genai.evaluate(data=data, scorers=scorer_objects)
-        run_id, result_df = result.run_id, result.result_df
-    else:
-        import pandas as pd
+    if str(mlflow.get_tracking_uri()).startswith("sqlite"):
+        # sqlite serialises writes: 10 threads only contend, and at ~1,000 traces they can
+        # exhaust the connection pool (lost verdicts); 4 were as fast in our measurements.
+        os.environ.setdefault("MLFLOW_GENAI_EVAL_MAX_WORKERS", "4")
+    mlflow.set_experiment(experiment_id=experiment_id)
+    name = run_name(args.run_name)
+    with mlflow.start_run(run_name=name, tags=run_tags()) as run:
+        run_id = run.info.run_id
+        mlflow.log_params(run_params(thresholds, model if judges else (f"{model} (skipped)" if model else None), label))
+        link_dataset(registered)
+        if scorer_objects:
+            result_df = mlflow.genai.evaluate(data=data, scorers=scorer_objects).result_df
+        else:
+            import pandas as pd
 
-        result_df = pd.DataFrame({"trace_id": []})
-    rows, per_trace = summarize(result_df, names, thresholds, skipped, human_labels(traces, set(names)))
-    print_table(rows, label, run_id)
+            result_df = pd.DataFrame({"trace_id": []})
+        rows, per_trace = summarize(result_df, names, thresholds, skipped, human_labels(traces, set(names)))
+        failed = [r for r in rows if r["status"] in ("FAIL", "ERROR") or (args.require_judges and r["status"] == "SKIPPED")]
+        gate = "FAIL" if failed else "PASS"
+        mlflow.set_tag(TAG + "gate", gate)
+        report = {"suite": SUITE_NAME, "session_id": SESSION_ID, "data": label, "experiment_id": experiment_id, "run_id": run_id,
+                  "run_name": name, "gate": gate, "judge_model": model, "dataset": registered, "scorers": rows, "per_trace": per_trace}
+        log_suite(report)
+    print_table(rows, label, run_id, name)
 
-    failed = [r for r in rows if r["status"] in ("FAIL", "ERROR") or (args.require_judges and r["status"] == "SKIPPED")]
     for row in rows:
         if row["status"] == "SKIPPED":
             print(f"note: {row['scorer']} {row['reason']}", file=sys.stderr)
     if args.output_json:
-        report = {"suite": SUITE_NAME, "data": label, "experiment_id": experiment_id, "run_id": run_id, "scorers": rows, "per_trace": per_trace}
         Path(args.output_json).write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
     if failed:
         print(f"\nFAILED: {len(failed)} of {len(rows)} scorers missed their threshold or could not run.")
