@@ -231,3 +231,83 @@ def test_cli_missing_secret_exits_2_with_one_sentence(fake, captured, monkeypatc
     err = capsys.readouterr().err
     assert code == 2 and not captured
     assert err.startswith("Error: Cannot read the model token from secret scope 'nope'") and "Traceback" not in err
+
+
+# --- a credential for the validation child -----------------------------------------------------
+RUNTIME_TOKEN = "runtime-issued-short-lived-token-7f3a9c"
+
+
+class RuntimeAuth:
+    """Stands in for serverless compute's own auth: headers from the runtime, nothing in the environment."""
+
+    def __init__(self, token: str = RUNTIME_TOKEN):
+        self.token = token
+
+    def auth_type(self) -> str:
+        return "runtime"
+
+    def __call__(self, cfg):
+        return lambda: {"Authorization": f"Bearer {self.token}"}
+
+
+def runtime_config(fake):
+    from databricks.sdk.core import Config
+
+    return lambda: Config(host=fake.url, credentials_strategy=RuntimeAuth())
+
+
+def test_a_child_credential_is_derived_from_the_sdk_config_and_redacted(fake):
+    from mlflow_eval_agent.databricks import child_credential
+    from mlflow_eval_agent.redaction import NO_REDACTION, Redactor
+
+    derived = child_credential("databricks", dict(ON_DATABRICKS), config_factory=runtime_config(fake))
+    assert derived == {"DATABRICKS_HOST": fake.url, "DATABRICKS_TOKEN": RUNTIME_TOKEN}
+    # Known to every redactor of this process from now on, those built before included.
+    for redactor in (NO_REDACTION, Redactor(), Settings().redactor()):
+        assert RUNTIME_TOKEN not in redactor.text(f"child said: token={RUNTIME_TOKEN}")
+        assert RUNTIME_TOKEN not in str(redactor.data({"env": {"DATABRICKS_TOKEN": RUNTIME_TOKEN}}))
+
+
+def test_no_credential_is_derived_when_the_child_has_one_or_needs_none(fake):
+    from mlflow_eval_agent.databricks import child_credential
+
+    config = runtime_config(fake)
+    assert child_credential("databricks", {"DATABRICKS_TOKEN": "dapi-own"}, config_factory=config) == {}
+    assert child_credential("databricks", {"DATABRICKS_CLIENT_ID": "id", "DATABRICKS_CLIENT_SECRET": "s"}, config_factory=config) == {}
+    for uri in ("sqlite:///x.db", "http://localhost:5000", "databricks://my-profile", None):
+        assert child_credential(uri, {}, config_factory=config) == {}
+
+    def broken():
+        raise ValueError("default auth: cannot configure default credentials")
+
+    assert child_credential("databricks", {}, config_factory=broken) == {}
+
+
+@pytest.mark.slow
+def test_the_validation_child_reaches_the_workspace_with_the_derived_credential(fake, monkeypatch):
+    """Serverless: no DATABRICKS_HOST/TOKEN anywhere; the child authenticates with what the parent derived."""
+    from mlflow_eval_agent import databricks
+    from mlflow_eval_agent.child import child_env, run_child
+
+    fake.extra_tokens.add(RUNTIME_TOKEN)
+    fake.add_experiment("7", "support-agent")
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "client.4.1")
+    code = "from mlflow import MlflowClient; print(MlflowClient('databricks').get_experiment('7').name)"
+
+    monkeypatch.setattr(databricks, "sdk_config", runtime_config(fake))
+    env = child_env("databricks")
+    assert env["DATABRICKS_HOST"] == fake.url and env["DATABRICKS_TOKEN"] == RUNTIME_TOKEN
+    result = run_child(["-c", code], timeout_s=180, env=env)
+    assert result.returncode == 0, result.tail()
+    assert result.stdout.strip().splitlines()[-1] == "support-agent"
+    assert [r.authorized for r in fake.calls("GET", "/api/2.0/mlflow/experiments/get")] == [True]
+
+    # Without the derived credential the same child cannot authenticate: what serverless did before.
+    def nothing():
+        raise ValueError("default auth: cannot configure default credentials")
+
+    monkeypatch.setattr(databricks, "sdk_config", nothing)
+    bare = child_env("databricks")
+    assert "DATABRICKS_TOKEN" not in bare
+    failed = run_child(["-c", code], timeout_s=180, env=bare)
+    assert failed.returncode != 0

@@ -15,8 +15,10 @@ benchmarks) starts through `run_child`, with an environment from `child_env`:
   CLIENT_CERT_PATH/AWS_SIGV4 when set (username/password also from `~/.mlflow/credentials`), the AWS
   credential chain only when MLFLOW_TRACKING_AWS_SIGV4 is on, proxy and CA-bundle settings;
   `databricks` / `databricks://<profile>`: DATABRICKS_HOST plus the one credential in use
-  (DATABRICKS_TOKEN, else DATABRICKS_CLIENT_ID/SECRET, else the profile: DATABRICKS_CONFIG_PROFILE
-  with DATABRICKS_CONFIG_FILE naming the real config file), DATABRICKS_RUNTIME_VERSION,
+  (DATABRICKS_TOKEN, else DATABRICKS_CLIENT_ID/SECRET, else for `databricks` a short-lived token
+  derived from our own SDK config by `databricks.child_credential` - on serverless compute the
+  runtime's auth does not reach a child -, else the profile: DATABRICKS_CONFIG_PROFILE with
+  DATABRICKS_CONFIG_FILE naming the real config file), DATABRICKS_RUNTIME_VERSION,
   MLFLOW_TRACING_SQL_WAREHOUSE_ID, proxy and CA-bundle settings.
 - Nothing else: no ANTHROPIC_*/CLAUDE_*, OPENAI_*, AWS_*, GOOGLE_*, AZURE_*, no unrelated secrets.
   A caller passes more only explicitly, in `extra` (`validate --pass-env NAME` does, for judges).
@@ -131,9 +133,19 @@ def child_env(
     if tracking_uri:
         uri = absolute_tracking_uri(tracking_uri, cwd)
         env["MLFLOW_TRACKING_URI"] = uri
-        env.update(store_settings(uri, base))
+        env.update(store_settings(uri, _with_derived_credential(uri, base)))
     env.update(extra or {})
     return env
+
+
+def _with_derived_credential(tracking_uri: str, base: Mapping[str, str]) -> Mapping[str, str]:
+    """For the workspace's store, `base` plus a short-lived credential derived from our own Databricks
+    config when `base` carries none (serverless compute: the runtime's auth does not reach a child)."""
+    if _scheme(tracking_uri) != "databricks":
+        return base
+    from .databricks import with_child_credential
+
+    return with_child_credential(tracking_uri, base)
 
 
 def store_settings(tracking_uri: str, base: Mapping[str, str]) -> dict[str, str]:

@@ -1,5 +1,6 @@
 """Running on Databricks: runtime detection, the model token from a secret scope, the Foundation
-Model API URL, a writable Claude Code config folder, and an event loop that works in notebooks.
+Model API URL, a writable Claude Code config folder, an event loop that works in notebooks, and a
+short-lived credential for the child process that validates a suite against the workspace's store.
 
 Settings are adapted in one place, `adapt_settings()`, called once by the CLI after flags, the
 environment and defaults are resolved. The token is read here, in code, and kept as a `SecretStr`:
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 from pydantic import SecretStr
 
 from .aio import run_sync as run_coroutine  # one implementation; re-exported for notebook callers
+from .redaction import remember
 from .settings import ConfigError, Settings, read_environment
 
 T = TypeVar("T")
@@ -111,6 +113,57 @@ def workspace_host(env: Mapping[str, str], client_factory: Callable[[], Any] = w
     if not host:
         raise ConfigError("The Databricks workspace host is unknown: set DATABRICKS_HOST or --anthropic-base-url.")
     return host
+
+
+def sdk_config() -> Any:
+    """A fresh Databricks SDK config from the standard auth chain (the runtime's own on Databricks)."""
+    from databricks.sdk.core import Config
+
+    return Config()
+
+
+def child_credential(
+    tracking_uri: str | None,
+    env: Mapping[str, str] | None = None,
+    *,
+    config_factory: Callable[[], Any] | None = None,
+) -> dict[str, str]:
+    """DATABRICKS_HOST and a short-lived DATABRICKS_TOKEN for a child process that uses the
+    workspace's tracking store (`databricks`), derived from this process's Databricks SDK config.
+
+    Serverless compute authenticates this process through the runtime, and that does not reach a
+    child: it inherits no DATABRICKS_HOST/TOKEN. A fresh SDK config yields a bearer token (the
+    runtime's own, or a new OAuth token, which lasts an hour); it goes into that child's
+    environment only, never into a log, a file or a job parameter, and is remembered by this
+    process's redaction, so it is scrubbed from the child's output we store.
+
+    Empty when the environment already carries a credential for the child (a token, or an OAuth
+    client id and secret), for other stores and `databricks://<profile>`, and when no credential
+    can be derived (the child then reports the missing credential itself).
+    """
+    env = os.environ if env is None else env
+    if (tracking_uri or "").strip().lower() != DATABRICKS_TRACKING_URI:
+        return {}
+    if env.get("DATABRICKS_TOKEN") or (env.get("DATABRICKS_CLIENT_ID") and env.get("DATABRICKS_CLIENT_SECRET")):
+        return {}
+    try:
+        config = (config_factory or sdk_config)()
+        headers = config.authenticate() or {}
+        host = (getattr(config, "host", None) or "").strip()
+    except Exception:  # no credential here either: the child's own error says what is missing
+        return {}
+    scheme, _, token = str(headers.get("Authorization", "")).partition(" ")
+    if scheme.lower() != "bearer" or not token.strip() or not host:
+        return {}
+    remember(token.strip())
+    return {"DATABRICKS_HOST": host, "DATABRICKS_TOKEN": token.strip()}
+
+
+def with_child_credential(tracking_uri: str | None, base: Mapping[str, str] | None = None, **kwargs: Any) -> Mapping[str, str]:
+    """`base` (default: our environment) plus `child_credential()`, for `child.child_env(base=...)`."""
+    base = os.environ if base is None else base
+    derived = child_credential(tracking_uri, base, **kwargs)
+    return {**base, **derived} if derived else base
 
 
 def claude_config_dir(base: str | Path | None = None) -> str:
@@ -238,12 +291,15 @@ def _reason(exc: BaseException) -> str:
 
 __all__ = [
     "adapt_settings",
+    "child_credential",
     "claude_config_dir",
     "cli_args",
     "fm_api_base_url",
     "on_databricks",
     "read_secret",
     "run_coroutine",
+    "sdk_config",
+    "with_child_credential",
     "workspace_client",
     "workspace_host",
 ]

@@ -71,8 +71,21 @@ def _forms(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted({form for v in kept for form in _variants(v)}, key=len, reverse=True))
 
 
+# Secrets that only appear during a run (a short-lived Databricks token derived for a child
+# process): once remembered, every Redactor and `scrub` in this process replaces them too.
+_remembered: set[str] = set()
+_remembered_forms: tuple[str, ...] = ()
+
+
+def remember(*values: str) -> None:
+    """Redact these values everywhere in this process from now on, whatever a Redactor was built with."""
+    global _remembered_forms
+    _remembered.update(v for v in values if isinstance(v, str) and len(v) >= MIN_SECRET_LENGTH)
+    _remembered_forms = _forms(_remembered)
+
+
 def _scrub(text: str, forms: tuple[str, ...]) -> str:
-    for form in forms:
+    for form in (*forms, *_remembered_forms) if _remembered_forms else forms:
         if form in text:
             text = text.replace(form, REDACTED)
     if _ANY_PATTERN.search(text):

@@ -1,17 +1,27 @@
-"""A local fake of the Databricks REST endpoints we use, for `WorkspaceClient(host=fake.url, token=...)`.
+"""A local fake of the Databricks REST endpoints we use, for `WorkspaceClient(host=fake.url, token=...)`
+and for MLflow's Databricks tracking store (`MLFLOW_TRACKING_URI=databricks`, `DATABRICKS_HOST=fake.url`).
 
-Endpoints (the shapes databricks-sdk sends and parses):
+Endpoints (the shapes databricks-sdk and mlflow 3.17's `DatabricksTracingRestStore` send and parse):
   Files API  PUT/GET/HEAD/DELETE /api/2.0/fs/files/<path>      upload (raw body, ?overwrite=), download
              PUT/GET/HEAD         /api/2.0/fs/directories/<path> create (with parents), list (paged), exists
   Secrets    GET /api/2.0/secrets/get?scope=&key=              value base64-encoded
+  MLflow     GET  /api/2.0/mlflow/experiments/get?experiment_id=, /get-by-name?experiment_name=
+             POST /api/4.0/mlflow/traces/search-long-running    trace infos (v4 protos), done at once, paged;
+                  filters: none, `trace.timestamp_ms >= N`, `attributes.status = 'X'`; order by
+                  timestamp (default) or `execution_time_ms DESC`
+             GET  /api/4.0/mlflow/traces/<location>/batchGet?trace_ids=...  full traces (info + OTel
+                  spans) stored at that location: an experiment id or `<catalog>.<schema>`; any other
+                  location (`None`, say) is 404, as a workspace answers for a location it does not know
 Paths must lie inside a registered volume (`add_volume`); anything else is 404, as for a volume that
 does not exist. Every request is recorded; `fail_next` injects HTTP errors (e.g. a 500) for retries.
+Requests authenticate with `Bearer <token>` or any of `extra_tokens` (a credential derived elsewhere).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +33,9 @@ FILES = "/api/2.0/fs/files"
 DIRECTORIES = "/api/2.0/fs/directories"
 SECRETS_GET = "/api/2.0/secrets/get"
 WELL_KNOWN = "/.well-known/databricks-config"
+EXPERIMENTS = "/api/2.0/mlflow/experiments"
+TRACES_V4 = "/api/4.0/mlflow/traces"
+SEARCH_TRACES = f"{TRACES_V4}/search-long-running"
 
 
 @dataclass
@@ -31,6 +44,20 @@ class Request:
     path: str
     query: dict[str, str]
     authorized: bool
+    body: bytes = b""
+
+
+@dataclass
+class StoredTrace:
+    """One trace in the fake workspace: where it lives (experiment id or `catalog.schema`) and the
+    MLflow `Trace` it answers with."""
+
+    location: str
+    trace: Any
+
+    @property
+    def info(self) -> Any:
+        return self.trace.info
 
 
 @dataclass
@@ -49,6 +76,10 @@ class FakeDatabricks:
     dirs: set[str] = field(default_factory=set)
     volumes: set[str] = field(default_factory=set)
     secrets: dict[tuple[str, str], str] = field(default_factory=dict)
+    extra_tokens: set[str] = field(default_factory=set)
+    experiments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    traces: dict[str, StoredTrace] = field(default_factory=dict)
+    search_page_size: int = 50
     requests: list[Request] = field(default_factory=list)
     _failures: list[_Failure] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -61,6 +92,21 @@ class FakeDatabricks:
 
     def put_secret(self, scope: str, key: str, value: str) -> None:
         self.secrets[(scope, key)] = value
+
+    def add_experiment(self, experiment_id: str, name: str) -> None:
+        self.experiments[str(experiment_id)] = {
+            "experiment_id": str(experiment_id), "name": name, "lifecycle_stage": "active",
+            "artifact_location": f"dbfs:/databricks/mlflow-tracking/{experiment_id}", "tags": [],
+        }
+
+    def add_traces(self, location: str, traces: list[Any]) -> None:
+        """Serve these MLflow `Trace` objects (infos and spans) as stored at `location`."""
+        for trace in traces:
+            self.traces[trace.info.trace_id] = StoredTrace(str(location), trace)
+
+    def batch_get_locations(self) -> list[str]:
+        """The location of every batch-get call so far, as it appeared in the path."""
+        return [r.path[len(TRACES_V4) + 1 : -len("/batchGet")] for r in self.requests if r.path.endswith("/batchGet")]
 
     def fail_next(self, method: str, path_prefix: str, status: int = 500, times: int = 1) -> None:
         """The next `times` requests of `method` under `path_prefix` (a /Volumes path) get `status`."""
@@ -144,10 +190,12 @@ class _Handler(BaseHTTPRequestHandler):
     # --- plumbing ---------------------------------------------------------------------------
     def _route(self, method: str) -> None:
         parts = urlsplit(self.path)
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        authorized = self.headers.get("Authorization") == f"Bearer {self.state.token}"
-        self.state.requests.append(Request(method, unquote(parts.path), query, authorized))
+        lists = parse_qs(parts.query)
+        query = {k: v[-1] for k, v in lists.items()}
+        header = self.headers.get("Authorization") or ""
+        authorized = header.startswith("Bearer ") and header[len("Bearer "):] in {self.state.token, *self.state.extra_tokens}
         body = self._read_body()
+        self.state.requests.append(Request(method, unquote(parts.path), query, authorized, body))
         if parts.path == WELL_KNOWN and method == "GET":  # host metadata, asked before any auth
             return self._json(200, {"oidc_endpoint": f"{self.state.url}/oidc", "workspace_id": "1234567890"})
         if not authorized:
@@ -164,6 +212,12 @@ class _Handler(BaseHTTPRequestHandler):
                 return handler(method, target, query, body)
         if path == SECRETS_GET and method == "GET":
             return self._secret(query)
+        if path.startswith(EXPERIMENTS + "/") and method == "GET":
+            return self._experiment(path[len(EXPERIMENTS) + 1 :], query)
+        if path == SEARCH_TRACES and method == "POST":
+            return self._search_traces(json.loads(body or b"{}"))
+        if path.startswith(TRACES_V4 + "/") and path.endswith("/batchGet") and method == "GET":
+            return self._batch_get(path[len(TRACES_V4) + 1 : -len("/batchGet")], lists.get("trace_ids", []))
         return self._error(404, "ENDPOINT_NOT_FOUND", f"No API found for '{method} {path}'")
 
     def _read_body(self) -> bytes:
@@ -243,6 +297,55 @@ class _Handler(BaseHTTPRequestHandler):
         value = base64.b64encode(self.state.secrets[(scope, key)].encode()).decode()
         return self._json(200, {"key": key, "value": value})
 
+    # --- MLflow ---------------------------------------------------------------------------------
+    def _experiment(self, verb: str, query: dict[str, str]) -> None:
+        experiments = self.state.experiments
+        if verb == "get":
+            found = experiments.get(query.get("experiment_id", ""))
+        elif verb == "get-by-name":
+            found = next((e for e in experiments.values() if e["name"] == query.get("experiment_name")), None)
+        else:
+            return self._error(404, "ENDPOINT_NOT_FOUND", f"No API found for 'GET experiments/{verb}'")
+        if found is None:
+            return self._error(404, "RESOURCE_DOES_NOT_EXIST", "Node ID does not exist.")
+        return self._json(200, {"experiment": found})
+
+    def _search_traces(self, request: dict[str, Any]) -> None:
+        wanted = set()
+        for location in request.get("locations", []):
+            if "mlflow_experiment" in location:
+                wanted.add(str(location["mlflow_experiment"]["experiment_id"]))
+            elif "uc_schema" in location:
+                wanted.add(f"{location['uc_schema']['catalog_name']}.{location['uc_schema']['schema_name']}")
+        try:
+            keep = _trace_filter(request.get("filter"))
+        except ValueError as exc:
+            return self._error(400, "INVALID_PARAMETER_VALUE", str(exc))
+        found = [s for s in self.state.traces.values() if s.location in wanted and keep(s.info)]
+        if any("execution_time_ms DESC" in o for o in request.get("order_by", [])):
+            found.sort(key=lambda s: (-(s.info.execution_duration or 0), s.info.trace_id))
+        else:
+            found.sort(key=lambda s: (-s.info.request_time, s.info.trace_id))
+        start = int(request.get("page_token") or 0)
+        size = min(int(request.get("max_results") or 100), self.state.search_page_size)
+        page = found[start : start + size]
+        response: dict[str, Any] = {"trace_infos": [_v4_info(s.info) for s in page]}
+        if start + size < len(found):
+            response["next_page_token"] = str(start + size)
+        return self._json(200, {"name": "operations/search-1", "done": True, "response": response})
+
+    def _batch_get(self, location: str, trace_ids: list[str]) -> None:
+        stored = [s for s in self.state.traces.values() if s.location == location]
+        if not stored and location not in self.state.experiments:
+            return self._error(404, "RESOURCE_DOES_NOT_EXIST", f"Trace location {location} does not exist.")
+        if len(trace_ids) > 10:
+            return self._error(400, "INVALID_PARAMETER_VALUE", "At most 10 trace ids per batch get.")
+        by_id = {s.info.trace_id: s for s in stored}
+        for s in stored:  # UC-located traces are asked for by their OTel id, without the trace:/ prefix
+            by_id.setdefault(s.info.trace_id.rsplit("/", 1)[-1], s)
+        traces = [_v4_trace(by_id[t].trace) for t in trace_ids if t in by_id]
+        return self._json(200, {"traces": traces})
+
     def do_GET(self) -> None:
         self._route("GET")
 
@@ -257,3 +360,37 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self._route("POST")
+
+
+# --- MLflow payloads ---------------------------------------------------------------------------
+def _v4_info(info: Any) -> dict[str, Any]:
+    from google.protobuf.json_format import MessageToDict
+    from mlflow.utils.databricks_tracing_utils import trace_info_to_v4_proto
+
+    return MessageToDict(trace_info_to_v4_proto(info), preserving_proto_field_name=True)
+
+
+def _v4_trace(trace: Any) -> dict[str, Any]:
+    from google.protobuf.json_format import MessageToDict
+    from mlflow.protos import databricks_tracing_pb2 as pb
+    from mlflow.utils.databricks_tracing_utils import trace_info_to_v4_proto
+
+    proto = pb.Trace(trace_info=trace_info_to_v4_proto(trace.info), spans=[s.to_otel_proto() for s in trace.data.spans])
+    return MessageToDict(proto, preserving_proto_field_name=True)
+
+
+_TIMESTAMP = re.compile(r"^\s*(?:trace\.)?timestamp_ms\s*>=\s*(\d+)\s*$")
+_STATUS = re.compile(r"^\s*(?:attributes|trace)\.status\s*=\s*'([A-Z_]+)'\s*$")
+
+
+def _trace_filter(text: str | None) -> Any:
+    """The filters the fake understands (AND of timestamp and status conditions); others are a 400."""
+    tests = []
+    for part in re.split(r"\s+AND\s+", text or "", flags=re.I) if (text or "").strip() else []:
+        if match := _TIMESTAMP.match(part):
+            tests.append(lambda info, ms=int(match.group(1)): info.request_time >= ms)
+        elif match := _STATUS.match(part):
+            tests.append(lambda info, state=match.group(1): str(getattr(info.state, "value", info.state)) == state)
+        else:
+            raise ValueError(f"The fake workspace does not understand the filter {part!r}.")
+    return lambda info: all(test(info) for test in tests)
