@@ -65,7 +65,7 @@ class GetTraceArgs(BaseModel):
 )
 def get_trace(ctx: ToolContext, args: GetTraceArgs) -> dict:
     try:
-        trace = load_trace(ctx.mlflow, args.trace_id)
+        trace = load_trace(ctx.mlflow, args.trace_id, ctx.settings.experiment_id)
         if args.span_id:
             view = single_span_view(trace, args.span_id, max(args.field_chars, 4000))
         else:

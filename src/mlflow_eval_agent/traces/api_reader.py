@@ -1,11 +1,12 @@
 """The API reading path (tracking servers, Databricks, any non-SQL store): pages of trace infos,
-then each page's spans through batch gets."""
+then each page's spans through batch gets, each sent to the trace's location (locations.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from .locations import group_by_location, location_of, on_databricks_store
 from .records import TraceRecord, record_from_trace
 from .source import TraceQuery, page_size
 
@@ -21,6 +22,7 @@ def api_records(client: Any, query: TraceQuery) -> Iterator[TraceRecord]:
     from mlflow.tracing.client import TracingClient
 
     tracing = TracingClient(client.tracking_uri)
+    databricks = on_databricks_store(client.tracking_uri)
     token = None
     size = page_size(query, API_PAGE)
     with ThreadPoolExecutor(max_workers=API_THREADS, thread_name_prefix="profile-batch-get") as pool:
@@ -30,9 +32,7 @@ def api_records(client: Any, query: TraceQuery) -> Iterator[TraceRecord]:
                 max_results=size, page_token=token, include_spans=False,
             )
             ids = [t.info.trace_id for t in page]
-            # Batch-get endpoints take at most 10 ids per call (Databricks among them): chunk, in parallel.
-            chunks = [ids[i : i + BATCH_GET] for i in range(0, len(ids), BATCH_GET)]
-            loaded = {t.info.trace_id: t for batch in pool.map(tracing.batch_get_traces, chunks) for t in batch}
+            loaded = batch_get(tracing, [t.info for t in page], databricks=databricks, mapper=pool.map)
             for trace in page:
                 record = record_from_trace(trace)
                 if (full := loaded.get(trace.info.trace_id)) is not None:
@@ -41,3 +41,22 @@ def api_records(client: Any, query: TraceQuery) -> Iterator[TraceRecord]:
             token = page.token
             if not token or not ids:
                 return
+
+
+def batch_get(tracing: Any, infos: list[Any], *, databricks: bool, mapper: Callable[..., Iterable[Any]] = map) -> dict[str, Any]:
+    """Full traces (spans included) for these trace infos, by trace id: one batch get per 10 ids of
+    one location (the endpoints take at most 10, Databricks among them), through `mapper`."""
+    grouped = group_by_location([(i.trace_id, location_of(i, databricks=databricks)) for i in infos])
+    chunks = [(where, ids[i : i + BATCH_GET]) for where, ids in grouped.items() for i in range(0, len(ids), BATCH_GET)]
+    batches = mapper(lambda chunk: tracing.batch_get_traces(chunk[1], chunk[0]), chunks)
+    return {t.info.trace_id: t for batch in batches for t in batch}
+
+
+def with_spans(tracking_uri: str | None, page: Iterable[Any]) -> list[Any]:
+    """The traces of a `search_traces(include_spans=False)` page with their spans loaded (each from
+    its location); a trace whose spans could not be loaded is kept without them."""
+    from mlflow.tracing.client import TracingClient
+
+    page = list(page)
+    loaded = batch_get(TracingClient(tracking_uri), [t.info for t in page], databricks=on_databricks_store(tracking_uri))
+    return [loaded.get(t.info.trace_id, t) for t in page]

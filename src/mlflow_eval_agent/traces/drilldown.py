@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from .locations import group_by_location, location_of_id, on_databricks_store
 from .profile_model import TraceProfile
 from .signatures import error_from_span, signature_id
 from .source import check_reachable
@@ -71,15 +72,19 @@ def _round_robin(queues: list[list[SampleItem]], chosen: dict[str, SampleItem], 
 # --- trace-loading drill-downs -----------------------------------------------------------------
 
 
-def load_traces(tracking_uri: str | None, trace_ids: list[str]) -> list[Any]:
-    """Full traces for a few ids, in the order asked; missing ones are skipped."""
+def load_traces(tracking_uri: str | None, trace_ids: list[str], experiment_id: str) -> list[Any]:
+    """Full traces for a few ids of one experiment, in the order asked; missing ones are skipped.
+    Each batch get goes to the traces' location (the experiment on Databricks, see locations.py)."""
     from mlflow.tracing.client import TracingClient
 
     check_reachable(tracking_uri)  # fail in seconds, not after MLflow's minutes of retries
     client = TracingClient(tracking_uri)
+    databricks = on_databricks_store(tracking_uri)
+    grouped = group_by_location([(t, location_of_id(t, experiment_id, databricks=databricks)) for t in trace_ids])
     found = {}
-    for i in range(0, len(trace_ids), 10):  # batch-get endpoints take at most 10 ids
-        found.update({t.info.trace_id: t for t in client.batch_get_traces(list(trace_ids[i : i + 10]))})
+    for location, ids in grouped.items():
+        for i in range(0, len(ids), 10):  # batch-get endpoints take at most 10 ids
+            found.update({t.info.trace_id: t for t in client.batch_get_traces(ids[i : i + 10], location)})
     return [found[t] for t in trace_ids if t in found]
 
 
@@ -90,7 +95,7 @@ def signature_examples(tracking_uri: str | None, profile: TraceProfile, signatur
         known = ", ".join(s.id for s in profile.error_signatures[:10]) or "none"
         raise KeyError(f"No error signature {signature_id!r} in the profile (known: {known}).")
     examples = []
-    for trace in load_traces(tracking_uri, sig.trace_ids[:limit]):
+    for trace in load_traces(tracking_uri, sig.trace_ids[:limit], profile.experiment_id):
         rows = _rows(trace)
         match = next((r for r in rows if r.status == "ERROR" and _signature_of(r) == sig.id), None)
         examples.append({**_trace_head(trace, rows), **(_error_span(match) if match else {"note": "the failing span was not found"})})
@@ -100,7 +105,7 @@ def signature_examples(tracking_uri: str | None, profile: TraceProfile, signatur
 def hidden_failure_examples(tracking_uri: str | None, profile: TraceProfile, limit: int = 5) -> list[dict[str, Any]]:
     """Traces that ended OK although spans inside failed: which spans, with what message."""
     out = []
-    for trace in load_traces(tracking_uri, profile.hidden_failures.trace_ids[:limit]):
+    for trace in load_traces(tracking_uri, profile.hidden_failures.trace_ids[:limit], profile.experiment_id):
         rows = _rows(trace)
         failed = [_error_span(r) for r in rows if r.status == "ERROR"][:3]
         out.append({**_trace_head(trace, rows), "failed_spans": failed})
@@ -114,7 +119,7 @@ def slowest_traces(client: Any, experiment_id: str, limit: int = 10, filter_stri
         locations=[experiment_id], filter_string=filter_string, order_by=["execution_time_ms DESC"],
         max_results=limit, include_spans=False,
     )
-    traces = {t.info.trace_id: t for t in load_traces(client.tracking_uri, [t.info.trace_id for t in page])}
+    traces = {t.info.trace_id: t for t in load_traces(client.tracking_uri, [t.info.trace_id for t in page], experiment_id)}
     out = []
     for info in (t.info for t in page):
         rows = _rows(traces[info.trace_id]) if info.trace_id in traces else []

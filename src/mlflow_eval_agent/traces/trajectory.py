@@ -244,13 +244,15 @@ def scan(client: Any, experiment_id: str, filter_string: str | None, limit: int 
             trace = record_view(record) if record.rows is not None else _api_trace(client, record.trace_id)
             counts.add(record.trace_id, trajectory_facts(trace))
         return counts
+    from .api_reader import with_spans
+
     counts, token = TrajectoryCounts(), None
     while counts.scanned < limit:
         page = client.search_traces(
             locations=[experiment_id], filter_string=filter_string, max_results=min(SCAN_PAGE, limit - counts.scanned),
-            order_by=["timestamp_ms DESC"], page_token=token,
+            order_by=["timestamp_ms DESC"], page_token=token, include_spans=False,
         )
-        for trace in page:
+        for trace in with_spans(client.tracking_uri, page):  # spans from each trace's location (locations.py)
             counts.add(trace.info.trace_id, trajectory_facts(trace))
         token = getattr(page, "token", None)
         if not token or not page:

@@ -123,9 +123,21 @@ def _row(trace: Trace) -> TraceRow:
     )
 
 
-def load_trace(client: MlflowClient, trace_id: str) -> Trace:
+def load_trace(client: MlflowClient, trace_id: str, experiment_id: str | None = None) -> Trace:
+    """One full trace. On the Databricks store it is batch-got from its location (the experiment,
+    or its Unity Catalog schema; locations.py): `get_trace` there falls back to a batch get
+    without one."""
+    from .locations import location_of_id, on_databricks_store
+
     try:
-        trace = client.get_trace(trace_id)
+        if experiment_id is not None and on_databricks_store(client.tracking_uri):
+            from mlflow.tracing.client import TracingClient
+
+            location = location_of_id(trace_id, experiment_id, databricks=True)
+            found = TracingClient(client.tracking_uri).batch_get_traces([trace_id], location)
+            trace = found[0] if found else None
+        else:
+            trace = client.get_trace(trace_id)
     except MlflowException as exc:
         raise TraceViewError(f"Trace {trace_id!r} not found or unreadable ({exc.message}). Use search_traces to find valid ids.") from None
     if trace is None:
