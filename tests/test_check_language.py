@@ -194,7 +194,7 @@ def test_odd_traces_never_crash_the_engine():
     ({"fail_when": {"op": "exists", "spans": {}, "satisfy": [{"field": "outputs", "test": "__eq__", "value": 1}]}}, "satisfy[0].test: unknown test '__eq__'"),
     ({"fail_when": {"op": "exists", "spans": {}, "satisfy": [{"field": "outputs", "test": "regex", "value": r"(a)\1"}]}}, "not a valid RE2 regular expression"),
     ({"fail_when": {"op": "exists", "spans": {}, "satisfy": [{"field": "outputs", "test": "regex", "value": "(?<=x)y"}]}}, "no backreferences or lookaround"),
-    ({"fail_when": {"op": "exists", "spans": {}, "satisfy": [{"field": "outputs", "test": "regex", "value": "a" * 501}]}}, "at most 500 characters"),
+    ({"fail_when": {"op": "exists", "spans": {}, "satisfy": [{"field": "outputs", "test": "regex", "value": "a" * 1001}]}}, "at most 1000 characters"),
     ({"fail_when": {"op": "exists", "spans": {}, "satisfy": [{"field": "outputs", "test": "in", "value": list(range(101))}]}}, "1 to 100 values"),
     ({"fail_when": {"op": "exists", "spans": {}, "satisfy": [{"field": "outputs", "test": "gt", "value": float("inf")}]}}, "finite number"),
     ({"fail_when": {"op": "exists", "spans": {}, "satisfy": [{"field": "outputs", "test": "equals", "value": {1, 2}}]}}, "expected JSON data"),

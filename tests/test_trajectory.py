@@ -68,7 +68,7 @@ def test_each_trace_shows_its_fact_and_no_other_failure():
         if name == "at_end":
             expected |= {"unrecovered_error"}
         assert found & failures == expected, (name, found)
-    assert trajectory_facts(TRACES["error_text"]).error_kinds == {"http_error"}
+    assert trajectory_facts(TRACES["error_text"]).error_kinds == {"http_error", "not_found"}
     assert "user_turns" not in trajectory_facts(TRACES["single_request"]).found  # one user turn: not a conversation
 
 

@@ -18,6 +18,7 @@ ERROR_TEXT = {
     "access_denied": r"\b(?:access denied|permission denied|403 forbidden)\b",
     "captcha": r"\b(?:captcha|are you a robot|verify you are (?:a )?human|unusual traffic from your)\b",
     "exit_code": r"\bexit ?code:? ?[1-9]\d*\b|\bexited with (?:an error|code [1-9])",
+    "not_found": r"\bnot found\b|\bno results(?: found)?\b|\bdoes(?: not|n't) exist\b",
 }
 # The agent saying, in its own words, that it invented what it reports.
 MADE_UP_DATA = (

@@ -184,7 +184,7 @@ class Trajectory(BaseModel):
     repeated_calls: OddCount = Field(default_factory=OddCount, description="A tool called 3 times in a row with the same inputs.")
     repeated_tools: list[NamedCount] = Field(default_factory=list)
     error_text: OddCount = Field(default_factory=OddCount, description="A tool or model output reports an error although its span did not fail.")
-    error_text_kinds: list[NamedCount] = Field(default_factory=list, description="http_error, traceback, refusal, access_denied, captcha, exit_code: traces per kind.")
+    error_text_kinds: list[NamedCount] = Field(default_factory=list, description="http_error, traceback, refusal, access_denied, captcha, exit_code, not_found: traces per kind.")
     made_up_data: OddCount = Field(default_factory=OddCount, description="The agent says it used hypothetical, simulated or placeholder data.")
     limit_reached: OddCount = Field(default_factory=OddCount, description="A span reports a time, turn or step limit reached.")
     loop_reports: OddCount = Field(default_factory=OddCount, description="A framework or the agent reports being stuck in a loop.")
