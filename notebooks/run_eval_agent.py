@@ -71,6 +71,6 @@ print("mlflow-eval-agent " + " ".join(argv))
 exit_code = main(argv)
 if exit_code != 0:
     raise RuntimeError(
-        f"mlflow-eval-agent stopped with exit code {exit_code} (1: tasks failed or the run stopped early; "
+        f"mlflow-eval-agent stopped with exit code {exit_code} (1: tasks failed or the run stopped on an error; "
         "2: a setting needs fixing). The reason is printed above; the session log is run.log in the session folder."
     )

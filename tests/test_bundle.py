@@ -113,6 +113,7 @@ def test_wheel_job_parameters_parse_into_the_intended_settings(databricks_runtim
     assert settings.max_budget_usd == float(defaults["max_budget_usd"])
     assert settings.model == defaults["model"]
     assert settings.agent_experiment_id is None  # the empty default turns self-tracing off
+    assert settings.limit_stop_ok  # a stop at a limit exits 0: the task's max_retries never restarts it
     assert settings.tracking_uri == "databricks"
     assert settings.access.auth_token.get_secret_value() == TOKEN
     assert settings.access.base_url == f"{databricks_runtime.url}/serving-endpoints/anthropic"

@@ -190,7 +190,7 @@ def test_cli_args_from_widget_values_leave_out_blanks():
     values = {"experiment_id": " 123 ", "volume_path": "/Volumes/a/b/c", "max_iterations": "5", "model": "",
               "session_id": "", "secret_scope": "s", "secret_key": "k", "agent_experiment_id": " "}
     assert cli_args(values) == ["-a", "-e", "123", "--volume-path", "/Volumes/a/b/c", "--max-iterations", "5",
-                                "--secret-scope", "s", "--secret-key", "k"]
+                                "--secret-scope", "s", "--secret-key", "k", "--limit-stop-ok"]
 
 
 # --- through the CLI ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
+from mlflow_eval_agent.budget import BUDGET_FILE, SessionBudget
 from mlflow_eval_agent.loop import AutonomousLoop
 from mlflow_eval_agent.plan import PLAN_FILE, PlanDraft, TaskPlan
 from mlflow_eval_agent.session import SessionOutcome
@@ -56,7 +57,7 @@ def test_happy_path_completes_every_task_once(tmp_path: Path) -> None:
 def test_budget_stops_before_the_next_session(tmp_path: Path) -> None:
     loop, _, calls = make_loop(tmp_path, lambda s, r, n: productive(s, r, n) and outcome(r, cost=0.6), max_budget_usd=1.0)
     report = asyncio.run(loop.run())
-    assert report.stop_reason == "budget" and report.exit_code == 1
+    assert report.stop_reason == "budget" and report.exit_code == 3  # stopped at a limit, not a failure
     assert len(calls) == 2
     assert calls[1].budget_usd == 0.4  # the session gets what is left, not the whole budget
 
@@ -97,3 +98,68 @@ def test_corrupt_plan_is_reported_and_replanned(tmp_path: Path) -> None:
     assert calls[0].role == "initializer"
     assert any("kept aside" in n for n in notices)
     assert any(".corrupt-" in p for p in store.list())
+
+
+# --- limits over the session's whole life (resumes and job retries) ------------------------------
+def costly(cost):
+    return lambda store, request, n: productive(store, request, n) and outcome(request, cost=cost)
+
+
+def test_a_retried_run_continues_with_what_is_left_of_the_budget(tmp_path: Path) -> None:
+    first, store, calls = make_loop(tmp_path, costly(0.6), max_budget_usd=1.0)
+    assert asyncio.run(first.run()).stop_reason == "budget" and len(calls) == 2
+
+    # The job retries the task: a new process, the same session, fresh counters in memory.
+    retry, _, retry_calls = make_loop(tmp_path, costly(0.6), max_budget_usd=1.0)
+    report = asyncio.run(retry.run())
+    assert report.stop_reason == "budget" and not retry_calls, "a retry must not get the whole budget again"
+    assert "over 2 run(s)" in report.message
+    saved = store.read_model(BUDGET_FILE, SessionBudget)
+    assert (saved.iterations, saved.runs, saved.last_stop) == (2, 2, "budget") and round(saved.spent_usd, 6) == 1.2
+
+    # A higher limit on the next resume gives exactly the difference.
+    more, _, more_calls = make_loop(tmp_path, costly(0.6), max_budget_usd=1.5)
+    asyncio.run(more.run())
+    assert len(more_calls) == 1 and round(more_calls[0].budget_usd, 6) == 0.3
+
+
+def test_iterations_count_over_runs_including_one_killed_mid_session(tmp_path: Path) -> None:
+    def crash_in_second(store, request, n):
+        if n == 2:
+            raise RuntimeError("the node went away")
+        return productive(store, request, n)
+
+    first, store, _ = make_loop(tmp_path, crash_in_second, max_iterations=3)
+    try:
+        asyncio.run(first.run())
+    except RuntimeError:
+        pass
+    assert store.read_model(BUDGET_FILE, SessionBudget).iterations == 2  # the killed session counts
+
+    retry, _, calls = make_loop(tmp_path, productive, max_iterations=3)
+    report = asyncio.run(retry.run())
+    assert len(calls) == 1 and report.stop_reason == "max_iterations" and report.exit_code == 3
+    assert report.budget.iterations == 3 and report.budget.runs == 2
+
+
+def test_a_stop_at_a_limit_exits_3_or_0_with_limit_stop_ok_and_errors_still_exit_1(tmp_path: Path) -> None:
+    loop, _, _ = make_loop(tmp_path / "a", productive, max_iterations=1)
+    assert asyncio.run(loop.run()).exit_code == 3
+    loop, _, _ = make_loop(tmp_path / "b", productive, max_iterations=1, limit_stop_ok=True)
+    report = asyncio.run(loop.run())
+    assert report.stop_reason == "max_iterations" and report.exit_code == 0
+    storm, _, _ = make_loop(tmp_path / "c", lambda s, r, n: outcome(r, error="overloaded", retryable=True), limit_stop_ok=True)
+    assert asyncio.run(storm.run()).exit_code == 1  # an error is a failure whatever the flag
+
+
+def test_a_session_from_before_the_budget_file_is_rebuilt_from_its_history(tmp_path: Path) -> None:
+    loop, store, calls = make_loop(tmp_path, productive, max_budget_usd=1.0)
+    store.write_json("state/sessions.json", [{"role": "initializer", "cost_usd": 0.7}, {"role": "worker", "cost_usd": 0.3}])
+    report = asyncio.run(loop.run())
+    assert report.stop_reason == "budget" and not calls
+    store.write_text(BUDGET_FILE, "{broken")
+    notices = []
+    loop, _, _ = make_loop(tmp_path, productive, max_budget_usd=1.0)
+    loop.hooks.notice = notices.append
+    assert asyncio.run(loop.run()).stop_reason == "budget"
+    assert any("rebuilt from state/sessions.json" in n for n in notices)

@@ -103,7 +103,8 @@ def test_job_run_installs_the_wheel_restarts_and_calls_main_with_the_widget_valu
     assert set(params) == set(dbutils.defaults)  # every job parameter is a widget, and back
     (argv,) = entry_point
     assert argv[:3] == ["-a", "-e", params["experiment_id"]]
-    flags = dict(zip(argv[3::2], argv[4::2]))
+    assert argv[-1] == "--limit-stop-ok"  # a stop at a limit ends the task normally: no retry
+    flags = dict(zip(argv[3:-1:2], argv[4:-1:2]))
     assert flags == {
         "--session-id": RUN_ID,
         "--volume-path": params["volume_path"],
@@ -170,7 +171,7 @@ def test_opened_from_the_deployed_bundle_it_finds_the_synced_wheel(dist, entry_p
     assert result["pip"] == [f"%pip install --quiet {dist / 'mlflow_eval_agent-0.1.0-py3-none-any.whl'}"]
     assert entry_point == [["-a", "-e", "9", "--volume-path", "/Volumes/a/b/c", "--max-iterations", "20",
                             "--max-budget-usd", "10", "--model", "databricks-claude-sonnet-4-5",
-                            "--secret-scope", "mlflow-eval-agent", "--secret-key", "fm-api-token"]]
+                            "--secret-scope", "mlflow-eval-agent", "--secret-key", "fm-api-token", "--limit-stop-ok"]]
 
 
 def test_widget_defaults_match_the_bundle_variables():

@@ -235,14 +235,16 @@ def adapt_settings(
 def cli_args(values: Mapping[str, str]) -> list[str]:
     """The CLI arguments for an autonomous run from notebook widget values (names as in the bundle).
 
-    Empty optional values are left out, so the CLI applies its own defaults.
+    Empty optional values are left out, so the CLI applies its own defaults. `--limit-stop-ok` as in
+    the wheel job: a stop at --max-iterations or --max-budget-usd ends the notebook normally (the
+    summary says so), so the job does not retry it.
     """
     argv = ["-a", "-e", values.get("experiment_id", "").strip()]
     for name, flag in _WIDGET_FLAGS:
         value = values.get(name, "").strip()
         if value:
             argv += [flag, value]
-    return argv
+    return argv + ["--limit-stop-ok"]
 
 
 _WIDGET_FLAGS = (

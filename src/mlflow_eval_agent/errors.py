@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 EXIT_OK = 0
-EXIT_FAILED = 1  # tasks failed, the run stopped early, or a server error
+EXIT_FAILED = 1  # tasks failed, the run stopped early on an error, or a server error
 EXIT_USAGE = 2  # a usage or configuration mistake
+EXIT_LIMIT = 3  # stopped at --max-iterations or --max-budget-usd, state saved (0 with --limit-stop-ok)
 
 
 class UserError(Exception):

@@ -1,7 +1,11 @@
 """The autonomous loop: an initializer until a valid plan exists, then one fresh worker per task.
 
 Every decision comes from the plan in the store, never from model text. Bounds: iterations,
-attempts per task, initializer attempts, consecutive model-API failures, and budget.
+attempts per task, initializer attempts, consecutive model-API failures, and budget. Iterations and
+budget hold over the session's whole life (`budget.py`, `state/budget.json`): a resumed or retried
+run continues with what is left. A stop at either limit exits 3 (EXIT_LIMIT), or 0 with
+`--limit-stop-ok` (the bundle's jobs pass it, so Databricks does not retry a run that did what it
+was allowed to do).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from .budget import SessionBudget, load_budget, save_budget
+from .errors import EXIT_FAILED, EXIT_LIMIT, EXIT_OK
 from .plan import PLAN_FILE, Task, TaskPlan, TaskStatus
 from .prompts import load_prompt
 from .session import SessionObserver, SessionOutcome, SessionRequest, run_session
@@ -24,14 +30,15 @@ from .store import CorruptStateError, SessionStore
 SESSIONS_FILE = "state/sessions.json"
 INITIALIZER_ATTEMPTS = 3
 API_RETRIES = 3
+LIMIT_STOPS = ("max_iterations", "budget")
 
 StopReason = Literal["completed", "tasks_failed", "max_iterations", "budget", "api_errors", "no_plan", "interrupted"]
 
 STOP_MESSAGES: dict[str, str] = {
     "completed": "All tasks completed.",
     "tasks_failed": "The plan finished, but some tasks failed (see the reasons above).",
-    "max_iterations": "Stopped at --max-iterations before the plan was done.",
-    "budget": "Stopped: the --max-budget-usd budget is used up.",
+    "max_iterations": "Stopped at --max-iterations before the plan was done (state saved; resume with a higher limit to go on).",
+    "budget": "Stopped: the --max-budget-usd budget is used up (state saved; resume with a higher budget to go on).",
     "api_errors": "Stopped: the model API kept failing.",
     "no_plan": "Stopped: the initializer did not produce a valid plan.",
     "interrupted": "Interrupted.",
@@ -44,10 +51,16 @@ class RunReport(BaseModel):
     sessions: list[SessionOutcome] = Field(default_factory=list)
     stop_reason: StopReason
     detail: str | None = None
+    budget: SessionBudget | None = Field(None, description="What the session used over all its runs.")
+    limit_stop_ok: bool = False
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.stop_reason == "completed" else 1
+        if self.stop_reason == "completed":
+            return EXIT_OK
+        if self.stop_reason in LIMIT_STOPS:
+            return EXIT_OK if self.limit_stop_ok else EXIT_LIMIT
+        return EXIT_FAILED
 
     @property
     def cost_usd(self) -> float:
@@ -81,7 +94,8 @@ class AutonomousLoop:
     hooks: LoopHooks = field(default_factory=LoopHooks)
     runner: SessionRunner = run_session
     backoff_s: Callable[[int], float] = lambda attempt: min(60.0, 5.0 * 2 ** (attempt - 1))
-    sessions: list[SessionOutcome] = field(default_factory=list)
+    sessions: list[SessionOutcome] = field(default_factory=list)  # this run's
+    budget: SessionBudget | None = None  # the session's, over every run (loaded by run())
 
     # --- plan and history in the store ---------------------------------------------------------
     def load_plan(self) -> TaskPlan | None:
@@ -104,27 +118,38 @@ class AutonomousLoop:
         history.append(json.loads(outcome.model_dump_json()))
         self.store.write_json(SESSIONS_FILE, history)
 
+    def load_budget(self) -> SessionBudget:
+        if self.budget is None:
+            self.budget = load_budget(self.store, SESSIONS_FILE, self.hooks.notice)
+        return self.budget
+
+    def save_budget(self) -> None:
+        save_budget(self.store, self.load_budget())
+
     @property
     def spent(self) -> float:
-        return sum(s.cost_usd for s in self.sessions)
+        """Spent by this session over every run (this run's sessions included)."""
+        return self.load_budget().spent_usd
 
     def remaining_budget(self) -> float | None:
-        limit = self.settings.max_budget_usd
-        return None if limit is None else max(0.0, limit - self.spent)
+        return self.load_budget().remaining_usd(self.settings.max_budget_usd)
 
     # --- the loop --------------------------------------------------------------------------------
     async def run(self) -> RunReport:
         plan = self.load_plan()
+        used = self.load_budget()
+        used.runs += 1
+        self.save_budget()
         init_failures = api_failures = 0
         while True:
             if plan is not None and plan.done:
                 reason: StopReason = "completed" if plan.counts()["failed"] == 0 else "tasks_failed"
                 return self.report(plan, reason)
-            if len(self.sessions) >= self.settings.max_iterations:
-                return self.report(plan, "max_iterations", f"({self.settings.max_iterations} sessions)")
+            if used.iterations >= self.settings.max_iterations:
+                return self.report(plan, "max_iterations", f"({used.iterations} sessions over {used.runs} run(s) of this session)")
             budget = self.remaining_budget()
             if budget is not None and budget <= 0:
-                return self.report(plan, "budget", f"(spent ${self.spent:.2f})")
+                return self.report(plan, "budget", f"(spent ${used.spent_usd:.2f} over {used.runs} run(s) of this session)")
             if plan is None:
                 outcome = await self.initializer(budget)
                 plan = self.load_plan()
@@ -194,16 +219,27 @@ class AutonomousLoop:
         return plan
 
     async def run_one(self, request: SessionRequest) -> SessionOutcome:
-        index = len(self.sessions) + 1
+        used = self.load_budget()
+        used.iterations += 1  # counted before it runs: a run killed mid-session has used it
+        self.save_budget()
+        index = used.iterations
         request.observers = self.hooks.session_observers(request, index)
         self.hooks.session_started(request, index)
         outcome = await self.runner(self.settings, self.store, request, self.config_dir)
+        used.spent_usd += max(0.0, outcome.cost_usd)
+        self.save_budget()
         self.record(outcome)
         self.hooks.session_finished(request, outcome)
         return outcome
 
     def report(self, plan: TaskPlan | None, reason: StopReason, detail: str | None = None) -> RunReport:
-        return RunReport(session_id=self.store.session_id, plan=plan, sessions=self.sessions, stop_reason=reason, detail=detail)
+        used = self.load_budget()
+        used.last_stop = reason
+        self.save_budget()
+        return RunReport(
+            session_id=self.store.session_id, plan=plan, sessions=self.sessions, stop_reason=reason, detail=detail,
+            budget=used.model_copy(), limit_stop_ok=self.settings.limit_stop_ok,
+        )
 
 
 def initializer_prompt(settings: Settings) -> str:

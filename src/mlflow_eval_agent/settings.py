@@ -55,6 +55,7 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "secret_scope": ("EVAL_AGENT_SECRET_SCOPE",),
     "secret_key": ("EVAL_AGENT_SECRET_KEY",),
     "api_retry_wait_s": ("EVAL_AGENT_API_RETRY_WAIT_S",),
+    "limit_stop_ok": ("EVAL_AGENT_LIMIT_STOP_OK",),
 }
 
 
@@ -144,6 +145,9 @@ class Settings(BaseModel):
     verbose: bool = False
     allow_annotate: bool = False
     offline: bool = False
+    # A stop at --max-iterations or --max-budget-usd exits 0 instead of 3 (the bundle's jobs set it,
+    # so Databricks does not retry a run that reached its limits; the summary still says so).
+    limit_stop_ok: bool = False
     secret_scope: str | None = None
     secret_key: str | None = None
     access: ModelAccess = Field(default_factory=ModelAccess)
