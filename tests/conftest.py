@@ -17,6 +17,28 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def _artifacts_beside_the_store() -> None:
+    """Experiments the tests create keep their artifacts beside their sqlite store. MLflow's default is
+    ./mlruns in the current folder (the checkout), and every suite run logs artifacts now."""
+    from mlflow import MlflowClient
+
+    original = MlflowClient.create_experiment
+    if getattr(original, "_beside_the_store", False):
+        return
+
+    def create_experiment(self, name, artifact_location=None, tags=None):
+        uri = str(self._tracking_client.tracking_uri)
+        if artifact_location is None and uri.startswith("sqlite:////"):
+            artifact_location = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
+        return original(self, name, artifact_location=artifact_location, tags=tags)
+
+    create_experiment._beside_the_store = True
+    MlflowClient.create_experiment = create_experiment
+
+
+_artifacts_beside_the_store()
+
+
 def sqlite_uri(folder: Path) -> str:
     return f"sqlite:///{folder / 'mlflow.db'}"
 

@@ -243,9 +243,13 @@ def test_the_suite_in_ci_leaks_nothing_and_touches_nothing_else(world, tmp_path)
     # MLflow itself asks `uname -p` (platform.processor) and `git version` (run source tags); nothing else starts.
     processes = [e for e in events if e.startswith("process") and not e.startswith(("process ('uname', ['uname', '-p']", "process ('git', ['git', "))]
     assert not processes and not [e for e in events if e.startswith("connect")], events
-    allowed = (world["uri"].removeprefix("sqlite:///"), str(home) + "/", str(results), "/dev/null")  # the store (and its journal)
+    # The store (and its journal), the run's artifacts (run_results.json, the suite files), HOME, the results file.
+    artifacts = Path(mlflow.get_experiment(world["experiment_id"]).artifact_location.removeprefix("file://"))
+    allowed = (world["uri"].removeprefix("sqlite:///"), str(artifacts) + "/", str(home) + "/", str(results), "/dev/null")
     outside = [e for e in events if e.startswith("write ") and not e[6:].startswith(allowed)]
     assert not outside, outside
-    for path in [*home.rglob("*"), *evaluation.rglob("*")]:
+    logged = list(artifacts.rglob("run_results.json"))
+    assert logged, "the run logged its results as an artifact"
+    for path in [*home.rglob("*"), *evaluation.rglob("*"), *artifacts.rglob("*")]:
         if path.is_file():
             assert CANARY.encode() not in path.read_bytes(), path

@@ -3,15 +3,18 @@ standalone, catches every injected failure on every affected trace, and passes c
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+from rich.console import Console
 
 from mlflow_eval_agent.cli import main
-from mlflow_eval_agent.plan import TaskStatus
+from mlflow_eval_agent.plan import PLAN_FILE, TaskPlan, TaskStatus
+from mlflow_eval_agent.runner import run_autonomous
 from mlflow_eval_agent.settings import resolve_settings
 from mlflow_eval_agent.store import open_session_store
 from mlflow_eval_agent.suite import offline
@@ -28,9 +31,11 @@ def built(tmp_path_factory):
     folder = tmp_path_factory.mktemp("offline")
     with local_store(folder) as uri:
         experiment_id, seeded = seed_experiment("support", n=30)
-        settings = resolve_settings({"experiment_id": experiment_id, "tracking_uri": uri, "volume_path": str(folder / "sessions"), "offline": True}, env={})
+        settings = resolve_settings({"experiment_id": experiment_id, "tracking_uri": uri, "volume_path": str(folder / "sessions"), "offline": True,
+                                     "session_id": "offline-test"}, env={})
+        assert run_autonomous(settings, Console(file=io.StringIO())) == 0  # -a --offline, as the CLI runs it
         store = open_session_store(settings.volume_path, "offline-test")
-        plan = offline.build_offline(settings, store)
+        plan = store.read_model(PLAN_FILE, TaskPlan)
         yield {"uri": uri, "experiment_id": experiment_id, "seeded": seeded, "store": store, "plan": plan, "settings": settings}
 
 
@@ -109,12 +114,62 @@ def test_run_eval_runs_standalone_and_gates(built, tmp_path):
     assert strict.returncode == 1 and "FAILED:" in strict.stdout, strict.stdout[-2000:]
 
 
+def test_the_registered_dataset_holds_the_records_of_dataset_json_and_evaluates_the_same_traces(built, tmp_path):
+    from mlflow.genai.datasets import get_dataset
+
+    store = built["store"]
+    payload = json.loads(store.read_text("evaluation/dataset.json"))
+    file_ids = [r["trace_id"] for r in payload["records"]]
+    assert len(file_ids) == len(set(file_ids)) >= 20 and payload["mlflow_dataset_id"]
+    registered = get_dataset(dataset_id=payload["mlflow_dataset_id"]).to_df()
+    assert sorted(row.source_data["trace_id"] for row in registered["source"]) == sorted(file_ids)
+    assert f"{len(file_ids)} records" in payload["registration"]
+
+    script = store.path("evaluation/run_eval.py")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "MLFLOW_TRACKING_URI": built["uri"], "MLFLOW_DISABLE_TELEMETRY": "true"}
+    out = tmp_path / "from-registered.json"
+    proc = subprocess.run([sys.executable, "-c", STANDALONE, str(script), "--dataset", payload["mlflow_dataset_id"], "--output-json", str(out)],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]  # the same traces: the gate passes as it did on dataset.json
+    from_registered = json.loads(out.read_text())
+    from_file = json.loads(store.read_text("state/run_results.json"))
+    spec = store.read_model(SPEC_FILE, SuiteSpec)
+    for name in code_scorers(spec):
+        assert from_registered["per_trace"][name] == from_file["per_trace"][name], name
+    assert sorted(from_registered["per_trace"][code_scorers(spec)[0]]) == sorted(file_ids)
+
+
 def test_validate_command_compares_with_the_baseline(built, capsys):
     settings = built["settings"]
     code = main(["validate", "--session-id", "offline-test", "--volume-path", settings.volume_path, "--tracking-uri", built["uri"]])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "unchanged" in out and "meets its evidence" in out
+
+
+def test_validate_remembers_the_sessions_store_from_any_folder_and_never_creates_a_database(built, tmp_path):
+    from tests.conftest import REPO_ROOT
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(REPO_ROOT)}
+    command = [sys.executable, "-m", "src.cli", "validate", "--session-id", "offline-test", "--volume-path", built["settings"].volume_path]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=elsewhere, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"against {built['uri']}" in proc.stdout and "unchanged" in proc.stdout
+    assert list(elsewhere.iterdir()) == [], "nothing is created where validate runs"
+
+    # A session whose store is gone: one sentence, exit 2, and still no database anywhere.
+    moved = tmp_path / "moved"
+    store = open_session_store(str(moved), "offline-test")
+    for rel in built["store"].list():
+        store.write_bytes(rel, built["store"].path(rel).read_bytes())
+    gone = tmp_path / "gone" / "mlflow.db"
+    store.write_json("state/session.json", {**json.loads(store.read_text("state/session.json")), "tracking_uri": f"sqlite:///{gone}"})
+    proc = subprocess.run([*command[:-1], str(moved)], capture_output=True, text=True, env=env, cwd=elsewhere, timeout=300)
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"There is no MLflow database at {gone}" in proc.stdout + proc.stderr and "pass --tracking-uri" in proc.stdout + proc.stderr
+    assert not gone.parent.exists() and list(elsewhere.iterdir()) == []
 
 
 def test_a_scorer_that_misses_its_evidence_is_dropped_with_the_reason(built, tmp_path):

@@ -11,14 +11,16 @@ import mlflow
 from rich.console import Console
 
 from .aio import run_sync
+from .child import absolute_tracking_uri
 from .errors import EXIT_FAILED, EXIT_USAGE, UserError
 from .loop import AutonomousLoop, CombinedHooks, RunReport
 from .plan import PLAN_FILE
 from .progress import ConsoleHooks, make_console, print_summary
 from .settings import ConfigError, Settings, require_model_access
 from .store import SessionStore, new_session_id, open_session_store
+from .store.session_meta import remember_session
 from .tracing import maybe_tracer
-from .traces.source import TraceSourceError, resolve_experiment
+from .traces.source import TraceSourceError, effective_tracking_uri, resolve_experiment
 
 
 def configure_mlflow(settings: Settings) -> None:
@@ -67,6 +69,7 @@ def run_autonomous(settings: Settings, console: Console | None = None) -> int:
     if not settings.offline:
         require_model_access(settings)
     store = open_store(settings, console)
+    remember_session(store, absolute_tracking_uri(effective_tracking_uri(settings.tracking_uri)), str(settings.experiment_id))
     report = run_offline(settings, store) if settings.offline else run_agent(settings, store, console)
     store.sync()
     print_summary(console, report, store)

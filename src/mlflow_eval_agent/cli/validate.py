@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from ..progress import make_console
+from ..traces.source import redact_uri
 from ._errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UserError, user_errors
 from .root import ROOT_FLAGS, settings_from
 
@@ -25,7 +26,7 @@ def validate_command(
     ctx: typer.Context,
     session_id: Annotated[str, typer.Option("--session-id", help="The session whose suite to re-run.")],
     volume_path: Annotated[str | None, typer.Option("--volume-path", help="Where sessions live (default .eval-agent).")] = None,
-    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (env MLFLOW_TRACKING_URI).")] = None,
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: the one the session ran against).")] = None,
     judge_model: Annotated[str | None, typer.Option("--judge-model", help="Run the LLM judges with this model, e.g. openai:/gpt-4.1-mini.")] = None,
     pass_env: Annotated[list[str] | None, typer.Option("--pass-env", help="Pass this environment variable to the suite (e.g. OPENAI_API_KEY for the judges); repeatable.")] = None,
     timeout: Annotated[float, typer.Option("--timeout", min=10, help="Seconds before the run is stopped.")] = 900,
@@ -35,19 +36,20 @@ def validate_command(
         flags: dict[str, Any] = dict(ctx.obj[ROOT_FLAGS]) if ctx.obj else {}
         flags.update({k: v for k, v in {"session_id": session_id, "volume_path": volume_path, "tracking_uri": tracking_uri}.items() if v})
         settings = settings_from(flags)
-        code = _run(settings, judge_model, pass_env or [], timeout)
+        code = _run(settings, flags.get("tracking_uri"), judge_model, pass_env or [], timeout)
     raise typer.Exit(code)
 
 
-def _run(settings: Any, judge_model: str | None, pass_env: list[str], timeout: float) -> int:
+def _run(settings: Any, explicit_uri: str | None, judge_model: str | None, pass_env: list[str], timeout: float) -> int:
     from ..store import open_session_store
     from ..store.local import local_session_exists
     from ..suite.spec import SPEC_FILE, SuiteSpec
     from ..suite.validate import compare, validate_suite
-    from ..traces.source import effective_tracking_uri
 
     if not settings.volume_path.startswith("/Volumes/") and not local_session_exists(settings.volume_path, settings.session_id):
-        raise UserError(f"No session {settings.session_id!r} under {settings.sessions_root}. Check --session-id and --volume-path.", EXIT_USAGE)
+        where = os.path.abspath(os.path.expanduser(settings.sessions_root))
+        raise UserError(f"No session {settings.session_id!r} under {where}. Check --session-id, and pass --volume-path <folder> "
+                        "when the session was made elsewhere.", EXIT_USAGE)
     store = open_session_store(settings.volume_path, settings.session_id, settings.redactor())
     spec = store.read_model(SPEC_FILE, SuiteSpec)
     if spec is None or not store.exists("evaluation/run_eval.py"):
@@ -55,9 +57,9 @@ def _run(settings: Any, judge_model: str | None, pass_env: list[str], timeout: f
     missing = [name for name in pass_env if name not in os.environ]
     if missing:
         raise UserError(f"--pass-env names variables that are not set: {', '.join(missing)}.", EXIT_USAGE)
-    tracking = effective_tracking_uri(settings.tracking_uri)
+    tracking = _tracking_uri(store, explicit_uri, settings.tracking_uri, spec.experiment_id)
     console = make_console()
-    console.print(f"Running the suite of session {settings.session_id} against {tracking} ...", highlight=False)
+    console.print(f"Running the suite of session {settings.session_id} against {redact_uri(tracking)} ...", highlight=False)
     report = validate_suite(spec, store, tracking, timeout_s=timeout, judge_model=judge_model, extra_env={n: os.environ[n] for n in pass_env})
     store.sync()
     run = report.latest
@@ -80,6 +82,25 @@ def _run(settings: Any, judge_model: str | None, pass_env: list[str], timeout: f
     if worse:
         console.print(f"[red]Worse than the baseline:[/red] {', '.join(worse)}", highlight=False)
     return EXIT_FAILED if worse or missing_evidence else EXIT_OK
+
+
+def _tracking_uri(store: Any, explicit: str | None, configured: str | None, experiment_id: str) -> str:
+    """The store to run against: --tracking-uri, else the one the session remembers, else the configured
+    one. It must exist and hold the suite's experiment: validation never creates a database."""
+    from ..store.session_meta import recall_session
+    from ..traces.source import TraceSourceError, effective_tracking_uri, resolve_experiment
+
+    meta = recall_session(store)
+    if not explicit and meta is not None and meta.usable_uri is None:
+        raise UserError("The session's tracking URI held a password, which is not stored: pass --tracking-uri.", EXIT_USAGE)
+    uri = effective_tracking_uri(explicit or (meta.usable_uri if meta else None) or configured)
+    try:
+        resolve_experiment(uri, experiment_id)
+    except TraceSourceError as exc:
+        origin = "given with --tracking-uri" if explicit else ("the session ran against" if meta else "configured (this session predates remembering its store)")
+        raise UserError(f"{str(exc).rstrip('.')} (the tracking store {origin}: {redact_uri(uri)}); pass --tracking-uri with the store "
+                        f"that holds experiment {experiment_id}.", EXIT_USAGE if exc.user_error else EXIT_FAILED) from None
+    return uri
 
 
 def _print_table(console: Console, run: Any, baseline: Any, diffs: list[Any], redact: Callable[[str], str]) -> None:

@@ -51,7 +51,9 @@ def prepare_experiment(tracking_uri: str, traces: int, fresh: bool) -> DemoExper
     if existing is not None and not fresh and mlflow.search_traces(locations=[existing.experiment_id], max_results=1, return_type="list"):
         return DemoExperiment(tracking_uri, existing.experiment_id, [])
     name = DEMO_EXPERIMENT if existing is None else f"{DEMO_EXPERIMENT}-{time.strftime('%Y%m%d-%H%M%S')}"
-    experiment_id = mlflow.create_experiment(name)
+    # Artifacts (each suite run's results, suite files, report) beside the store, not in ./mlruns of wherever we run.
+    artifacts = Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts"
+    experiment_id = mlflow.create_experiment(name, artifact_location=artifacts.as_uri())
     with FakeChatServer(support_model, model="acme-chat-1") as server:
         seeded = seed_demo(experiment_id, http_chat(server.base_url), n=traces)
     return DemoExperiment(tracking_uri, experiment_id, seeded)

@@ -3,11 +3,14 @@
 Selection is stratified: each stratum (an error signature, hidden failures, slow traces, normal
 traffic, ...) gets its share before any stratum gets more, so rare failure modes are never crowded
 out by common ones. The dataset is written to the session (`evaluation/dataset.json`, always) and
-registered as an MLflow evaluation dataset when the store supports it.
+registered as an MLflow evaluation dataset when the store supports it. MLflow keeps one record per
+distinct `inputs` (it merges the rest), so the dataset takes one trace per distinct input as well:
+the file and the registered dataset hold the same records, and either evaluates the same traces.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -78,25 +81,45 @@ def record_from_trace(trace: Any, stratum: str) -> DatasetRecord:
     )
 
 
-def build_dataset(name: str, experiment_id: str, picks: Iterable[tuple[str, str]]) -> tuple[DatasetSpec, list[Any]]:
-    """Fetch the picked traces and make the dataset spec (records + facts); also returns the traces."""
+def inputs_key(inputs: Any) -> str:
+    """What MLflow deduplicates evaluation-dataset records on: the root span's inputs as sorted JSON."""
+    return json.dumps(inputs if inputs is not None else {}, sort_keys=True, default=str)
+
+
+def build_dataset(name: str, experiment_id: str, picks: Iterable[tuple[str, str]], size: int | None = None) -> tuple[DatasetSpec, list[Any]]:
+    """Fetch the picked traces and make the dataset spec (records + facts); also returns the traces.
+
+    Picks are taken in order, one trace per distinct input (a later trace with the inputs of an
+    earlier one is left out and listed in `merged`), up to `size` traces (None: all)."""
     picks = list(picks)
     if not picks:
         raise DatasetError("the dataset needs at least one trace")
     duplicates = sorted({t for t, _ in picks if sum(1 for u, _ in picks if u == t) > 1})
     if duplicates:
         raise DatasetError(f"trace ids listed twice: {', '.join(duplicates[:5])}")
-    traces = fetch_traces(experiment_id, [t for t, _ in picks])
-    records = [record_from_trace(trace, stratum) for trace, (_, stratum) in zip(traces, picks, strict=True)]
-    spec = DatasetSpec(name=name, experiment_id=experiment_id, records=records, facts=facts_from_traces(traces))
+    fetched = fetch_traces(experiment_id, [t for t, _ in picks])
+    records, traces, first_with, merged = [], [], {}, {}
+    for trace, (trace_id, stratum) in zip(fetched, picks, strict=True):
+        if size is not None and len(records) >= size:
+            break
+        record = record_from_trace(trace, stratum)
+        key = inputs_key(record.inputs)
+        if key in first_with:
+            merged[trace_id] = first_with[key]
+            continue
+        first_with[key] = trace_id
+        records.append(record)
+        traces.append(trace)
+    spec = DatasetSpec(name=name, experiment_id=experiment_id, records=records, facts=facts_from_traces(traces), merged=merged)
     return spec, traces
 
 
 def register_dataset(spec: DatasetSpec, traces: list[Any], tracking_uri: str) -> DatasetSpec:
     """Store the records as an MLflow evaluation dataset where the tracking store supports it.
 
-    Records keep their source trace id. The file copy (`evaluation/dataset.json`) stays the source
-    of truth for `run_eval.py`, because MLflow merges records with identical inputs.
+    Records keep their source trace id. Their inputs are distinct (`build_dataset`), so MLflow keeps
+    every one and the registered dataset holds what `evaluation/dataset.json` holds; the count is
+    checked after the merge and a difference is said in `registration`.
     """
     if tracking_uri.startswith("databricks"):
         return spec.model_copy(update={"registration": (
@@ -106,12 +129,14 @@ def register_dataset(spec: DatasetSpec, traces: list[Any], tracking_uri: str) ->
     try:
         dataset = _existing_or_new(spec.name, spec.experiment_id)
         dataset.merge_records(traces)
+        stored = len(dataset.to_df())
     except Exception as exc:  # file stores and older servers have no dataset API
         reason = " ".join(str(exc).split())[:300]
         return spec.model_copy(update={"registration": f"file only: the tracking store did not accept an evaluation dataset ({type(exc).__name__}: {reason})"})
+    held = f"{stored} records" if stored == len(spec.records) else f"{stored} of the {len(spec.records)} records (MLflow merged the others)"
     return spec.model_copy(update={
         "mlflow_dataset_id": dataset.dataset_id,
-        "registration": f"MLflow evaluation dataset {spec.name!r} (id {dataset.dataset_id}) in experiment {spec.experiment_id}",
+        "registration": f"MLflow evaluation dataset {spec.name!r} (id {dataset.dataset_id}, {held}) in experiment {spec.experiment_id}",
     })
 
 

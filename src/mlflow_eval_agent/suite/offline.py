@@ -406,9 +406,10 @@ def _initial_plan(profile: Any, proposals: list[Proposal]) -> TaskPlan:
 def _dataset_step(store: SessionStore, plan: TaskPlan, profile: Any, tracking_uri: str) -> tuple[SuiteSpec, list[Any]]:
     spec = SuiteSpec(experiment_id=profile.experiment_id, created_by="offline")
     plan = plan.start("dataset")
-    picks = select_stratified(strata(profile), DEFAULT_SIZE)
+    # Twice the size in candidates: traces whose inputs repeat a chosen one's are left out (one record per input).
+    picks = select_stratified(strata(profile), 2 * DEFAULT_SIZE)
     try:
-        dataset, traces = build_dataset(suite_name(store.session_id), profile.experiment_id, picks)
+        dataset, traces = build_dataset(suite_name(store.session_id), profile.experiment_id, picks, size=DEFAULT_SIZE)
     except DatasetError as exc:
         _save(store, plan.record_failure("dataset", str(exc), max_attempts=1))
         return spec, []

@@ -141,6 +141,7 @@ class DatasetSpec(BaseModel):
     facts: TraceFacts = Field(default_factory=TraceFacts, description="What the dataset's traces contain (for prerequisites).")
     mlflow_dataset_id: str | None = None
     registration: str = Field("", description="How the dataset was stored: MLflow evaluation dataset, or why only the file.")
+    merged: dict[str, str] = Field(default_factory=dict, description="Picked traces left out because their inputs equal a chosen trace's (left out -> kept).")
 
     def trace_ids(self) -> list[str]:
         return [r.trace_id for r in self.records]

@@ -119,16 +119,18 @@ class SetDatasetArgs(BaseModel):
 )
 def set_dataset(ctx: ToolContext, args: SetDatasetArgs) -> dict:
     spec = load_spec(ctx)
-    picks = select_stratified(args.strata, args.size)
-    orphaned = {s.name: [t for t in s.evidence.trace_ids() if t not in {p for p, _ in picks}] for s in spec.scorers}
-    orphaned = {n: ids for n, ids in orphaned.items() if ids}
-    if orphaned:
-        lines = "; ".join(f"{n}: {', '.join(ids[:3])}" for n, ids in orphaned.items())
-        raise ToolError(f"These scorers' evidence traces would not be in the new dataset ({lines}). Add those trace ids to a stratum or remove_scorer first.")
+    # Candidates beyond the size: a trace whose inputs repeat a chosen one's is left out (MLflow keeps one record per input).
+    picks = select_stratified(args.strata, min(2 * args.size, 1000))
     try:
-        dataset, traces = build_dataset(suite_name(ctx.store.session_id), ctx.experiment_id(None), picks)
+        dataset, traces = build_dataset(suite_name(ctx.store.session_id), ctx.experiment_id(None), picks, size=args.size)
     except DatasetError as exc:
         raise ToolError(str(exc)) from None
+    chosen = set(dataset.trace_ids())
+    orphaned = {s.name: [t for t in s.evidence.trace_ids() if t not in chosen] for s in spec.scorers}
+    orphaned = {n: ids for n, ids in orphaned.items() if ids}
+    if orphaned:
+        lines = "; ".join(f"{n}: {', '.join(_why_absent(t, dataset.merged) for t in ids[:3])}" for n, ids in orphaned.items())
+        raise ToolError(f"These scorers' evidence traces would not be in the new dataset ({lines}). Add those trace ids to a stratum, use the trace kept in their place, or remove_scorer first.")
     dataset = register_dataset(dataset, traces, effective_tracking_uri(ctx.settings.tracking_uri))
     save_spec(ctx, spec.with_dataset(dataset))
     facts = dataset.facts
@@ -136,6 +138,7 @@ def set_dataset(ctx: ToolContext, args: SetDatasetArgs) -> dict:
         "traces": len(dataset.records),
         "strata": dataset.strata(),
         "left_out": max(0, sum(len(set(v)) for v in args.strata.values()) - len(dataset.records)),
+        "left_out_same_inputs": {t: f"same inputs as {kept}, which is in the dataset" for t, kept in list(dataset.merged.items())[:20]},
         "stored_as": dataset.registration,
         "facts": {
             "span_types": facts.span_types,
@@ -145,6 +148,11 @@ def set_dataset(ctx: ToolContext, args: SetDatasetArgs) -> dict:
             "session_traces": facts.session_traces,
         },
     }
+
+
+def _why_absent(trace_id: str, merged: dict[str, str]) -> str:
+    kept = merged.get(trace_id)
+    return f"{trace_id} (same inputs as {kept}, kept instead: a dataset holds one record per input)" if kept else trace_id
 
 
 # --- add / try / remove scorers -------------------------------------------------------------------

@@ -158,11 +158,19 @@ def mlflow_dataset_records(ref):
     return records
 
 
+def check_store(uri):
+    """A local sqlite store must exist: MLflow would create an empty database at a mistyped path."""
+    path = uri[len("sqlite:///"):].split("?", 1)[0] if uri.startswith("sqlite:///") else ""
+    if path and path != ":memory:" and not Path(path).exists():
+        raise DataError(f"there is no MLflow database at {path}: set MLFLOW_TRACKING_URI to the store that holds experiment {EXPERIMENT_ID}")
+
+
 def select_data(args):
     """(data for mlflow.genai.evaluate, the Trace objects, experiment to log into, description,
     the registered evaluation dataset these records are (id or name; None when there is none))."""
     import mlflow
 
+    check_store(str(mlflow.get_tracking_uri()))
     experiment_id = args.experiment_id or EXPERIMENT_ID
     if args.dataset:
         path = Path(args.dataset)
