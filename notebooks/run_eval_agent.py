@@ -7,7 +7,8 @@
 # MAGIC 1. Fill in the widgets at the top: **experiment_id** and **volume_path** are required; the others have defaults.
 # MAGIC 2. Run all cells. The first cells install this bundle's wheel and restart Python; the last one runs the agent.
 # MAGIC
-# MAGIC The model token is read from the secret scope (`secret_scope` / `secret_key`), never typed here.
+# MAGIC The model token is read from the secret scope (`secret_scope` / `secret_key`), never typed here; with
+# MAGIC `model_auth` = `job` the job's own identity is used instead, with a token refreshed as the run goes.
 # MAGIC Results land in `<volume_path>/sessions/<session_id>/`; see docs/databricks.md in the repository.
 
 # COMMAND ----------
@@ -22,6 +23,7 @@ dbutils.widgets.text("model", "databricks-claude-sonnet-4-5", "Model endpoint")
 dbutils.widgets.text("agent_experiment_id", "", "Agent traces experiment")
 dbutils.widgets.text("secret_scope", "mlflow-eval-agent", "Token secret scope")
 dbutils.widgets.text("secret_key", "fm-api-token", "Token secret key")
+dbutils.widgets.text("model_auth", "secret", "Model auth: secret or job")
 dbutils.widgets.text("anthropic_base_url", "", "Model gateway URL (blank: this workspace)")
 dbutils.widgets.text("wheel_dir", "", "Wheel folder (blank: ../dist)")
 
@@ -56,7 +58,7 @@ from mlflow_eval_agent.cli import main
 from mlflow_eval_agent.databricks import cli_args
 
 names = ["experiment_id", "volume_path", "session_id", "max_iterations", "max_budget_usd", "model",
-         "agent_experiment_id", "secret_scope", "secret_key", "anthropic_base_url"]
+         "agent_experiment_id", "secret_scope", "secret_key", "model_auth", "anthropic_base_url"]
 values = {name: dbutils.widgets.get(name) for name in names}
 missing = [name for name in ("experiment_id", "volume_path") if not values[name].strip()]
 if missing:

@@ -185,3 +185,16 @@ def test_the_variable_check_can_fail():
     assert missing_variables(prod, doc) == ["'databricks bundle deploy -t prod' lacks ['prod_admin_group', 'prod_service_principal']"]
     # An export after the command does not count.
     assert missing_variables("databricks bundle run x\nexport BUNDLE_VAR_experiment_id=1 BUNDLE_VAR_volume_path=/V", doc)
+
+
+def test_with_model_auth_job_the_wheel_job_reads_no_secret(databricks_runtime, monkeypatch, capsys):
+    """`--var model_auth=job`: the job's own identity, a token Claude Code refreshes (apiKeyHelper)."""
+    runs = record_autonomous_runs(monkeypatch)
+    argv = resolved_job("eval_agent_job")["tasks"][0]["python_wheel_task"]["parameters"]
+    assert "--model-auth=secret" in argv
+    argv = ["--model-auth=job" if a == "--model-auth=secret" else a for a in argv]
+    assert main(argv) == 0, capsys.readouterr().err
+    (settings,) = runs
+    assert settings.access.kind == "token-command" and settings.access.auth_token is None
+    assert settings.access.gateway_env["ANTHROPIC_DEFAULT_HAIKU_MODEL"] == settings.model
+    assert not databricks_runtime.calls("GET", "/api/2.0/secrets/get")

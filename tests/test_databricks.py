@@ -311,3 +311,68 @@ def test_the_validation_child_reaches_the_workspace_with_the_derived_credential(
     assert "DATABRICKS_TOKEN" not in bare
     failed = run_child(["-c", code], timeout_s=180, env=bare)
     assert failed.returncode != 0
+
+
+# --- Foundation Model API: coding-agent header, model aliases, a token that refreshes ----------
+def test_the_fm_api_gets_the_coding_agent_header_and_the_model_aliases():
+    settings = Settings(model="databricks-claude-sonnet-4-5", access=ModelAccess(auth_token=SecretStr(TOKEN)))
+    env = adapt_settings(settings, {**ON_DATABRICKS, "DATABRICKS_HOST": "https://adb-9.net"}, client_factory=no_client).access.cli_env()
+    assert env["ANTHROPIC_CUSTOM_HEADERS"] == "x-databricks-use-coding-agent-mode: true"
+    assert env["ANTHROPIC_DEFAULT_OPUS_MODEL"] == env["ANTHROPIC_DEFAULT_SONNET_MODEL"] == env["ANTHROPIC_DEFAULT_HAIKU_MODEL"] == "databricks-claude-sonnet-4-5"
+    # Off Databricks too, whenever the gateway is the FM API (here from ANTHROPIC_BASE_URL).
+    local = Settings(model="databricks-claude-opus-4-1", access=ModelAccess(auth_token=SecretStr(TOKEN), base_url="https://adb-9.net/serving-endpoints/anthropic/"))
+    assert adapt_settings(local, {}, client_factory=no_client).access.cli_env()["ANTHROPIC_DEFAULT_HAIKU_MODEL"] == "databricks-claude-opus-4-1"
+    # Another gateway gets neither; no model means the header only.
+    other = Settings(model="claude-sonnet-4-5", access=ModelAccess(auth_token=SecretStr(TOKEN), base_url="https://gateway.example/anthropic"))
+    assert "ANTHROPIC_CUSTOM_HEADERS" not in adapt_settings(other, {}, base_url="https://gateway.example/anthropic", client_factory=no_client).access.cli_env()
+    bare = adapt_settings(Settings(access=ModelAccess(auth_token=SecretStr(TOKEN))), {**ON_DATABRICKS, "DATABRICKS_HOST": "h"}, client_factory=no_client)
+    assert "ANTHROPIC_DEFAULT_HAIKU_MODEL" not in bare.access.cli_env() and "ANTHROPIC_CUSTOM_HEADERS" in bare.access.cli_env()
+
+
+def test_model_auth_job_uses_the_jobs_own_credentials_through_a_token_command(fake, tmp_path, monkeypatch):
+    import subprocess
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    settings = Settings(model="databricks-claude-sonnet-4-5", model_auth="job", secret_scope="mlflow-eval-agent", secret_key="fm-api-token")
+    adapted = adapt_settings(settings, ON_DATABRICKS, client_factory=fake.client)
+    access = adapted.access
+    assert access.kind == "token-command" and access.auth_token is None and access.configured
+    assert access.base_url == f"{fake.url}/serving-endpoints/anthropic"
+    assert not fake.calls("GET", "/api/2.0/secrets/get"), "with the job's identity no secret is read"
+    env = access.cli_env()
+    assert env["ANTHROPIC_AUTH_TOKEN"] == "" and env["ANTHROPIC_API_KEY"] == "" and env["CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS"] == "1"
+    assert access.cli_settings() == {"apiKeyHelper": access.token_command}
+    # The command holds no token; run as Claude Code runs it (/bin/sh), it prints the job's current one.
+    assert fake.token not in access.token_command and fake.token not in adapted.model_dump_json()
+    printed = subprocess.run(["/bin/sh", "-c", access.token_command], capture_output=True, text=True, timeout=30, env={})
+    assert printed.returncode == 0 and printed.stdout == fake.token
+    assert fake.token not in Settings().redactor().text(f"header {fake.token}")
+
+
+def test_a_token_feed_hands_out_what_its_source_holds_now(tmp_path, monkeypatch):
+    import subprocess
+
+    from mlflow_eval_agent.token_feed import TokenFeed
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    current = ["first-token-0123456789"]
+    feed = TokenFeed(lambda: current[0]).start()
+    try:
+        assert (feed.path.parent.stat().st_mode & 0o077) == 0  # only this user reaches the socket
+        run = lambda: subprocess.run(["/bin/sh", "-c", feed.command()], capture_output=True, text=True, timeout=30)  # noqa: E731
+        assert run().stdout == "first-token-0123456789"
+        current[0] = "refreshed-token-9876543210"
+        assert run().stdout == "refreshed-token-9876543210"
+        current[0] = ""
+        failed = run()
+        assert failed.returncode != 0 and "no token" in failed.stderr
+    finally:
+        feed.stop()
+    assert not feed_path_exists(feed)
+
+
+def feed_path_exists(feed) -> bool:
+    try:
+        return feed.path.exists()
+    except AssertionError:  # stopped: the folder is gone
+        return False

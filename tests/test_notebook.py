@@ -113,6 +113,7 @@ def test_job_run_installs_the_wheel_restarts_and_calls_main_with_the_widget_valu
         "--model": params["model"],
         "--secret-scope": params["secret_scope"],
         "--secret-key": params["secret_key"],
+        "--model-auth": params["model_auth"],
     }  # empty agent_experiment_id and anthropic_base_url are left to the CLI's defaults
     assert "wheel_path" not in result["namespace"]  # the last cell ran after the restart
 
@@ -171,7 +172,8 @@ def test_opened_from_the_deployed_bundle_it_finds_the_synced_wheel(dist, entry_p
     assert result["pip"] == [f"%pip install --quiet {dist / 'mlflow_eval_agent-0.1.0-py3-none-any.whl'}"]
     assert entry_point == [["-a", "-e", "9", "--volume-path", "/Volumes/a/b/c", "--max-iterations", "20",
                             "--max-budget-usd", "10", "--model", "databricks-claude-sonnet-4-5",
-                            "--secret-scope", "mlflow-eval-agent", "--secret-key", "fm-api-token", "--limit-stop-ok"]]
+                            "--secret-scope", "mlflow-eval-agent", "--secret-key", "fm-api-token", "--model-auth", "secret",
+                            "--limit-stop-ok"]]
 
 
 def test_widget_defaults_match_the_bundle_variables():

@@ -10,6 +10,7 @@ it never travels as a job parameter, widget default, log line, trace attribute o
 
 from __future__ import annotations
 
+import atexit
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -27,6 +28,7 @@ T = TypeVar("T")
 RUNTIME_VERSION_VAR = "DATABRICKS_RUNTIME_VERSION"
 DATABRICKS_TRACKING_URI = "databricks"
 FM_API_PATH = "/serving-endpoints/anthropic"
+FM_API_HEADERS = "x-databricks-use-coding-agent-mode: true"
 
 # Optional text settings where an empty value means "not set": job parameters and notebook widgets
 # always pass something, so an empty `--agent-experiment-id=` must not turn into an experiment "".
@@ -38,6 +40,7 @@ _BLANK_MEANS_UNSET = (
     "agent_experiment_id",
     "secret_scope",
     "secret_key",
+    "model_auth",
 )
 
 
@@ -54,6 +57,39 @@ def fm_api_base_url(host: str) -> str:
     if "://" not in host:
         host = f"https://{host}"
     return f"{host}{FM_API_PATH}"
+
+
+def is_fm_api(url: str | None) -> bool:
+    """True for a Databricks Foundation Model API URL (`.../serving-endpoints/anthropic`)."""
+    return bool(url) and url.strip().rstrip("/").endswith(FM_API_PATH)
+
+
+def fm_api_env(model: str | None) -> dict[str, str]:
+    """What Databricks' own Claude Code setups send to the Foundation Model API: the coding-agent
+    header, and the serving endpoint for each model alias Claude Code uses (background calls name
+    the haiku or opus alias; the gateway serves only its endpoints)."""
+    env = {"ANTHROPIC_CUSTOM_HEADERS": FM_API_HEADERS}
+    if model:
+        env |= {f"ANTHROPIC_DEFAULT_{alias}_MODEL": model for alias in ("OPUS", "SONNET", "HAIKU")}
+    return env
+
+
+def job_token_command(config: Callable[[], Any]) -> str:
+    """The apiKeyHelper command for the job's own identity: a token feed (token_feed.py) in this
+    process answering with a bearer token from `config()` (a Databricks SDK config, which refreshes
+    its OAuth tokens itself). The feed lives as long as this process."""
+    from .token_feed import TokenFeed, TokenFeedError
+
+    def token() -> str:
+        scheme, _, value = str((config().authenticate() or {}).get("Authorization", "")).partition(" ")
+        return value.strip() if scheme.lower() == "bearer" else ""
+
+    try:
+        feed = TokenFeed(token).start()
+    except TokenFeedError as exc:
+        raise ConfigError(f"{exc} Use --secret-scope/--secret-key for the model token instead.") from None
+    atexit.register(feed.stop)
+    return feed.command()
 
 
 def workspace_client() -> Any:
@@ -193,17 +229,21 @@ def adapt_settings(
 ) -> Settings:
     """Settings for Databricks, returned as a new object (the input is not changed).
 
-    Always: empty optional values become unset. On Databricks, or when a secret scope/key is given:
-    tracking URI `databricks` (unless one is set), the model token from the secret scope with the
-    Foundation Model API URL (`base_url`, else ANTHROPIC_BASE_URL, else derived from the workspace
-    host), and a writable Claude Code config folder. `base_url` (--anthropic-base-url) always wins.
+    Always: empty optional values become unset. On Databricks, or when a secret scope/key or
+    `--model-auth job` is given: tracking URI `databricks` (unless one is set), the model token (from
+    the secret scope; with `job`, fetched afresh by Claude Code from this process's own Databricks
+    credentials) with the Foundation Model API URL (`base_url`, else ANTHROPIC_BASE_URL, else derived
+    from the workspace host), and a writable Claude Code config folder. `base_url`
+    (--anthropic-base-url) always wins. Whenever the gateway is the Foundation Model API: its
+    coding-agent header and the model aliases mapped to the serving endpoint (`--model`).
     """
     env = read_environment() if env is None else env
     settings = _blank_to_unset(settings)
     base_url = (base_url or "").strip() or None
     databricks = on_databricks(env)
-    wants_secret = bool(settings.secret_scope or settings.secret_key)
-    if not (databricks or wants_secret or base_url):
+    wants_job = settings.model_auth == "job"
+    wants_secret = bool(settings.secret_scope or settings.secret_key) and not wants_job
+    if not (databricks or wants_secret or wants_job or base_url or is_fm_api(settings.access.base_url)):
         return settings
 
     client = _once(client_factory)
@@ -211,7 +251,12 @@ def adapt_settings(
     access = settings.access
     if base_url:
         access = access.model_copy(update={"base_url": base_url})
-    if wants_secret and not settings.offline:
+    if wants_job and not settings.offline:
+        # The job's own identity, with a token Claude Code fetches afresh (it outlives a 1-hour OAuth token).
+        url = access.base_url or fm_api_base_url(workspace_host(env, client))
+        command = job_token_command(lambda: client().config)
+        access = access.model_copy(update={"token_command": command, "base_url": url, "auth_token": None, "api_key": None})
+    elif wants_secret and not settings.offline:
         if not (settings.secret_scope and settings.secret_key):
             raise ConfigError(
                 "Give both --secret-scope and --secret-key (or EVAL_AGENT_SECRET_SCOPE and EVAL_AGENT_SECRET_KEY) "
@@ -222,9 +267,11 @@ def adapt_settings(
         access = access.model_copy(update={"auth_token": token, "base_url": url, "api_key": None})
     elif databricks and access.auth_token and not access.base_url:
         access = access.model_copy(update={"base_url": fm_api_base_url(workspace_host(env, client))})
+    if access.base_url and is_fm_api(access.base_url):
+        access = access.model_copy(update={"gateway_env": fm_api_env(settings.model)})
     if access is not settings.access:
         update["access"] = access
-    if databricks or wants_secret:
+    if databricks or wants_secret or wants_job:
         if settings.tracking_uri is None:
             update["tracking_uri"] = DATABRICKS_TRACKING_URI
         if settings.claude_config_dir is None:
@@ -257,6 +304,7 @@ _WIDGET_FLAGS = (
     ("secret_scope", "--secret-scope"),
     ("secret_key", "--secret-key"),
     ("anthropic_base_url", "--anthropic-base-url"),
+    ("model_auth", "--model-auth"),
 )
 
 
@@ -293,6 +341,9 @@ def _reason(exc: BaseException) -> str:
 
 __all__ = [
     "adapt_settings",
+    "fm_api_env",
+    "is_fm_api",
+    "job_token_command",
     "child_credential",
     "claude_config_dir",
     "cli_args",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import os
 import time
 import warnings
@@ -139,6 +140,7 @@ def build_options(
         max_turns=request.max_turns,
         max_budget_usd=request.budget_usd,
         env=cli_environment(settings, config_dir),
+        settings=json.dumps(settings.access.cli_settings()) if settings.access.cli_settings() else None,
         stderr=stderr,
     )
 

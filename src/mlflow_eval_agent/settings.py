@@ -10,11 +10,11 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from .redaction import Redactor, credential_name, credential_values
 
@@ -56,6 +56,7 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "secret_key": ("EVAL_AGENT_SECRET_KEY",),
     "api_retry_wait_s": ("EVAL_AGENT_API_RETRY_WAIT_S",),
     "limit_stop_ok": ("EVAL_AGENT_LIMIT_STOP_OK",),
+    "model_auth": ("EVAL_AGENT_MODEL_AUTH",),
 }
 
 
@@ -86,6 +87,13 @@ class ModelAccess(BaseModel):
     base_url: str | None = None
     auth_token: SecretStr | None = None
     passthrough: dict[str, SecretStr] = Field(default_factory=dict)
+    # A shell command that prints a fresh bearer token, run by Claude Code as its `apiKeyHelper`
+    # (again every few minutes and after a 401): for tokens that expire, e.g. a Databricks job's own.
+    # The command holds no secret; it asks this process for one (token_feed.py).
+    token_command: str | None = None
+    # Non-secret variables the gateway needs: for the Databricks Foundation Model API its coding-agent
+    # header and the model names Claude Code uses for its opus/sonnet/haiku aliases.
+    gateway_env: dict[str, str] = Field(default_factory=dict)
 
     @property
     def uses_provider(self) -> bool:
@@ -93,12 +101,14 @@ class ModelAccess(BaseModel):
 
     @property
     def configured(self) -> bool:
-        return bool(self.api_key or self.auth_token or self.uses_provider)
+        return bool(self.api_key or self.auth_token or self.token_command or self.uses_provider)
 
     @property
     def kind(self) -> str:
         if self.uses_provider:
             return "bedrock" if "CLAUDE_CODE_USE_BEDROCK" in self.passthrough else "vertex"
+        if self.token_command:
+            return "token-command"
         if self.auth_token:
             return "auth-token"
         return "api-key" if self.api_key else "none"
@@ -108,14 +118,22 @@ class ModelAccess(BaseModel):
         env = {k: v.get_secret_value() for k, v in self.passthrough.items()}
         if self.base_url:
             env["ANTHROPIC_BASE_URL"] = self.base_url
-        if self.auth_token:
+        if self.token_command:
+            # The token comes from the apiKeyHelper (cli_settings); nothing static may compete with it.
+            env |= {"ANTHROPIC_AUTH_TOKEN": "", "ANTHROPIC_API_KEY": "", "CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS": "1"}
+        elif self.auth_token:
             env["ANTHROPIC_AUTH_TOKEN"] = self.auth_token.get_secret_value()
             # A gateway such as the Databricks Foundation Model API rejects the CLI's beta headers.
             env["CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS"] = "1"
             env["ANTHROPIC_API_KEY"] = ""
         elif self.api_key:
             env["ANTHROPIC_API_KEY"] = self.api_key.get_secret_value()
+        env.update(self.gateway_env)
         return env
+
+    def cli_settings(self) -> dict[str, str]:
+        """Claude Code settings (`--settings`) for this access: the apiKeyHelper, when there is one."""
+        return {"apiKeyHelper": self.token_command} if self.token_command else {}
 
     def secret_values(self) -> list[str]:
         """Every secret string, for redaction of anything we print or store."""
@@ -150,6 +168,9 @@ class Settings(BaseModel):
     limit_stop_ok: bool = False
     secret_scope: str | None = None
     secret_key: str | None = None
+    # How the model token is obtained on Databricks: "secret" (the secret scope, the default) or
+    # "job" (the job's own identity, a token Claude Code fetches afresh; databricks.adapt_settings).
+    model_auth: Literal["secret", "job"] | None = None
     access: ModelAccess = Field(default_factory=ModelAccess)
     # Where Claude Code keeps its config for our runs; None means a private temp folder per run.
     claude_config_dir: str | None = None
@@ -159,6 +180,11 @@ class Settings(BaseModel):
     cli_env_extra: dict[str, str] = Field(default_factory=dict)
     # Secrets known by value beyond the model access: credential-named variables and `.env` values.
     known_secrets: tuple[SecretStr, ...] = ()
+
+    @field_validator("model_auth", mode="before")
+    @classmethod
+    def _blank_model_auth(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @property
     def sessions_root(self) -> str:
@@ -262,5 +288,5 @@ def require_model_access(settings: Settings) -> None:
     """Fail before any session starts when no model can be reached."""
     if not settings.access.configured:
         raise ConfigError(MISSING_CREDENTIALS)
-    if settings.access.auth_token and not settings.access.base_url:
+    if (settings.access.auth_token or settings.access.token_command) and not settings.access.base_url:
         raise ConfigError("ANTHROPIC_AUTH_TOKEN is set but ANTHROPIC_BASE_URL is not: set the gateway URL too.")

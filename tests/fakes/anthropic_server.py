@@ -72,6 +72,7 @@ Usage: the ``fake_anthropic`` / ``fake_claude_env`` fixtures (``tests.fakes.anth
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import socket
@@ -569,6 +570,8 @@ class _Handler(BaseHTTPRequestHandler):
             for name, value in self.headers.items()
             if not any(word in name.lower() for word in _SECRET_HEADER_WORDS)
         }
+        if auth := self.headers.get("authorization"):  # which credential came, never the credential itself
+            headers["authorization-sha256"] = hashlib.sha256(auth.encode()).hexdigest()
         record = RecordedRequest(self.command, self.path, headers, body, kind, time.monotonic(), reply)
         self.fake._record(record)
         return record

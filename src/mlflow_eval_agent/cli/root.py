@@ -37,6 +37,7 @@ def root(
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show every tool call and the model's text.")] = False,
     secret_scope: Annotated[str | None, typer.Option("--secret-scope", help="Databricks secret scope holding the model token (env EVAL_AGENT_SECRET_SCOPE).")] = None,
     secret_key: Annotated[str | None, typer.Option("--secret-key", help="Key of the model token in that scope (env EVAL_AGENT_SECRET_KEY).")] = None,
+    model_auth: Annotated[str | None, typer.Option("--model-auth", help="Databricks: 'secret' (the token in --secret-scope/--secret-key) or 'job' (the job's own identity, a token refreshed as it runs).")] = None,
     anthropic_base_url: Annotated[str | None, typer.Option("--anthropic-base-url", help="Model gateway URL (env ANTHROPIC_BASE_URL); on Databricks default https://<workspace>/serving-endpoints/anthropic.")] = None,
 ) -> None:
     flags = {
@@ -55,6 +56,7 @@ def root(
         "verbose": verbose or None,
         "secret_scope": secret_scope,
         "secret_key": secret_key,
+        "model_auth": model_auth,
         "anthropic_base_url": anthropic_base_url,
     }
     ctx.obj = {ROOT_FLAGS: flags}
