@@ -29,23 +29,46 @@ dbutils.widgets.text("wheel_dir", "", "Wheel folder (blank: ../dist)")
 
 # COMMAND ----------
 
-# Find the wheel that `databricks bundle deploy` built and synced next to this notebook.
+# Find the wheel that `databricks bundle deploy` built and synced beside this notebook: the job names
+# the folder; opened by hand, it is ../dist from this notebook's own workspace path (serverless does
+# not promise that the working directory is the notebook's folder).
 import glob
 import os
 
-wheel_dir = dbutils.widgets.get("wheel_dir").strip() or os.path.normpath(os.path.join(os.getcwd(), "..", "dist"))
-wheels = sorted(glob.glob(os.path.join(wheel_dir, "*.whl")), key=os.path.getmtime)
+
+def notebook_folder():
+    try:
+        path = dbutils.notebook.entry_point.getDbutils().notebook().getContext().notebookPath().get()
+    except Exception:
+        return None
+    for candidate in (path, "/Workspace" + path):  # the context gives /Users/...; files live under /Workspace
+        if os.path.isdir(os.path.dirname(candidate)):
+            return os.path.dirname(candidate)
+    return None
+
+
+wheel_dir = dbutils.widgets.get("wheel_dir").strip()
+if not wheel_dir and notebook_folder():
+    wheel_dir = os.path.normpath(os.path.join(notebook_folder(), "..", "dist"))
+wheels = sorted(glob.glob(os.path.join(wheel_dir, "*.whl")), key=os.path.getmtime) if wheel_dir else []
 if not wheels:
     raise FileNotFoundError(
-        f"No mlflow-eval-agent wheel in {wheel_dir}. Deploy the bundle again (docs/databricks.md, step 4: it builds "
-        "dist/*.whl and uploads it beside this notebook), or point the wheel_dir widget at the folder that holds the wheel."
+        f"No mlflow-eval-agent wheel in {wheel_dir or 'the bundle (this notebook path is unknown)'}. Deploy the bundle "
+        "again (docs/databricks.md, step 4: it builds dist/*.whl and uploads it beside this notebook), or point the "
+        "wheel_dir widget at the folder that holds the wheel."
     )
 wheel_path = wheels[-1]
 print(f"Installing {wheel_path}")
+# Two installs: the first brings the dependencies (nothing to do once they are there); the second
+# replaces the bundle's own code even when a re-run brings the same version, which pip would skip.
 
 # COMMAND ----------
 
 # MAGIC %pip install --quiet $wheel_path
+
+# COMMAND ----------
+
+# MAGIC %pip install --quiet --force-reinstall --no-deps $wheel_path
 
 # COMMAND ----------
 

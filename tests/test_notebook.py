@@ -22,7 +22,8 @@ class Restart(Exception):
 
 
 class StandInDbutils:
-    def __init__(self, job_parameters: dict[str, str] | None = None, secrets: dict[tuple[str, str], str] | None = None):
+    def __init__(self, job_parameters: dict[str, str] | None = None, secrets: dict[tuple[str, str], str] | None = None,
+                 notebook_path: str | None = None):
         self.job_parameters = job_parameters or {}
         self.defaults: dict[str, str] = {}
         self.restarts = 0
@@ -49,6 +50,37 @@ class StandInDbutils:
                 return (secrets or {})[(scope, key)]
 
         self.widgets, self.library, self.secrets = Widgets(), Library(), Secrets()
+        self.notebook = _NotebookContext(notebook_path)
+
+
+class _NotebookContext:
+    """`dbutils.notebook.entry_point.getDbutils().notebook().getContext().notebookPath().get()`."""
+
+    def __init__(self, path: str | None):
+        self.path = path
+        self.entry_point = self
+
+    def getDbutils(self):  # noqa: N802 - dbutils' own names
+        return self
+
+    def notebook(self):
+        return self
+
+    def getContext(self):  # noqa: N802
+        return self
+
+    def notebookPath(self):  # noqa: N802
+        if self.path is None:
+            raise RuntimeError("no notebook context (not a notebook)")
+        return self
+
+    def get(self) -> str:
+        return self.path
+
+
+def pip_commands(wheel: Path) -> list[str]:
+    """What the notebook asks %pip for: dependencies, then this wheel again even at the same version."""
+    return [f"%pip install --quiet {wheel}", f"%pip install --quiet --force-reinstall --no-deps {wheel}"]
 
 
 def cells(source: str) -> list[str]:
@@ -98,7 +130,7 @@ def test_job_run_installs_the_wheel_restarts_and_calls_main_with_the_widget_valu
     dbutils = StandInDbutils(params)
     result = run_notebook(dbutils)
 
-    assert result["pip"] == [f"%pip install --quiet {dist / 'mlflow_eval_agent-0.1.0-py3-none-any.whl'}"]
+    assert result["pip"] == pip_commands(dist / "mlflow_eval_agent-0.1.0-py3-none-any.whl")
     assert dbutils.restarts == 1
     assert set(params) == set(dbutils.defaults)  # every job parameter is a widget, and back
     (argv,) = entry_point
@@ -164,12 +196,14 @@ def test_a_failed_run_fails_the_notebook(dist, monkeypatch, tmp_path):
 
 
 def test_opened_from_the_deployed_bundle_it_finds_the_synced_wheel(dist, entry_point, tmp_path, monkeypatch):
-    """Interactively the notebook's folder is the working directory; the wheel sits in ../dist."""
+    """Opened by hand, the wheel is ../dist from the notebook's own path, whatever the working directory."""
     (tmp_path / "notebooks").mkdir()
-    monkeypatch.chdir(tmp_path / "notebooks")
-    dbutils = StandInDbutils({"experiment_id": "9", "volume_path": "/Volumes/a/b/c"})
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # serverless does not promise the notebook's folder
+    dbutils = StandInDbutils({"experiment_id": "9", "volume_path": "/Volumes/a/b/c"},
+                             notebook_path=str(tmp_path / "notebooks" / "run_eval_agent"))
     result = run_notebook(dbutils)
-    assert result["pip"] == [f"%pip install --quiet {dist / 'mlflow_eval_agent-0.1.0-py3-none-any.whl'}"]
+    assert result["pip"] == pip_commands(dist / "mlflow_eval_agent-0.1.0-py3-none-any.whl")
     assert entry_point == [["-a", "-e", "9", "--volume-path", "/Volumes/a/b/c", "--max-iterations", "20",
                             "--max-budget-usd", "10", "--model", "databricks-claude-sonnet-4-5",
                             "--secret-scope", "mlflow-eval-agent", "--secret-key", "fm-api-token", "--model-auth", "secret",
@@ -185,3 +219,53 @@ def test_widget_defaults_match_the_bundle_variables():
     for name, default in dbutils.defaults.items():
         if name in variables:
             assert default == str(variables[name].get("default", "")), name
+
+
+def test_without_a_notebook_path_or_wheel_dir_it_says_what_to_fill_in(dist, entry_point, tmp_path, monkeypatch):
+    """The working directory is never guessed from: even with a ../dist beside it."""
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    with pytest.raises(FileNotFoundError, match="point the wheel_dir widget"):
+        run_notebook(StandInDbutils({"experiment_id": "9", "volume_path": "/Volumes/a/b/c"}))
+    assert not entry_point
+
+
+@pytest.mark.slow
+def test_a_rerun_with_the_same_version_really_reinstalls(tmp_path):
+    """Real pip in a fresh virtualenv, two builds of one version: the plain install skips the second
+    (what a notebook re-run did), the notebook's second %pip line replaces it."""
+    import subprocess
+    import sys
+    import zipfile
+
+    def wheel(folder: Path, marker: str) -> Path:
+        folder.mkdir()
+        path = folder / "probe_pkg-0.1.0-py3-none-any.whl"
+        info = "probe_pkg-0.1.0.dist-info"
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("probe_pkg/__init__.py", f"MARKER = {marker!r}\n")
+            z.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: probe-pkg\nVersion: 0.1.0\n")
+            z.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+            z.writestr(f"{info}/RECORD", "")
+        return path
+
+    env_dir = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True, capture_output=True)  # ensurepip: offline
+    python = env_dir / "bin" / "python"
+    first, second = wheel(tmp_path / "a", "first"), wheel(tmp_path / "b", "second")
+
+    def pip(command: str, built: Path) -> None:
+        args = command.split()[2:-1]  # "%pip install ... $wheel_path" -> the options
+        subprocess.run([str(python), "-m", "pip", "install", "--no-index", "--disable-pip-version-check", *args, str(built)],
+                       check=True, capture_output=True)
+
+    def marker() -> str:
+        return subprocess.run([str(python), "-c", "import probe_pkg; print(probe_pkg.MARKER)"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    deps, reinstall = pip_commands(Path("$wheel_path"))
+    pip(deps, first)
+    pip(deps, second)
+    assert marker() == "first", "the same version is skipped by a plain install"
+    pip(reinstall, second)
+    assert marker() == "second"
