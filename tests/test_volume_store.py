@@ -230,3 +230,53 @@ def test_fuse_transient_io_error_is_retried(mount, tmp_path, monkeypatch):
     monkeypatch.setattr(volume, "_write_whole", flaky)
     store.write_text("state/a.json", "{}")
     assert len(calls) == 2 and (mount / SESSION.lstrip("/") / "state/a.json").read_text() == "{}"
+
+
+# --- a volume without READ / WRITE: one sentence with the grants, never a PermissionError traceback --
+GRANTS = r"permission denied\. Ask for READ VOLUME and WRITE VOLUME on main\.evals\.agent \(and USE CATALOG on main, USE SCHEMA on main\.evals\)"
+
+
+def test_fuse_volume_without_read_is_one_sentence(mount, tmp_path, monkeypatch):
+    from pathlib import Path as RealPath
+
+    real_is_dir = RealPath.is_dir
+
+    def refused(self):
+        if str(self).startswith(str(mount / VOLUME.lstrip("/"))):
+            raise PermissionError(13, "Permission denied", str(self))  # what the mount answers without READ VOLUME
+        return real_is_dir(self)
+
+    monkeypatch.setattr(RealPath, "is_dir", refused)
+    with pytest.raises(StoreError, match=GRANTS) as err:
+        open_fuse(mount, tmp_path / "a")
+    assert "\n" not in str(err.value) and "Traceback" not in str(err.value)
+
+
+def test_fuse_file_without_read_or_write_is_one_sentence(mount, tmp_path, monkeypatch):
+    store = open_fuse(mount, tmp_path / "a")
+    write_session(store)
+    from mlflow_eval_agent.store import volume
+
+    def no_write(target, data):
+        raise PermissionError(13, "Permission denied", str(target))
+
+    monkeypatch.setattr(volume, "_write_whole", no_write)
+    with pytest.raises(StoreError, match=r"Could not write .*state/a\.json: " + GRANTS):
+        store.write_text("state/a.json", "{}")
+    monkeypatch.undo()
+
+    from pathlib import Path as RealPath
+
+    def no_read(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(RealPath, "read_bytes", no_read)
+    with pytest.raises(StoreError, match=r"Could not read .*: " + GRANTS):
+        open_fuse(mount, tmp_path / "b")
+
+
+def test_files_api_permission_denied_is_one_sentence(fake, tmp_path):
+    fake.fail_next("GET", VOLUME, status=403)
+    with pytest.raises(StoreError, match=r"Could not list /Volumes/main/evals/agent/sessions/run-1 \(PermissionDenied: Injected failure\): " + GRANTS) as err:
+        open_api(fake, tmp_path / "a")
+    assert "\n" not in str(err.value) and "Config:" not in str(err.value)

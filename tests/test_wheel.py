@@ -78,3 +78,27 @@ def test_installed_in_a_clean_virtualenv_the_console_script_and_prompts_work(whe
     module_file, packaged, shortest, entry_module = run(str(python), "-c", probe, cwd=tmp_path).stdout.split()
     assert Path(module_file).is_relative_to(venv)
     assert packaged == "True" and int(shortest) > 100 and entry_module == "mlflow_eval_agent.cli"
+
+
+def test_the_bundles_build_command_leaves_exactly_one_fresh_wheel(tmp_path):
+    """databricks.yml's artifact build, line by line as the Databricks CLI runs it, on a copy of the
+    project whose dist/ holds stale wheels: one wheel is left, the one just built."""
+    from tests.bundle_helpers import load_bundle
+
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO_ROOT / name, project / name)
+    for folder in ("src", "prompts"):
+        shutil.copytree(REPO_ROOT / folder, project / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    stale = project / "dist"
+    stale.mkdir()
+    (stale / "mlflow_eval_agent-0.0.1-py3-none-any.whl").write_bytes(b"old")
+    (stale / "mlflow_eval_agent-0.1.0-py3-none-any.whl").write_bytes(b"stale same version")
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")} | {"UV_OFFLINE": "1"}
+    build = load_bundle()["artifacts"]["mlflow_eval_agent_wheel"]["build"]
+    for line in filter(None, (ln.strip() for ln in build.splitlines())):
+        result = subprocess.run(["bash", "-c", line], cwd=project, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, f"{line}\n{result.stdout}\n{result.stderr}"
+    (built,) = (project / "dist").glob("*.whl")
+    assert built.name.startswith("mlflow_eval_agent-0.1.0") and zipfile.is_zipfile(built)

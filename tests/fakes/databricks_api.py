@@ -239,7 +239,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(status, {"error_code": code, "message": message})
 
     def _injected(self, status: int) -> None:
-        codes = {500: "INTERNAL_ERROR", 503: "TEMPORARILY_UNAVAILABLE"}
+        codes = {403: "PERMISSION_DENIED", 500: "INTERNAL_ERROR", 503: "TEMPORARILY_UNAVAILABLE"}
         if status in codes:
             return self._error(status, codes[status], "Injected failure.")
         # Gateways answer 502/504 with a page, not a JSON error.

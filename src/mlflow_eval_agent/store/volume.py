@@ -134,12 +134,16 @@ class FuseVolumeBackend:
         self.retry = retry or RetryPolicy()
 
     def pull(self, local_root: Path) -> int:
-        if not self.volume_dir.is_dir():
-            raise StoreError(_missing_volume(self.volume_name, self.description))
-        if not self.remote_dir.is_dir():
-            return 0
+        try:
+            if not self.volume_dir.is_dir():
+                raise StoreError(_missing_volume(self.volume_name, self.description))
+            if not self.remote_dir.is_dir():
+                return 0
+            sources = sorted(p for p in self.remote_dir.rglob("*") if p.is_file())
+        except PermissionError:  # the mount refuses a listing without READ VOLUME
+            raise StoreError(_denied(f"read {self.description}", self.volume_name)) from None
         count = 0
-        for source in sorted(p for p in self.remote_dir.rglob("*") if p.is_file()):
+        for source in sources:
             rel = source.relative_to(self.remote_dir).as_posix()
             if _skipped(rel):
                 continue
@@ -154,7 +158,13 @@ class FuseVolumeBackend:
         self._retry(lambda: _write_whole(target, data), f"write {target}")
 
     def _retry(self, action: Callable[[], T], what: str) -> T:
-        return with_retries(action, what=what, transient=_transient_os_error, policy=self.retry)
+        def attempt() -> T:
+            try:
+                return action()
+            except PermissionError:
+                raise StoreError(_denied(what, self.volume_name)) from None
+
+        return with_retries(attempt, what=what, transient=_transient_os_error, policy=self.retry)
 
 
 def _write_whole(target: Path, data: bytes) -> None:
@@ -250,10 +260,7 @@ class FilesApiVolumeBackend:
                     "Check DATABRICKS_HOST and DATABRICKS_TOKEN, or your profile."
                 ) from None
             except PermissionDenied as exc:
-                raise StoreError(
-                    f"Could not {what}: permission denied ({_describe(exc)}). Ask for READ VOLUME and "
-                    "WRITE VOLUME on the volume (and USE CATALOG / USE SCHEMA on its parents)."
-                ) from None
+                raise StoreError(_denied(f"{what} ({_describe(exc)})", self.volume_dir)) from None
 
         return with_retries(attempt, what=what, transient=_transient_api_error, policy=self.retry, sleep=self.sleep)
 
@@ -275,6 +282,13 @@ def _transient_api_error(exc: BaseException) -> bool:
     return type(exc) is DatabricksError
 
 
+def _denied(what: str, volume_dir: str) -> str:
+    """One sentence for a refused read or write: which volume, and the grants that fix it."""
+    catalog, schema, volume = PurePosixPath(volume_dir).parts[2:5]
+    return (f"Could not {what}: permission denied. Ask for READ VOLUME and WRITE VOLUME on {catalog}.{schema}.{volume} "
+            f"(and USE CATALOG on {catalog}, USE SCHEMA on {catalog}.{schema}) for the identity that runs this.")
+
+
 def _missing_volume(volume_dir: str, where: str) -> str:
     catalog, schema, volume = PurePosixPath(volume_dir).parts[2:5]
     return (f"The volume {volume_dir} does not exist or is not visible to you (session {where}). "
@@ -282,7 +296,7 @@ def _missing_volume(volume_dir: str, where: str) -> str:
 
 
 def _describe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())[:200]
+    text = " ".join(str(exc).split()).split(". Config:")[0][:200]  # the SDK appends its whole config
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
