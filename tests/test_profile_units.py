@@ -199,3 +199,32 @@ def test_the_profile_does_not_depend_on_visit_order():
     shuffled = [TraceRecord(r.trace_id, r.state, r.request_time_ms, r.execution_ms, r.session_id, spans=rng.sample(r.spans, len(r.spans))) for r in records]
     rng.shuffle(shuffled)
     assert profile(shuffled) == first
+
+
+def test_latency_histogram_and_timeline_hold_every_trace_once():
+    from mlflow_eval_agent.traces.percentiles import histogram
+
+    values = ExactValues()
+    for v in (100, 120, 150, 900, 5_000, 40_000):  # spans 400x: log-spaced bins
+        values.add(v)
+    bins = histogram(values, bins=6)
+    assert sum(c for _, _, c in bins) == 6 and bins[0][0] == 100 and bins[-1][1] == 40_000
+    widths = [hi / lo for lo, hi, _ in bins]
+    assert max(widths) - min(widths) < 1e-3, "log-spaced: every bin the same ratio"
+    assert histogram(ExactValues()) == [] and sum(c for *_, c in histogram(values, bins=3)) == 6
+
+    builder = ProfileBuilder()
+    states = ["OK", "ERROR", "OK", "OK", "IN_PROGRESS", "ERROR"]
+    for i, state in enumerate(states):
+        builder.add(TraceRecord(f"t{i}", state, 1_000_000 + i * 60_000, 100 + i))
+    builder.add(TraceRecord("untimed", "OK", None, None))
+    profile = builder.finish("1", ProfileSource(path="api"))
+    buckets = profile.timeline
+    assert buckets[0].start_ms == 1_000_000 and buckets[-1].end_ms > 1_000_000 + 5 * 60_000
+    totals = {}
+    for b in buckets:
+        for k, v in b.states.items():
+            totals[k] = totals.get(k, 0) + v
+    assert totals == {"OK": 3, "ERROR": 2, "IN_PROGRESS": 1}, "every trace with a start time, once, by its state"
+    assert buckets[0].states == {"OK": 1} and buckets[-1].states == {"ERROR": 1}
+    assert sum(b.count for b in profile.latency_histogram) == 6

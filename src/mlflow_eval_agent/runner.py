@@ -16,9 +16,11 @@ from .errors import EXIT_FAILED, EXIT_USAGE, UserError
 from .loop import AutonomousLoop, CombinedHooks, RunReport
 from .plan import PLAN_FILE
 from .progress import ConsoleHooks, make_console, print_summary
+from .report import publish_report
 from .settings import ConfigError, Settings, require_model_access
 from .store import SessionStore, new_session_id, open_session_store
 from .store.session_meta import remember_session
+from .summary import print_results
 from .tracing import maybe_tracer
 from .traces.source import TraceSourceError, effective_tracking_uri, resolve_experiment
 
@@ -69,10 +71,13 @@ def run_autonomous(settings: Settings, console: Console | None = None) -> int:
     if not settings.offline:
         require_model_access(settings)
     store = open_store(settings, console)
-    remember_session(store, absolute_tracking_uri(effective_tracking_uri(settings.tracking_uri)), str(settings.experiment_id))
+    tracking_uri = absolute_tracking_uri(effective_tracking_uri(settings.tracking_uri))
+    remember_session(store, tracking_uri, str(settings.experiment_id))
     report = run_offline(settings, store) if settings.offline else run_agent(settings, store, console)
+    published = publish_report(store, tracking_uri)
     store.sync()
     print_summary(console, report, store)
+    print_results(console, store, tracking_uri, settings.volume_path, published)
     return report.exit_code
 
 

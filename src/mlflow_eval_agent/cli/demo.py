@@ -32,12 +32,11 @@ def demo_command(
 
 
 def _run(settings: Any, traces: int, fresh: bool, offline: bool) -> int:
-    from rich.console import Console
-
-    from ..demo.run import demo_settings, demo_tracking_uri, prepare_experiment, suite_command
+    from ..demo.run import demo_settings, demo_tracking_uri, prepare_experiment
+    from ..progress import make_console
     from ..runner import run_autonomous
 
-    console = Console(soft_wrap=True)  # long paths and commands stay on one line
+    console = make_console()
     uri = demo_tracking_uri(settings.volume_path)
     console.print(f"Demo store: {uri}", highlight=False)
     demo = prepare_experiment(uri, traces, fresh)
@@ -51,13 +50,7 @@ def _run(settings: Any, traces: int, fresh: bool, offline: bool) -> int:
     path = "the no-model planner (no Claude credential set)" if run_settings.offline and not settings.access.configured else (
         "the no-model planner" if run_settings.offline else "the agent")
     console.print(f"Building the evaluation suite with {path} ...", highlight=False)
-    code = run_autonomous(run_settings, console)
-    suite, command = suite_command(run_settings)
-    if (suite / "run_eval.py").is_file():
-        # Plain print: a wrapped command line cannot be copied.
-        print(f"\nThe suite is in {suite}\nRun it with:\n\n    {command}\n")
-        print(f"Browse the traces and the suite's verdicts: mlflow ui --backend-store-uri {uri}")
-    return code
+    return run_autonomous(run_settings, console)  # ends with the pass rates, the suite, its commands and the report
 
 
 def register(app: typer.Typer) -> None:

@@ -44,6 +44,7 @@ def _run(settings: Any, explicit_uri: str | None, judge_model: str | None, pass_
     from ..store import open_session_store
     from ..store.local import local_session_exists
     from ..suite.spec import SPEC_FILE, SuiteSpec
+    from ..report import publish_report
     from ..suite.validate import compare, validate_suite
 
     if not settings.volume_path.startswith("/Volumes/") and not local_session_exists(settings.volume_path, settings.session_id):
@@ -61,11 +62,13 @@ def _run(settings: Any, explicit_uri: str | None, judge_model: str | None, pass_
     console = make_console()
     console.print(f"Running the suite of session {settings.session_id} against {redact_uri(tracking)} ...", highlight=False)
     report = validate_suite(spec, store, tracking, timeout_s=timeout, judge_model=judge_model, extra_env={n: os.environ[n] for n in pass_env})
+    published = publish_report(store, tracking)
     store.sync()
     run = report.latest
     redact = store.redactor.text
     if not run.ok:
         console.print(f"[red]The suite did not run:[/red] {redact(str(run.error))}", highlight=False)
+        _print_where(console, published, tracking, redact)
         return EXIT_FAILED
     is_baseline = report.baseline is not None and report.baseline.validated_at == run.validated_at and report.baseline.run_id == run.run_id
     baseline = None if is_baseline else report.baseline
@@ -81,7 +84,20 @@ def _run(settings: Any, explicit_uri: str | None, judge_model: str | None, pass_
         console.print("No baseline yet: the first run that passes its gate becomes the baseline.", highlight=False)
     if worse:
         console.print(f"[red]Worse than the baseline:[/red] {', '.join(worse)}", highlight=False)
+    _print_where(console, published, tracking, redact)
     return EXIT_FAILED if worse or missing_evidence else EXIT_OK
+
+
+def _print_where(console: Console, published: Any, tracking: str, redact: Callable[[str], str]) -> None:
+    from ..summary import ui_command
+
+    attached = f" (attached to evaluation run {published.run_id})" if published.run_id else ""
+    console.print(f"Report: {published.path}{attached}", highlight=False, markup=False, soft_wrap=True)
+    for note in published.notes:
+        console.print(f"note: {redact(note)}", highlight=False, markup=False, soft_wrap=True)
+    ui = ui_command(tracking)
+    if ui:
+        console.print(f"Browse the runs, traces and verdicts: {ui}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _tracking_uri(store: Any, explicit: str | None, configured: str | None, experiment_id: str) -> str:

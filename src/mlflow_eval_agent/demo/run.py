@@ -8,8 +8,6 @@ one, the no-model planner does. Either way the same session layout comes out.
 from __future__ import annotations
 
 import os
-import shlex
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,17 +65,3 @@ def demo_settings(settings: Settings, demo: DemoExperiment, offline: bool) -> Se
         "session_id": session_id,
         "offline": offline or settings.offline or not settings.access.configured,
     })
-
-
-def suite_command(settings: Settings) -> tuple[Path, str]:
-    """Where the suite is, and the one command that runs it."""
-    suite = Path(settings.sessions_root).expanduser().resolve() / str(settings.session_id) / "evaluation"
-    shown = os.path.relpath(suite) if suite.is_relative_to(Path.cwd()) else str(suite)
-    command = f"MLFLOW_TRACKING_URI={shlex.quote(str(settings.tracking_uri))} {_python()} {shlex.quote(os.path.join(shown, 'run_eval.py'))}"
-    return suite, command
-
-
-def _python() -> str:
-    """The interpreter that has mlflow: this one (e.g. .venv/bin/python in a checkout)."""
-    exe = Path(sys.executable)
-    return shlex.quote(os.path.relpath(exe) if exe.is_relative_to(Path.cwd()) else str(exe))

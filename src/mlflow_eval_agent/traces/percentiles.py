@@ -64,6 +64,25 @@ class ExactValues:
         return out
 
 
+def histogram(values: ExactValues, bins: int = 24) -> list[tuple[float, float, int]]:
+    """(lower, upper, count) over `bins` bins from the smallest to the largest value; log-spaced when
+    the values span more than a factor of 20 (latencies usually do), else even. Every value is in
+    exactly one bin (a bin holds lower <= v < upper; the last one includes its upper edge)."""
+    n = len(values)
+    if n == 0:
+        return []
+    view = np.frombuffer(values._values, dtype=np.int64).astype(np.float64)
+    low, high = float(view.min()), float(view.max())
+    if high <= low:
+        return [(low, high, n)]
+    if low > 0 and high / low > 20:
+        edges = np.geomspace(low, high, bins + 1)
+    else:
+        edges = np.linspace(low, high, bins + 1)
+    counts, _ = np.histogram(view, bins=edges)
+    return [(round(float(edges[i]), 3), round(float(edges[i + 1]), 3), int(c)) for i, c in enumerate(counts)]
+
+
 class CountDistribution:
     """A distribution of small non-negative integers, kept as a counter of distinct values."""
 

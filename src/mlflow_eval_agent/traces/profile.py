@@ -4,7 +4,7 @@
 which keeps only aggregates: counters, capped example lists chosen order-free (most recent by
 timestamp, or smallest hash), and compact arrays of durations for exact percentiles
 (percentiles.py). Nothing per trace is kept except 8 bytes of latency per trace and per span,
-and a small counter per session.
+9 bytes of start time and state per trace (the timeline), and a small counter per session.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import contextlib
 import gc
 import heapq
 import time
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
@@ -33,11 +34,12 @@ from .accumulators import (
     ShapeAcc,
     SignatureAcc,
 )
-from .percentiles import CountDistribution, ExactValues
+from .percentiles import CountDistribution, ExactValues, histogram
 from .profile_model import (
     CountStats,
     ErrorSignature,
     HiddenFailures,
+    HistogramBin,
     LatencyStats,
     LlmUsage,
     NamedCount,
@@ -51,6 +53,7 @@ from .profile_model import (
     SlowTrace,
     SpanCount,
     SpanStats,
+    TimeBucket,
     TimeRange,
     TokenTotals,
     ToolStats,
@@ -75,6 +78,9 @@ from .spans import (
     span_row,
 )
 
+TIMELINE_BUCKETS = 30
+
+
 class ProfileBuilder:
     """Feed records with `add`; `finish` returns the profile. Memory stays flat-ish (see module doc)."""
 
@@ -85,6 +91,9 @@ class ProfileBuilder:
         self.first_ms: int | None = None
         self.last_ms: int | None = None
         self.latency = ExactValues()
+        self.started_ms = array("q")  # per trace with a start time: when, and its state (an index into state_names)
+        self.started_state = array("b")
+        self.state_names: list[str] = []
         self.slowest: list[tuple[int, str, str]] = []
         self.spans_per_trace = CountDistribution()
         self.trace_names: Counter[str] = Counter()
@@ -138,6 +147,10 @@ class ProfileBuilder:
         if ts is not None:
             self.first_ms = ts if self.first_ms is None else min(self.first_ms, ts)
             self.last_ms = ts if self.last_ms is None else max(self.last_ms, ts)
+            if record.state not in self.state_names and len(self.state_names) < 100:
+                self.state_names.append(record.state)
+            self.started_ms.append(int(ts))
+            self.started_state.append(self.state_names.index(record.state) if record.state in self.state_names else len(self.state_names) - 1)
         if record.execution_ms is None:
             self.odd.add("traces_without_duration", record)
         else:
@@ -405,6 +418,8 @@ class ProfileBuilder:
             time_range=TimeRange(first_ms=self.first_ms, last_ms=self.last_ms, first=_iso(self.first_ms), last=_iso(self.last_ms)),
             status_counts=dict(sorted(self.status.items(), key=lambda kv: (-kv[1], kv[0]))),
             latency_ms=LatencyStats(**self.latency.summary()),
+            latency_histogram=[HistogramBin(lower_ms=lo, upper_ms=hi, count=c) for lo, hi, c in histogram(self.latency)],
+            timeline=self._timeline(),
             spans_per_trace=CountStats(**self.spans_per_trace.summary()),
             trace_names=_named(self.trace_names),
             spans=sorted(
@@ -450,6 +465,19 @@ class ProfileBuilder:
             sample_trace_ids=self.sample.ids(),
             odd_data=self.odd.result(),
         )
+
+    def _timeline(self, buckets: int = TIMELINE_BUCKETS) -> list[TimeBucket]:
+        if self.first_ms is None or self.last_ms is None or not self.started_ms:
+            return []
+        span = max(1, self.last_ms - self.first_ms + 1)
+        width = -(-span // buckets)  # ceil: the last trace falls in the last bucket
+        counts: list[Counter[str]] = [Counter() for _ in range(-(-span // width))]
+        for ts, state in zip(self.started_ms, self.started_state):
+            counts[(ts - self.first_ms) // width][self.state_names[state]] += 1
+        return [
+            TimeBucket(start_ms=self.first_ms + i * width, end_ms=self.first_ms + (i + 1) * width, states=dict(sorted(c.items())))
+            for i, c in enumerate(counts)
+        ]
 
     def _signature_list(self) -> list[ErrorSignature]:
         out = [

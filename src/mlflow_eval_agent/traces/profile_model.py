@@ -21,6 +21,18 @@ class LatencyStats(BaseModel):
     max: float | None = None
 
 
+class HistogramBin(BaseModel):
+    lower_ms: float
+    upper_ms: float
+    count: int
+
+
+class TimeBucket(BaseModel):
+    start_ms: int
+    end_ms: int
+    states: dict[str, int] = Field(description="Traces that started in [start_ms, end_ms), by state.")
+
+
 class CountStats(BaseModel):
     """A distribution of per-trace (or per-session) counts: mean and nearest-rank percentiles."""
 
@@ -217,6 +229,8 @@ class TraceProfile(BaseModel):
     time_range: TimeRange = Field(default_factory=TimeRange)
     status_counts: dict[str, int] = Field(default_factory=dict)
     latency_ms: LatencyStats = Field(default_factory=LatencyStats)
+    latency_histogram: list[HistogramBin] = Field(default_factory=list, description="Trace latencies in 24 bins (log-spaced when they span > 20x).")
+    timeline: list[TimeBucket] = Field(default_factory=list, description="Trace states over time: up to 30 equal buckets from the first to the last trace.")
     spans_per_trace: CountStats = Field(default_factory=CountStats)
     trace_names: list[NamedCount] = Field(default_factory=list)
     spans: list[SpanStats] = Field(default_factory=list)
