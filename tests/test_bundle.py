@@ -199,3 +199,22 @@ def test_with_model_auth_job_the_wheel_job_reads_no_secret(databricks_runtime, m
     assert settings.access.kind == "token-command" and settings.access.auth_token is None
     assert settings.access.gateway_env["ANTHROPIC_DEFAULT_HAIKU_MODEL"] == settings.model
     assert not databricks_runtime.calls("GET", "/api/2.0/secrets/get")
+
+
+
+def test_the_doctor_job_runs_the_doctor_with_the_jobs_settings(databricks_runtime, monkeypatch, capsys):
+    from databricks.bundles.jobs import Job
+
+    from mlflow_eval_agent import doctor
+
+    job = load_bundle()["resources"]["jobs"]["eval_agent_doctor"]
+    (task,) = Job.from_dict(job).tasks
+    assert task.max_retries == 0 and task.python_wheel_task.entry_point == "mlflow-eval-agent"
+    seen = []
+    monkeypatch.setattr(doctor, "run_checks", lambda settings, problem=None: seen.append((settings, problem)) or [])
+    argv = resolved_job("eval_agent_doctor")["tasks"][0]["python_wheel_task"]["parameters"]
+    assert main(argv) == 0, capsys.readouterr().err
+    ((settings, problem),) = seen
+    assert problem is None and settings.experiment_id == REQUIRED_VALUES["experiment_id"]
+    assert settings.volume_path == REQUIRED_VALUES["volume_path"] and settings.tracking_uri == "databricks"
+    assert settings.access.auth_token.get_secret_value() == TOKEN

@@ -12,6 +12,7 @@ Endpoints (the shapes databricks-sdk and mlflow 3.17's `DatabricksTracingRestSto
              GET  /api/4.0/mlflow/traces/<location>/batchGet?trace_ids=...  full traces (info + OTel
                   spans) stored at that location: an experiment id or `<catalog>.<schema>`; any other
                   location (`None`, say) is 404, as a workspace answers for a location it does not know
+  FM API     POST /serving-endpoints/anthropic/v1/messages      a short reply from a served endpoint (`serving_endpoints`)
 Paths must lie inside a registered volume (`add_volume`); anything else is 404, as for a volume that
 does not exist. Every request is recorded; `fail_next` injects HTTP errors (e.g. a 500) for retries.
 Requests authenticate with `Bearer <token>` or any of `extra_tokens` (a credential derived elsewhere).
@@ -36,6 +37,7 @@ WELL_KNOWN = "/.well-known/databricks-config"
 EXPERIMENTS = "/api/2.0/mlflow/experiments"
 TRACES_V4 = "/api/4.0/mlflow/traces"
 SEARCH_TRACES = f"{TRACES_V4}/search-long-running"
+FM_API_MESSAGES = "/serving-endpoints/anthropic/v1/messages"
 
 
 @dataclass
@@ -45,6 +47,7 @@ class Request:
     query: dict[str, str]
     authorized: bool
     body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)  # lower-cased, Authorization left out
 
 
 @dataclass
@@ -80,6 +83,7 @@ class FakeDatabricks:
     experiments: dict[str, dict[str, Any]] = field(default_factory=dict)
     traces: dict[str, StoredTrace] = field(default_factory=dict)
     search_page_size: int = 50
+    serving_endpoints: set[str] = field(default_factory=lambda: {"databricks-claude-sonnet-4-5"})
     requests: list[Request] = field(default_factory=list)
     _failures: list[_Failure] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -195,7 +199,8 @@ class _Handler(BaseHTTPRequestHandler):
         header = self.headers.get("Authorization") or ""
         authorized = header.startswith("Bearer ") and header[len("Bearer "):] in {self.state.token, *self.state.extra_tokens}
         body = self._read_body()
-        self.state.requests.append(Request(method, unquote(parts.path), query, authorized, body))
+        headers = {k.lower(): v for k, v in self.headers.items() if k.lower() != "authorization"}
+        self.state.requests.append(Request(method, unquote(parts.path), query, authorized, body, headers))
         if parts.path == WELL_KNOWN and method == "GET":  # host metadata, asked before any auth
             return self._json(200, {"oidc_endpoint": f"{self.state.url}/oidc", "workspace_id": "1234567890"})
         if not authorized:
@@ -216,6 +221,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._experiment(path[len(EXPERIMENTS) + 1 :], query)
         if path == SEARCH_TRACES and method == "POST":
             return self._search_traces(json.loads(body or b"{}"))
+        if path == FM_API_MESSAGES and method == "POST":
+            return self._message(json.loads(body or b"{}"))
         if path.startswith(TRACES_V4 + "/") and path.endswith("/batchGet") and method == "GET":
             return self._batch_get(path[len(TRACES_V4) + 1 : -len("/batchGet")], lists.get("trace_ids", []))
         return self._error(404, "ENDPOINT_NOT_FOUND", f"No API found for '{method} {path}'")
@@ -333,6 +340,17 @@ class _Handler(BaseHTTPRequestHandler):
         if start + size < len(found):
             response["next_page_token"] = str(start + size)
         return self._json(200, {"name": "operations/search-1", "done": True, "response": response})
+
+    def _message(self, request: dict[str, Any]) -> None:
+        """The Foundation Model API's Anthropic endpoint: a one-word reply from any served endpoint."""
+        model = request.get("model", "")
+        if model not in self.state.serving_endpoints:
+            return self._error(404, "RESOURCE_DOES_NOT_EXIST", f"The serving endpoint {model} does not exist.")
+        return self._json(200, {
+            "id": "msg_fake", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": "OK"}], "stop_reason": "end_turn",
+            "usage": {"input_tokens": 5, "output_tokens": 1},
+        })
 
     def _batch_get(self, location: str, trace_ids: list[str]) -> None:
         stored = [s for s in self.state.traces.values() if s.location == location]
