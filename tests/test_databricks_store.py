@@ -114,3 +114,31 @@ def test_locations_per_store_kind():
     assert location_of(uc, databricks=True) == "main.agent_traces" == location_of(uc, databricks=False)
     assert location_of_id("tr-abc", "42", databricks=True) == "42" and location_of_id("tr-abc", "42", databricks=False) is None
     assert location_of_id("trace:/main.agent_traces/0af7651916cd43dd8448eb211c80319c", "42", databricks=True) == "main.agent_traces"
+
+
+def test_unity_catalog_located_traces_are_read_at_their_location(seeded_store, support_traces, monkeypatch):
+    """Traces stored in a UC schema (v4 ids `trace:/<catalog>.<schema>/<otel id>`): the API reader's
+    search and every batch get go to that location; the spans arrive whole."""
+    import copy
+    import uuid
+
+    from mlflow.entities import Trace, TraceLocation
+
+    from mlflow_eval_agent.traces.source import TraceQuery, TraceSource
+
+    location = "main.agent_traces"
+    stored = []
+    for trace in support_traces[:25]:
+        info = copy.deepcopy(trace.info)
+        info.trace_id = f"trace:/{location}/{uuid.uuid4().hex}"
+        info.trace_location = TraceLocation.from_databricks_uc_schema("main", "agent_traces")
+        stored.append(Trace(info=info, data=trace.data))
+    with FakeDatabricks() as fake:
+        fake.add_traces(location, stored)
+        monkeypatch.setenv("DATABRICKS_HOST", fake.url)
+        monkeypatch.setenv("DATABRICKS_TOKEN", fake.token)
+        source = TraceSource("databricks", TraceQuery(location), force_path="api")
+        records = list(source.records())
+        assert len(records) == 25 and all(r.trace_id.startswith(f"trace:/{location}/") for r in records)
+        assert [len(r.spans) for r in records] == [len(t.data.spans) for t in sorted(stored, key=lambda t: (-t.info.request_time, t.info.trace_id))]
+        assert set(fake.batch_get_locations()) == {location}
