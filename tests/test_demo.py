@@ -54,6 +54,10 @@ def test_demo_builds_a_suite_and_prints_the_command_that_runs_it(demo):
     assert re.search(r"validate --session-id demo-\S+ --volume-path /\S+\.eval-agent", proc.stdout)
     assert f"-m mlflow ui --backend-store-uri sqlite:///{tmp_path / '.eval-agent' / 'demo' / 'mlflow.db'}" in proc.stdout
     assert not (tmp_path / "mlruns").exists(), "the demo's artifacts live beside its store"
+    # Progress of the long steps (piped: one final line each, with counts and rates).
+    assert re.search(r"Writing the sample agent's traces .* 20/20 [\d.]+ traces/s", proc.stdout), proc.stdout[:2000]
+    assert re.search(r"Running the suite as handed over \(\d+ scorers x \d+ traces\) .* (\d+)/\1 .*gate PASS", proc.stdout)
+    assert "Profiling every trace" in proc.stdout and "Checking each proposed scorer against its evidence" in proc.stdout
     run = subprocess.run(command, shell=True, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]  # the suite passes its own baseline gate
     assert "latency_budget" in run.stdout and "SKIPPED" in run.stdout and " ERROR " not in run.stdout

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -157,6 +158,10 @@ def test_validate_remembers_the_sessions_store_from_any_folder_and_never_creates
     proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=elsewhere, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"against {built['uri']}" in proc.stdout and "unchanged" in proc.stdout
+    assert re.search(r"Running the suite \(\d+ scorers x \d+ traces\)", proc.stdout) and "Report: " in proc.stdout
+    report = re.search(r"Report: (\S+) \(attached to evaluation run (\w+)\)", proc.stdout)
+    assert report and report.group(1) == str(built["store"].path("report.html"))
+    assert "-m mlflow ui --backend-store-uri" in proc.stdout  # not a checkout: the interpreter that has MLflow
     assert list(elsewhere.iterdir()) == [], "nothing is created where validate runs"
 
     # A session whose store is gone: one sentence, exit 2, and still no database anywhere.

@@ -135,3 +135,16 @@ def test_the_browser_check_can_fail(tmp_path):
         load = b.load(path.as_uri())
     assert any("broken" in e for e in load.errors()) and any("boom" in e for e in load.errors())
     assert "http://127.0.0.1:9/x.png" in load.requests
+
+
+def test_summary_commands_use_uv_in_a_checkout_and_this_interpreter_elsewhere(tmp_path, monkeypatch):
+    from mlflow_eval_agent import summary
+    from tests.conftest import REPO_ROOT
+
+    monkeypatch.chdir(REPO_ROOT)
+    assert summary.ui_command("sqlite:////x/mlflow.db") == "uv run mlflow ui --backend-store-uri sqlite:////x/mlflow.db"
+    assert summary.cli_command() == "uv run python -m src.cli"
+    monkeypatch.chdir(tmp_path)
+    assert summary.ui_command("sqlite:////x/mlflow.db").endswith(" -m mlflow ui --backend-store-uri sqlite:////x/mlflow.db")
+    assert summary.cli_command() == "mlflow-eval-agent"
+    assert summary.ui_command("http://127.0.0.1:5000") is None and summary.ui_command("databricks") is None

@@ -65,7 +65,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
@@ -383,9 +383,11 @@ def run_child(
     cwd: str | Path | None = None,
     limits: Limits | None = DEFAULT_LIMITS,
     python: str | None = None,
+    on_poll: Callable[[str], None] | None = None,
 ) -> ChildResult:
     """Run `python <args>` with `env`, a private HOME/TMPDIR (and cwd, unless given), `limits`
-    (None: none), in its own process group that is killed on timeout and after it exits."""
+    (None: none), in its own process group that is killed on timeout and after it exits.
+    `on_poll(tail)` is called about twice a second with the end of the child's stderr (progress)."""
     python = python or sys.executable
     rlimits = limits.rlimits() if limits is not None else []
     with _private_folder() as private:
@@ -403,13 +405,36 @@ def run_child(
                 cwd=str(cwd or private / "work"), start_new_session=True,
             )
             try:
-                code: int | None = proc.wait(timeout=timeout_s)
+                code: int | None = _wait(proc, started + timeout_s, err_path, on_poll)
             except subprocess.TimeoutExpired:
                 code = None
             finally:
                 _kill_group(proc)  # the child on timeout or Ctrl-C; its leftovers otherwise
         seconds = time.monotonic() - started
         return ChildResult(code, _read(out_path), _read(err_path), seconds)
+
+
+POLL_S = 0.5
+
+
+def _wait(proc: subprocess.Popen, deadline: float, err_path: Path, on_poll: Callable[[str], None] | None) -> int:
+    """The child's exit code; TimeoutExpired past the deadline. Polls `on_poll` with stderr's tail."""
+    if on_poll is None:
+        return proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    while True:
+        try:
+            return proc.wait(timeout=max(0.0, min(POLL_S, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline:
+                raise
+        with contextlib.suppress(Exception):  # a progress display must never break the run
+            on_poll(_tail(err_path))
+
+
+def _tail(path: Path, size: int = 4096) -> str:
+    with open(path, "rb") as handle:
+        handle.seek(max(0, handle.seek(0, os.SEEK_END) - size))
+        return handle.read().decode("utf-8", "replace")
 
 
 @contextlib.contextmanager

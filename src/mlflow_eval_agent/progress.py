@@ -8,7 +8,9 @@ import time
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, Task, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from .loop import LoopHooks, RunReport
 from .plan import TaskPlan
@@ -24,6 +26,47 @@ def make_console(stderr: bool = False) -> Console:
     """A console for our output; piped (CI, job logs) it is 120 columns wide rather than rich's 80."""
     stream = sys.stderr if stderr else sys.stdout
     return Console(stderr=stderr, width=None if stream.isatty() else PIPED_WIDTH)
+
+
+class _Rate(ProgressColumn):
+    """Items per second of the step (e.g. traces/s), once a second has passed."""
+
+    def render(self, task: Task) -> Text:
+        elapsed = task.finished_time if task.finished else task.elapsed
+        unit = task.fields.get("unit") or ""
+        if not elapsed or elapsed < 0.5 or not task.completed or not unit:
+            return Text("")
+        return Text(f"{task.completed / elapsed:,.1f} {unit}/s", style="dim")
+
+
+class ConsoleSteps:
+    """`steps.Steps` on a rich console: a bar (or a counter) per long step, one final line when piped."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self._progress: Progress | None = None
+        self._task: Any = None
+
+    def start(self, label: str, total: int | None = None, unit: str = "") -> None:
+        self.finish()
+        columns = [SpinnerColumn(finished_text="✓"), TextColumn("{task.description}")]
+        columns += [BarColumn(bar_width=30), MofNCompleteColumn()] if total else [TextColumn("{task.completed:,} " + (unit or ""))]
+        columns += [_Rate(), TimeElapsedColumn(), TextColumn("{task.fields[note]}", style="dim")]
+        self._progress = Progress(*columns, console=self.console)
+        self._task = self._progress.add_task(label, total=total, unit=unit, note="")
+        self._progress.start()
+
+    def update(self, done: int, total: int | None = None) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=done, **({"total": total} if total else {}))
+
+    def finish(self, note: str = "") -> None:
+        if self._progress is None:
+            return
+        task = self._progress.tasks[0]
+        self._progress.update(self._task, total=task.total if task.total else task.completed, note=note)
+        self._progress.stop()
+        self._progress = None
 
 
 STATUS_STYLE = {"completed": "green", "failed": "red", "pending": "yellow", "in_progress": "cyan"}
@@ -105,7 +148,7 @@ def plan_table(plan: TaskPlan) -> Table:
     for task in plan.tasks:
         style = STATUS_STYLE.get(task.status.value, "")
         note = task.failure_reason or task.summary or ""
-        table.add_row(task.id, task.type, f"[{style}]{task.status.value}[/{style}]", str(task.attempts), short(note, 70))
+        table.add_row(task.id, task.type, f"[{style}]{task.status.value}[/{style}]", str(task.attempts), short(note, 240))
     return table
 
 

@@ -15,9 +15,10 @@ from .child import absolute_tracking_uri
 from .errors import EXIT_FAILED, EXIT_USAGE, UserError
 from .loop import AutonomousLoop, CombinedHooks, RunReport
 from .plan import PLAN_FILE
-from .progress import ConsoleHooks, make_console, print_summary
+from .progress import ConsoleHooks, ConsoleSteps, make_console, print_summary
 from .report import publish_report
 from .settings import ConfigError, Settings, require_model_access
+from .steps import NO_STEPS, Steps
 from .store import SessionStore, new_session_id, open_session_store
 from .store.session_meta import remember_session
 from .summary import print_results
@@ -73,7 +74,7 @@ def run_autonomous(settings: Settings, console: Console | None = None) -> int:
     store = open_store(settings, console)
     tracking_uri = absolute_tracking_uri(effective_tracking_uri(settings.tracking_uri))
     remember_session(store, tracking_uri, str(settings.experiment_id))
-    report = run_offline(settings, store) if settings.offline else run_agent(settings, store, console)
+    report = run_offline(settings, store, ConsoleSteps(console)) if settings.offline else run_agent(settings, store, console)
     published = publish_report(store, tracking_uri)
     store.sync()
     print_summary(console, report, store)
@@ -99,10 +100,10 @@ def run_agent(settings: Settings, store: SessionStore, console: Console) -> RunR
     return report
 
 
-def run_offline(settings: Settings, store: SessionStore) -> RunReport:
+def run_offline(settings: Settings, store: SessionStore, steps: Steps = NO_STEPS) -> RunReport:
     from .suite.offline import build_offline  # the no-model planner
 
-    plan = build_offline(settings, store)
+    plan = build_offline(settings, store, steps)
     reason = "completed" if plan.done and plan.counts()["failed"] == 0 else "tasks_failed"
     return RunReport(session_id=store.session_id, plan=plan, stop_reason=reason)
 

@@ -40,18 +40,23 @@ def analyze(
 
 def run_profile(tracking_uri: str | None, experiment: str | None, filter_string: str | None, since: str | None, max_traces: int | None, show_progress: bool = True) -> Any:
     """The profile, or a UserError: exit 2 for a mistake in the request, 1 for a server failure."""
+    from ..progress import ConsoleSteps
+    from ..steps import NO_STEPS
     from ..traces.profile import build_profile
     from ..traces.source import TraceSourceError, parse_since
 
     if not experiment:
         raise UserError("No experiment given: pass -e/--experiment-id (an id or a name) or set MLFLOW_EXPERIMENT_ID.", EXIT_USAGE)
     status = Console(stderr=True)
-    progress = (lambda n: status.print(f"[dim]profiled {n:,} traces...[/dim]")) if show_progress and status.is_terminal else None
+    steps = ConsoleSteps(status) if show_progress and status.is_terminal else NO_STEPS
     try:
         since_ms = parse_since(since) if since else None
-        profile = build_profile(tracking_uri, experiment, filter_string, since_ms, max_traces, progress=progress)
+        steps.start("Profiling traces", unit="traces")
+        profile = build_profile(tracking_uri, experiment, filter_string, since_ms, max_traces, progress=steps.update)
     except TraceSourceError as exc:
         raise UserError(str(exc), EXIT_USAGE if exc.user_error else EXIT_FAILED) from None
+    finally:
+        steps.finish()
     if profile.trace_count == 0:
         which = "matching the filter" if (filter_string or since) else "logged"
         raise UserError(f"Experiment {experiment!r} has no traces {which}; nothing to profile.", EXIT_USAGE)

@@ -33,13 +33,13 @@ def demo_command(
 
 def _run(settings: Any, traces: int, fresh: bool, offline: bool) -> int:
     from ..demo.run import demo_settings, demo_tracking_uri, prepare_experiment
-    from ..progress import make_console
+    from ..progress import ConsoleSteps, make_console
     from ..runner import run_autonomous
 
     console = make_console()
     uri = demo_tracking_uri(settings.volume_path)
     console.print(f"Demo store: {uri}", highlight=False)
-    demo = prepare_experiment(uri, traces, fresh)
+    demo = prepare_experiment(uri, traces, fresh, ConsoleSteps(console))
     if demo.seeded:
         modes = sorted({m for s in demo.seeded for m in s.modes})
         console.print(f"Wrote {len(demo.seeded)} traces of the sample support agent to experiment {demo.experiment_id} "

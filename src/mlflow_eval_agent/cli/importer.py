@@ -21,7 +21,6 @@ FORMAT_NAMES = ("openai-chat", "tau-bench", "who-and-when", "magentic-one")
 # The formats whose labels come from a separate file (the others carry them inline).
 LABELS_FILE_FORMATS = ("tau-bench", "magentic-one")
 PROBLEMS_SHOWN = 20
-PROGRESS_EVERY = 100
 
 
 def import_command(
@@ -56,26 +55,29 @@ def _run(fmt: str, path: Path, experiment: str, with_labels: bool, labels: Path 
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from rich.console import Console
+
     from ..importers import ExperimentNotFound, SourceError, import_path, resolve_experiment
+    from ..progress import ConsoleSteps
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
     try:
         experiment_id, created = resolve_experiment(experiment)
         print(f"{'Created' if created else 'Using'} experiment {experiment!r} (id {experiment_id}) at {mlflow.get_tracking_uri()}.")
-        report = import_path(fmt, path, experiment_id, with_labels=with_labels, labels_path=labels, on_progress=_progress)
+        steps = ConsoleSteps(Console(stderr=True, width=None if sys.stderr.isatty() else 120))
+        steps.start(f"Importing {path.name}", unit="conversations")
+        try:
+            report = import_path(fmt, path, experiment_id, with_labels=with_labels, labels_path=labels,
+                                 on_progress=lambda r: steps.update(r.imported))
+        finally:
+            steps.finish()
     except (SourceError, ExperimentNotFound) as exc:
         raise UserError(str(exc), EXIT_USAGE) from None
     except MlflowException as exc:
         raise UserError(f"The tracking server failed: {exc.message.splitlines()[0]}", EXIT_FAILED) from None
     _print_report(report)
     return EXIT_OK if report.ok else EXIT_FAILED
-
-
-def _progress(report: Any) -> None:
-    if report.imported % PROGRESS_EVERY:
-        return
-    print(f"  ... {report.imported} imported, {report.skipped} skipped", file=sys.stderr, flush=True)
 
 
 def _print_report(report: Any) -> None:

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from ..progress import make_console
+from ..progress import ConsoleSteps, make_console
 from ..traces.source import redact_uri
 from ._errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UserError, user_errors
 from .root import ROOT_FLAGS, settings_from
@@ -61,7 +61,8 @@ def _run(settings: Any, explicit_uri: str | None, judge_model: str | None, pass_
     tracking = _tracking_uri(store, explicit_uri, settings.tracking_uri, spec.experiment_id)
     console = make_console()
     console.print(f"Running the suite of session {settings.session_id} against {redact_uri(tracking)} ...", highlight=False)
-    report = validate_suite(spec, store, tracking, timeout_s=timeout, judge_model=judge_model, extra_env={n: os.environ[n] for n in pass_env})
+    report = validate_suite(spec, store, tracking, timeout_s=timeout, judge_model=judge_model, extra_env={n: os.environ[n] for n in pass_env},
+                            steps=ConsoleSteps(console))
     published = publish_report(store, tracking)
     store.sync()
     run = report.latest

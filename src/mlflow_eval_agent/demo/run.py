@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..settings import ConfigError, Settings
+from ..steps import NO_STEPS, Steps
 from .seed import SeededTrace
 
 DEMO_EXPERIMENT = "eval-agent-demo"
@@ -34,7 +35,7 @@ def demo_tracking_uri(volume_path: str) -> str:
     return f"sqlite:///{folder / 'mlflow.db'}"
 
 
-def prepare_experiment(tracking_uri: str, traces: int, fresh: bool) -> DemoExperiment:
+def prepare_experiment(tracking_uri: str, traces: int, fresh: bool, steps: Steps = NO_STEPS) -> DemoExperiment:
     """Reuse the demo experiment when it has traces; otherwise create and fill one."""
     os.environ["MLFLOW_ENABLE_ASYNC_TRACE_LOGGING"] = "false"  # before tracing starts: async drops traces
     import mlflow
@@ -52,8 +53,10 @@ def prepare_experiment(tracking_uri: str, traces: int, fresh: bool) -> DemoExper
     # Artifacts (each suite run's results, suite files, report) beside the store, not in ./mlruns of wherever we run.
     artifacts = Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts"
     experiment_id = mlflow.create_experiment(name, artifact_location=artifacts.as_uri())
+    steps.start("Writing the sample agent's traces", total=traces, unit="traces")
     with FakeChatServer(support_model, model="acme-chat-1") as server:
-        seeded = seed_demo(experiment_id, http_chat(server.base_url), n=traces)
+        seeded = seed_demo(experiment_id, http_chat(server.base_url), n=traces, progress=steps.update)
+    steps.finish()
     return DemoExperiment(tracking_uri, experiment_id, seeded)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .agent import MS, ChatFn, Clock, Faults, Request, SupportAgent
@@ -72,8 +73,10 @@ def _normal(i: int, order: str, product: str) -> Request:
     return Request(f"Does the {product} have a warranty if the zipper breaks?", "policy")
 
 
-def seed_demo(experiment_id: str, chat: ChatFn, n: int = 60, seed: int = 7, start_ns: int | None = None) -> list[SeededTrace]:
-    """Run the agent on `n` planned requests; traces are spaced 45 s apart in (virtual) time."""
+def seed_demo(experiment_id: str, chat: ChatFn, n: int = 60, seed: int = 7, start_ns: int | None = None,
+              progress: Callable[[int], None] | None = None) -> list[SeededTrace]:
+    """Run the agent on `n` planned requests; traces are spaced 45 s apart in (virtual) time.
+    `progress(k)` is told after each trace."""
     agent = SupportAgent(chat, experiment_id)
     begin = start_ns if start_ns is not None else time.time_ns() - n * 45_000 * MS
     clock = Clock(begin, random.Random(seed))
@@ -82,4 +85,6 @@ def seed_demo(experiment_id: str, chat: ChatFn, n: int = 60, seed: int = 7, star
         clock.now_ns = begin + i * 45_000 * MS
         trace_id = agent.answer(request, faults, clock)
         seeded.append(SeededTrace(trace_id, frozenset(faults.modes), request.question))
+        if progress:
+            progress(i + 1)
     return seeded

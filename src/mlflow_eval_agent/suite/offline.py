@@ -19,6 +19,7 @@ from typing import Any
 
 from ..plan import PLAN_FILE, Task, TaskPlan, TaskStatus
 from ..settings import ConfigError, Settings
+from ..steps import NO_STEPS, Steps
 from ..store import SessionStore
 from ..traces.failure_text import error_text_pattern
 from ..traces.source import effective_tracking_uri
@@ -74,7 +75,7 @@ class Health:
         return [t for t, c in self.conditions.items() if not c]
 
 
-def build_offline(settings: Settings, store: SessionStore) -> TaskPlan:
+def build_offline(settings: Settings, store: SessionStore, steps: Steps = NO_STEPS) -> TaskPlan:
     """Profile, plan, build and validate a suite without a model; returns the final plan."""
     from ..traces.profile import build_profile
     from ..traces.source import TraceSourceError
@@ -82,12 +83,15 @@ def build_offline(settings: Settings, store: SessionStore) -> TaskPlan:
     if not settings.experiment_id:
         raise OfflineError("No experiment given: pass -e/--experiment-id (or set MLFLOW_EXPERIMENT_ID).")
     tracking_uri = effective_tracking_uri(settings.tracking_uri)
+    steps.start("Profiling every trace", unit="traces")
     try:
-        profile = build_profile(tracking_uri, settings.experiment_id)
+        profile = build_profile(tracking_uri, settings.experiment_id, progress=steps.update)
     except TraceSourceError as exc:
         if not exc.user_error:
             raise
         raise OfflineError(str(exc)) from None
+    finally:
+        steps.finish()
     store.write_model(PROFILE_FILE, profile)
     if profile.trace_count == 0:
         raise OfflineError(f"Experiment {settings.experiment_id} has no traces: there is nothing to build a suite from.")
@@ -100,9 +104,12 @@ def build_offline(settings: Settings, store: SessionStore) -> TaskPlan:
     if spec.dataset is None:
         return _fail_rest(store, plan, "the dataset could not be built")
     health = classify(traces, None if synthetic_timing(profile) else budget, step_budget(profile) if synthetic_timing(profile) else None)
-    for proposal in proposals:
+    steps.start("Checking each proposed scorer against its evidence", total=len(proposals), unit="scorers")
+    for i, proposal in enumerate(proposals, 1):
         spec, plan = _scorer_step(store, plan, spec, traces, health, proposal)
-    return _finish(store, plan, spec, tracking_uri)
+        steps.update(i)
+    steps.finish(f"{len(spec.scorers)} kept, {len(spec.dropped)} dropped")
+    return _finish(store, plan, spec, tracking_uri, steps)
 
 
 # --- proposals from the profile -----------------------------------------------------------------
@@ -447,7 +454,7 @@ def _scorer_step(store: SessionStore, plan: TaskPlan, spec: SuiteSpec, traces: l
     return spec, plan
 
 
-def _finish(store: SessionStore, plan: TaskPlan, spec: SuiteSpec, tracking_uri: str) -> TaskPlan:
+def _finish(store: SessionStore, plan: TaskPlan, spec: SuiteSpec, tracking_uri: str, steps: Steps = NO_STEPS) -> TaskPlan:
     plan = plan.start("render")
     if not spec.scorers:
         return _fail_rest(store, plan, "no scorer met its evidence, so there is no suite to render")
@@ -456,7 +463,7 @@ def _finish(store: SessionStore, plan: TaskPlan, spec: SuiteSpec, tracking_uri: 
     _save(store, plan)
     plan = plan.start("validate")
     # First a measuring run: which scorers meet their evidence, and what the dataset's pass rates are.
-    report = validate_suite(spec, store, tracking_uri)
+    report = validate_suite(spec, store, tracking_uri, steps=steps, label="Measuring the suite's pass rates", show_gate=False)
     if report.latest.ok:
         for name, reason in report.latest.missing_evidence().items():
             spec = spec.without_scorer(name, reason=f"validation: {reason}")
@@ -467,7 +474,7 @@ def _finish(store: SessionStore, plan: TaskPlan, spec: SuiteSpec, tracking_uri: 
         store.write_model(SPEC_FILE, spec)
         render_suite(spec, store, report)
         # Then the suite as handed over, gated at those rates: its run is the baseline.
-        report = validate_suite(spec, store, tracking_uri, calibrated=True)
+        report = validate_suite(spec, store, tracking_uri, calibrated=True, steps=steps, label="Running the suite as handed over")
     render_suite(spec, store, report)
     if report.latest.ok:
         plan = plan.complete("validate", report.latest.summary)

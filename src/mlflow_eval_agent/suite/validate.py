@@ -11,6 +11,7 @@ run); later runs are compared with it, and its MLflow evaluation run is tagged e
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Literal
@@ -18,6 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from ..child import child_env, limits_for, run_child
+from ..steps import NO_STEPS, Steps
 from ..store import SessionStore
 from .mlflow_run import mark_baseline
 from .spec import EVAL_DIR, ScorerSpec, SuiteSpec
@@ -29,6 +31,8 @@ DEFAULT_TIMEOUT_S = 900.0
 JUDGE_MIN_RECALL = 0.8
 JUDGE_MAX_FALSE_ALARM_RATE = 0.2
 
+# MLflow's own progress bar on the child's stderr ("Evaluating:  42%|...| 17/40 [Elapsed ...").
+EVALUATING = re.compile(r"Evaluating:[^\r\n]*?(\d+)/(\d+) \[")
 RunStatus = Literal["PASS", "FAIL", "ERROR", "SKIPPED", "REPORT", "MISSING"]
 Gate = Literal["PASS", "FAIL"]
 
@@ -108,6 +112,9 @@ def validate_suite(
     extra_env: Mapping[str, str] | None = None,
     python: str | None = None,
     calibrated: bool = False,
+    steps: Steps = NO_STEPS,
+    label: str = "Running the suite",
+    show_gate: bool = True,
 ) -> ValidationReport:
     """Run the rendered suite, measure it, save `state/validation.json` (keeping the baseline).
 
@@ -123,7 +130,15 @@ def validate_suite(
     args = [str(script), "--output-json", str(results), "--no-user-scorers"] + (["--judge-model", judge_model] if judge_model else [])
     env = child_env(tracking_uri, extra=extra_env)
     limits = limits_for(tracking_uri, timeout_s=timeout_s)
-    outcome = run_child(args, timeout_s=timeout_s, env=env, limits=limits, python=python)
+    traces = len(spec.dataset.records) if spec.dataset else None
+    steps.start(f"{label} ({len(spec.scorers)} scorers x {traces or '?'} traces)", total=traces, unit="traces")
+
+    def progress(tail: str) -> None:
+        found = EVALUATING.findall(tail)
+        if found:
+            steps.update(int(found[-1][0]), int(found[-1][1]))
+
+    outcome = run_child(args, timeout_s=timeout_s, env=env, limits=limits, python=python, on_poll=progress)
     if results.is_file():
         store.write_text(RUN_RESULTS_FILE, results.read_text(encoding="utf-8"))  # push to the backend
         run = measure(spec, json.loads(results.read_text(encoding="utf-8")), outcome.returncode, outcome.seconds)
@@ -146,6 +161,9 @@ def validate_suite(
         baseline = old
     report = ValidationReport(latest=run, baseline=baseline)
     store.write_model(VALIDATION_FILE, report)
+    if run.ok and traces:
+        steps.update(traces)
+    steps.finish(("" if not show_gate else f"gate {run.gate}") if run.ok else "did not run")
     return report
 
 

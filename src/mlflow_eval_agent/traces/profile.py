@@ -563,6 +563,8 @@ def profile_records(
             builder.add(record)
             if progress and builder.trace_count % 500 == 0:
                 progress(builder.trace_count)
+    if progress:
+        progress(builder.trace_count)
     source.seconds = round(time.perf_counter() - started, 3)
     return builder.finish(experiment_id, source, experiment_name)
 
