@@ -194,3 +194,54 @@ def test_every_suite_run_is_a_named_tagged_evaluation_run_and_the_baseline_passe
     again = validate_suite(lenient, store, uri, timeout_s=300)
     assert again.baseline == passing.latest, "the first run that passed its gate stays the baseline"
     assert "eval_agent.baseline" not in _run_record(uri, again.latest.run_id)["tags"]
+
+
+def test_judges_are_configured_once_and_get_only_their_providers_variables(suite, tmp_path, monkeypatch, capsys):
+    from mlflow_eval_agent.cli import main
+    from mlflow_eval_agent.settings import resolve_settings
+
+    spec, uri = suite["spec"], suite["uri"]
+    store = open_session_store(str(tmp_path), "judges")
+    store.write_model("state/suite_spec.json", spec)
+    render_suite(spec, store)
+    # Nothing configured: the judges are skipped, saying how to configure them (not "needs OPENAI_API_KEY").
+    none = resolve_settings({}, env={}).judge
+    report = validate_suite(spec, store, uri, timeout_s=300, judge_model=none.model, extra_env=none.child_env(), skip_judges=none.skip_reason)
+    reasons = {report.latest.scorers[n].reason for n in ("polite", "helpful", "safety")}
+    assert reasons == {f"skipped: {none.skip_reason}"} and "pass --judge-model" in none.skip_reason and "OPENAI" not in none.skip_reason
+
+    with FakeChatServer(judge_model) as server:
+        env = {"MLFLOW_GENAI_JUDGE_DEFAULT_MODEL": "openai:/gpt-4o-mini", "OPENAI_API_KEY": "sk-test-judge-key", "OPENAI_BASE_URL": server.base_url,
+               "ANTHROPIC_API_KEY": "sk-ant-not-for-the-judges", "DATABRICKS_TOKEN": "dapi-not-for-the-judges"}
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        judge = resolve_settings({}, env=env).judge
+        assert (judge.model, judge.source, sorted(judge.child_env())) == ("openai:/gpt-4o-mini", "MLFLOW_GENAI_JUDGE_DEFAULT_MODEL", ["OPENAI_API_KEY", "OPENAI_BASE_URL"])
+        code = main(["validate", "--session-id", "judges", "--volume-path", str(tmp_path), "--tracking-uri", uri])
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "Judges: openai:/gpt-4o-mini (MLFLOW_GENAI_JUDGE_DEFAULT_MODEL)" in out, (code, out, captured.err[-3000:])
+    assert "needs OPENAI_API_KEY" not in out and "sk-test-judge-key" not in out
+    latest = json.loads(store.read_text("state/validation.json"))["latest"]
+    assert {latest["scorers"][n]["status"] for n in ("polite", "helpful", "safety")} == {"REPORT"}, latest["scorers"]
+    assert latest["judge_model"] == "openai:/gpt-4o-mini"
+    params = mlflow.MlflowClient(tracking_uri=uri).get_run(latest["run_id"]).data.params
+    assert params["judge_model"] == "openai:/gpt-4o-mini" and not any("sk-" in v for v in params.values())
+    assert code in (0, 1)
+
+
+def test_the_default_judge_is_the_agents_own_provider():
+    from mlflow_eval_agent.settings import resolve_settings
+
+    both = resolve_settings({}, env={"ANTHROPIC_API_KEY": "sk-ant-abcdefgh", "OPENAI_API_KEY": "sk-openai-abcdefgh"}).judge
+    assert (both.model, sorted(both.child_env())) == ("anthropic:/claude-sonnet-4-5", ["ANTHROPIC_API_KEY"])
+    assert resolve_settings({"model": "claude-opus-4-1"}, env={"ANTHROPIC_API_KEY": "sk-ant-abcdefgh"}).judge.model == "anthropic:/claude-opus-4-1"
+    flag = resolve_settings({"judge_model": "anthropic:/claude-haiku-4-5"}, env={"MLFLOW_GENAI_JUDGE_DEFAULT_MODEL": "openai:/gpt-4o"}).judge
+    assert flag.model == "anthropic:/claude-haiku-4-5" and flag.skip_reason == "judge model 'anthropic:/claude-haiku-4-5' (--judge-model) needs ANTHROPIC_API_KEY, which is not set"
+    workspace = resolve_settings({"model": "databricks-claude-sonnet-4-5"}, env={"DATABRICKS_RUNTIME_VERSION": "16.4", "ANTHROPIC_API_KEY": "sk-ant-abcdefgh"}).judge
+    assert workspace.model == "databricks:/databricks-claude-sonnet-4-5" and "ANTHROPIC_API_KEY" not in workspace.child_env()
+    gateway = resolve_settings({}, env={"ANTHROPIC_BASE_URL": "https://adb-1.cloud.databricks.com/serving-endpoints/anthropic", "ANTHROPIC_AUTH_TOKEN": "dapi0123456789"}).judge
+    assert gateway.model == "databricks:/databricks-claude-sonnet-4-5"
+    assert gateway.child_env() == {"DATABRICKS_HOST": "https://adb-1.cloud.databricks.com", "DATABRICKS_TOKEN": "dapi0123456789"}
+    openai_only = resolve_settings({}, env={"OPENAI_API_KEY": "sk-openai-abcdefgh"}).judge
+    assert openai_only.model == "openai:/gpt-4.1-mini" and openai_only.skip_reason is None  # MLflow's default, and its key goes with it

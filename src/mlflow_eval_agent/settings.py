@@ -146,6 +146,87 @@ def _looks_secret(name: str) -> bool:
     return any(w in name for w in ("KEY", "TOKEN", "SECRET", "CREDENTIALS"))
 
 
+# The environment a judge provider needs (its credential and endpoint settings; MLflow's names), and
+# nothing else: only the chosen provider's variables reach the suite's child process.
+JUDGE_PROVIDER_ENV: dict[str, tuple[str, ...]] = {
+    "anthropic": ("ANTHROPIC_API_KEY",),
+    "openai": ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE"),
+    "azure": ("AZURE_API_KEY", "AZURE_API_BASE", "AZURE_API_VERSION"),
+    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+    "mistral": ("MISTRAL_API_KEY",),
+    "groq": ("GROQ_API_KEY",),
+    "deepseek": ("DEEPSEEK_API_KEY",),
+    "xai": ("XAI_API_KEY",),
+    "openrouter": ("OPENROUTER_API_KEY",),
+    "togetherai": ("TOGETHERAI_API_KEY",),
+    "bedrock": ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_BEARER_TOKEN_BEDROCK"),
+    "databricks": ("DATABRICKS_HOST", "DATABRICKS_TOKEN", "DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET", "DATABRICKS_CONFIG_PROFILE"),
+}
+DEFAULT_ANTHROPIC_JUDGE = "claude-sonnet-4-5"
+DEFAULT_DATABRICKS_JUDGE = "databricks-claude-sonnet-4-5"
+MLFLOW_DEFAULT_JUDGE = "openai:/gpt-4.1-mini"
+NO_JUDGE = (
+    "no judge model is configured: pass --judge-model (or set MLFLOW_GENAI_JUDGE_DEFAULT_MODEL), e.g. "
+    f"anthropic:/{DEFAULT_ANTHROPIC_JUDGE} with ANTHROPIC_API_KEY set"
+)
+
+
+class JudgeAccess(BaseModel):
+    """The judge model for the suite's LLM judges and the environment its provider needs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str | None = Field(None, description="e.g. anthropic:/claude-sonnet-4-5; None: no judge model (judges are skipped).")
+    source: str = Field("", description="Where the choice came from, for messages.")
+    env: dict[str, SecretStr] = Field(default_factory=dict, description="The provider's variables, for the suite's child only.")
+
+    @property
+    def provider(self) -> str | None:
+        return self.model.split(":", 1)[0].strip().lower() if self.model else None
+
+    @property
+    def skip_reason(self) -> str | None:
+        """Why the judges cannot run, or None when they can be tried."""
+        if self.model is None:
+            return NO_JUDGE
+        needed = JUDGE_PROVIDER_ENV.get(self.provider or "", ())
+        if self.provider not in ("databricks", "endpoints") and needed and not any(n in self.env for n in needed[:1]):
+            return f"judge model {self.model!r} ({self.source}) needs {needed[0]}, which is not set"
+        return None
+
+    def child_env(self) -> dict[str, str]:
+        """The variables handed to the suite's child process (the only place they are unwrapped)."""
+        return {k: v.get_secret_value() for k, v in self.env.items()}
+
+
+def judge_access_from(flag: str | None, env: Mapping[str, str], access: ModelAccess, model: str | None, tracking_uri: str | None) -> JudgeAccess:
+    """--judge-model, else MLFLOW_GENAI_JUDGE_DEFAULT_MODEL, else the agent's own provider when its
+    credential exists (the Databricks serving endpoint on Databricks, Anthropic with ANTHROPIC_API_KEY),
+    else MLflow's default (OpenAI) when OPENAI_API_KEY is set, else none."""
+    def pick(provider: str) -> dict[str, SecretStr]:
+        return {n: SecretStr(env[n]) for n in JUDGE_PROVIDER_ENV.get(provider, ()) if env.get(n, "").strip()}
+
+    explicit = (flag or "").strip() or env.get("MLFLOW_GENAI_JUDGE_DEFAULT_MODEL", "").strip()
+    if explicit:
+        source = "--judge-model" if (flag or "").strip() else "MLFLOW_GENAI_JUDGE_DEFAULT_MODEL"
+        return JudgeAccess(model=explicit, source=source, env=pick(explicit.split(":", 1)[0].strip().lower()))
+    on_databricks = bool(env.get("DATABRICKS_RUNTIME_VERSION", "").strip()) or str(tracking_uri or "").startswith("databricks")
+    if on_databricks:
+        endpoint = model if model and model.startswith("databricks-") else DEFAULT_DATABRICKS_JUDGE
+        return JudgeAccess(model=f"databricks:/{endpoint}", source="the Databricks serving endpoint", env=pick("databricks"))
+    gateway = re.match(r"^(https://[^/]+)/serving-endpoints/", access.base_url or "")
+    if gateway and access.auth_token:  # the agent reaches Claude through a workspace's serving endpoint
+        endpoint = model if model and model.startswith("databricks-") else DEFAULT_DATABRICKS_JUDGE
+        return JudgeAccess(model=f"databricks:/{endpoint}", source="the agent's Databricks serving endpoint",
+                           env={"DATABRICKS_HOST": SecretStr(gateway.group(1)), "DATABRICKS_TOKEN": access.auth_token})
+    if access.api_key:
+        name = model if model and model.startswith("claude") else DEFAULT_ANTHROPIC_JUDGE
+        return JudgeAccess(model=f"anthropic:/{name}", source="the agent's Anthropic credential", env={"ANTHROPIC_API_KEY": access.api_key})
+    if env.get("OPENAI_API_KEY", "").strip():
+        return JudgeAccess(model=MLFLOW_DEFAULT_JUDGE, source="MLflow's default judge (OPENAI_API_KEY is set)", env=pick("openai"))
+    return JudgeAccess(source="none configured")
+
+
 class Settings(BaseModel):
     """Everything a run needs to know, resolved once."""
 
@@ -172,6 +253,8 @@ class Settings(BaseModel):
     # "job" (the job's own identity, a token Claude Code fetches afresh; databricks.adapt_settings).
     model_auth: Literal["secret", "job"] | None = None
     access: ModelAccess = Field(default_factory=ModelAccess)
+    # The suite's LLM judges: model and the provider variables handed to the suite (judge_access_from).
+    judge: JudgeAccess = Field(default_factory=JudgeAccess)
     # Where Claude Code keeps its config for our runs; None means a private temp folder per run.
     claude_config_dir: str | None = None
     # First wait before a session that hit a model-API error is retried (doubles each time).
@@ -265,8 +348,10 @@ def resolve_settings(flags: Mapping[str, Any], env: Mapping[str, str] | None = N
         found = next((env[n] for n in names if env.get(n, "").strip()), None)
         if found is not None:
             values[field] = found.strip()
-    values.update({k: v for k, v in flags.items() if v is not None})
+    judge_flag = flags.get("judge_model")
+    values.update({k: v for k, v in flags.items() if v is not None and k != "judge_model"})
     values.setdefault("access", model_access_from_env(env))
+    values.setdefault("judge", judge_access_from(judge_flag, env, values["access"], values.get("model"), values.get("tracking_uri")))
     values.setdefault("cli_env_extra", {k: env[k] for k in CLI_TUNING if env.get(k, "").strip()})
     values.setdefault("known_secrets", tuple(SecretStr(v) for v in environment_secrets(env)))
     try:

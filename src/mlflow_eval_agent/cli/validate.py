@@ -27,20 +27,20 @@ def validate_command(
     session_id: Annotated[str, typer.Option("--session-id", help="The session whose suite to re-run.")],
     volume_path: Annotated[str | None, typer.Option("--volume-path", help="Where sessions live (default .eval-agent).")] = None,
     tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: the one the session ran against).")] = None,
-    judge_model: Annotated[str | None, typer.Option("--judge-model", help="Run the LLM judges with this model, e.g. openai:/gpt-4.1-mini.")] = None,
-    pass_env: Annotated[list[str] | None, typer.Option("--pass-env", help="Pass this environment variable to the suite (e.g. OPENAI_API_KEY for the judges); repeatable.")] = None,
+    judge_model: Annotated[str | None, typer.Option("--judge-model", help="Model for the LLM judges, e.g. anthropic:/claude-sonnet-4-5 (env MLFLOW_GENAI_JUDGE_DEFAULT_MODEL; default: the agent's own provider when its credential is set).")] = None,
+    pass_env: Annotated[list[str] | None, typer.Option("--pass-env", help="Also pass this environment variable to the suite (the judge provider's own are passed already); repeatable.")] = None,
     timeout: Annotated[float, typer.Option("--timeout", min=10, help="Seconds before the run is stopped.")] = 900,
 ) -> None:
     """Re-run a session's evaluation suite and compare it with the baseline run."""
     with user_errors():
         flags: dict[str, Any] = dict(ctx.obj[ROOT_FLAGS]) if ctx.obj else {}
-        flags.update({k: v for k, v in {"session_id": session_id, "volume_path": volume_path, "tracking_uri": tracking_uri}.items() if v})
+        flags.update({k: v for k, v in {"session_id": session_id, "volume_path": volume_path, "tracking_uri": tracking_uri, "judge_model": judge_model}.items() if v})
         settings = settings_from(flags)
-        code = _run(settings, flags.get("tracking_uri"), judge_model, pass_env or [], timeout)
+        code = _run(settings, flags.get("tracking_uri"), pass_env or [], timeout)
     raise typer.Exit(code)
 
 
-def _run(settings: Any, explicit_uri: str | None, judge_model: str | None, pass_env: list[str], timeout: float) -> int:
+def _run(settings: Any, explicit_uri: str | None, pass_env: list[str], timeout: float) -> int:
     from ..store import open_session_store
     from ..store.local import local_session_exists
     from ..suite.spec import SPEC_FILE, SuiteSpec
@@ -61,8 +61,12 @@ def _run(settings: Any, explicit_uri: str | None, judge_model: str | None, pass_
     tracking = _tracking_uri(store, explicit_uri, settings.tracking_uri, spec.experiment_id)
     console = make_console()
     console.print(f"Running the suite of session {settings.session_id} against {redact_uri(tracking)} ...", highlight=False)
-    report = validate_suite(spec, store, tracking, timeout_s=timeout, judge_model=judge_model, extra_env={n: os.environ[n] for n in pass_env},
-                            steps=ConsoleSteps(console))
+    judge = settings.judge
+    if spec.scorers and any(s.needs_judge for s in spec.scorers):
+        console.print(f"Judges: {judge.model} ({judge.source})" if judge.model and not judge.skip_reason else f"Judges skipped: {judge.skip_reason}",
+                      highlight=False, markup=False, soft_wrap=True)
+    report = validate_suite(spec, store, tracking, timeout_s=timeout, judge_model=judge.model, skip_judges=judge.skip_reason,
+                            extra_env={**judge.child_env(), **{n: os.environ[n] for n in pass_env}}, steps=ConsoleSteps(console))
     published = publish_report(store, tracking)
     store.sync()
     run = report.latest

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..plan import PLAN_FILE, Task, TaskPlan, TaskStatus
-from ..settings import ConfigError, Settings
+from ..settings import ConfigError, JudgeAccess, Settings
 from ..steps import NO_STEPS, Steps
 from ..store import SessionStore
 from ..traces.failure_text import error_text_pattern
@@ -109,7 +109,7 @@ def build_offline(settings: Settings, store: SessionStore, steps: Steps = NO_STE
         spec, plan = _scorer_step(store, plan, spec, traces, health, proposal)
         steps.update(i)
     steps.finish(f"{len(spec.scorers)} kept, {len(spec.dropped)} dropped")
-    return _finish(store, plan, spec, tracking_uri, steps)
+    return _finish(store, plan, spec, tracking_uri, steps, settings.judge)
 
 
 # --- proposals from the profile -----------------------------------------------------------------
@@ -454,7 +454,7 @@ def _scorer_step(store: SessionStore, plan: TaskPlan, spec: SuiteSpec, traces: l
     return spec, plan
 
 
-def _finish(store: SessionStore, plan: TaskPlan, spec: SuiteSpec, tracking_uri: str, steps: Steps = NO_STEPS) -> TaskPlan:
+def _finish(store: SessionStore, plan: TaskPlan, spec: SuiteSpec, tracking_uri: str, steps: Steps = NO_STEPS, judge: JudgeAccess | None = None) -> TaskPlan:
     plan = plan.start("render")
     if not spec.scorers:
         return _fail_rest(store, plan, "no scorer met its evidence, so there is no suite to render")
@@ -463,7 +463,9 @@ def _finish(store: SessionStore, plan: TaskPlan, spec: SuiteSpec, tracking_uri: 
     _save(store, plan)
     plan = plan.start("validate")
     # First a measuring run: which scorers meet their evidence, and what the dataset's pass rates are.
-    report = validate_suite(spec, store, tracking_uri, steps=steps, label="Measuring the suite's pass rates", show_gate=False)
+    judge = judge or JudgeAccess()
+    judging = {"judge_model": judge.model, "extra_env": judge.child_env(), "skip_judges": judge.skip_reason}
+    report = validate_suite(spec, store, tracking_uri, steps=steps, label="Measuring the suite's pass rates", show_gate=False, **judging)
     if report.latest.ok:
         for name, reason in report.latest.missing_evidence().items():
             spec = spec.without_scorer(name, reason=f"validation: {reason}")
@@ -474,7 +476,7 @@ def _finish(store: SessionStore, plan: TaskPlan, spec: SuiteSpec, tracking_uri: 
         store.write_model(SPEC_FILE, spec)
         render_suite(spec, store, report)
         # Then the suite as handed over, gated at those rates: its run is the baseline.
-        report = validate_suite(spec, store, tracking_uri, calibrated=True, steps=steps, label="Running the suite as handed over")
+        report = validate_suite(spec, store, tracking_uri, calibrated=True, steps=steps, label="Running the suite as handed over", **judging)
     render_suite(spec, store, report)
     if report.latest.ok:
         plan = plan.complete("validate", report.latest.summary)

@@ -115,11 +115,13 @@ def validate_suite(
     steps: Steps = NO_STEPS,
     label: str = "Running the suite",
     show_gate: bool = True,
+    skip_judges: str | None = None,
 ) -> ValidationReport:
     """Run the rendered suite, measure it, save `state/validation.json` (keeping the baseline).
 
     `calibrated`: this run is the offline planner's run of the suite whose thresholds it set from the
-    measured pass rates; it becomes the baseline whatever came before."""
+    measured pass rates; it becomes the baseline whatever came before. `skip_judges`: the judges
+    cannot run, and why (settings.JudgeAccess.skip_reason); they are reported skipped with it."""
     script = store.path(f"{EVAL_DIR}/run_eval.py")
     if not script.is_file():
         raise FileNotFoundError("evaluation/run_eval.py does not exist yet: render the suite first")
@@ -127,7 +129,8 @@ def validate_suite(
     results.parent.mkdir(parents=True, exist_ok=True)
     results.unlink(missing_ok=True)
     # Hand-written user_scorers.py is the user's own code for their CI; the product never runs it.
-    args = [str(script), "--output-json", str(results), "--no-user-scorers"] + (["--judge-model", judge_model] if judge_model else [])
+    args = [str(script), "--output-json", str(results), "--no-user-scorers"] + (["--judge-model", judge_model] if judge_model and not skip_judges else [])
+    args += ["--skip-judges"] if skip_judges else []
     env = child_env(tracking_uri, extra=extra_env)
     limits = limits_for(tracking_uri, timeout_s=timeout_s)
     traces = len(spec.dataset.records) if spec.dataset else None
@@ -141,7 +144,7 @@ def validate_suite(
     outcome = run_child(args, timeout_s=timeout_s, env=env, limits=limits, python=python, on_poll=progress)
     if results.is_file():
         store.write_text(RUN_RESULTS_FILE, results.read_text(encoding="utf-8"))  # push to the backend
-        run = measure(spec, json.loads(results.read_text(encoding="utf-8")), outcome.returncode, outcome.seconds)
+        run = measure(spec, json.loads(results.read_text(encoding="utf-8")), outcome.returncode, outcome.seconds, skip_judges)
     else:
         why = f"timed out after {timeout_s:.0f} s" if outcome.timed_out else outcome.exit_reason()
         run = ValidationRun(
@@ -171,9 +174,11 @@ def load_report(store: SessionStore) -> ValidationReport | None:
     return store.read_model(VALIDATION_FILE, ValidationReport)
 
 
-def measure(spec: SuiteSpec, results: dict, exit_code: int | None, seconds: float) -> ValidationRun:
+def measure(spec: SuiteSpec, results: dict, exit_code: int | None, seconds: float, skip_judges: str | None = None) -> ValidationRun:
     """Turn run_eval.py's JSON into per-scorer validation with evidence agreement."""
     rows = {row["scorer"]: row for row in results.get("scorers", [])}
+    if skip_judges:  # skipped on purpose: say why in the product's words, not "--skip-judges"
+        rows = {n: ({**r, "reason": f"skipped: {skip_judges}"} if r.get("status") == "SKIPPED" else r) for n, r in rows.items()}
     per_trace = results.get("per_trace", {})
     scorers = {s.name: _scorer_validation(s, rows.get(s.name), per_trace.get(s.name, {})) for s in spec.scorers}
     missing = [n for n, v in scorers.items() if v.meets_evidence is False]

@@ -359,7 +359,9 @@ def validate_suite_tool(ctx: ToolContext, args: ValidateArgs) -> dict:
         render_suite(spec, ctx.store, load_report(ctx.store))
     except RenderError as exc:
         raise ToolError(str(exc)) from None
-    report = validate_suite(spec, ctx.store, effective_tracking_uri(ctx.settings.tracking_uri), timeout_s=args.timeout_s)
+    judge = ctx.settings.judge
+    report = validate_suite(spec, ctx.store, effective_tracking_uri(ctx.settings.tracking_uri), timeout_s=args.timeout_s,
+                            judge_model=judge.model, extra_env=judge.child_env(), skip_judges=judge.skip_reason)
     render_suite(spec, ctx.store, report)  # README with the results
     run = report.latest
     if not run.ok:

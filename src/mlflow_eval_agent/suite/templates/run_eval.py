@@ -401,7 +401,7 @@ def main(argv=None):
     skipped = {}
     judges = []
     judge_names = list(suite.JUDGE_NAMES)
-    model = judge_model_in_use(args.judge_model) if judge_names else None
+    model = judge_model_in_use(args.judge_model) if judge_names and not args.skip_judges else None
     if judge_names:
         reason = "--skip-judges" if args.skip_judges else missing_judge_credentials(model)
         if reason:
@@ -421,7 +421,8 @@ def main(argv=None):
     name = run_name(args.run_name)
     with mlflow.start_run(run_name=name, tags=run_tags()) as run:
         run_id = run.info.run_id
-        mlflow.log_params(run_params(thresholds, model if judges else (f"{model} (skipped)" if model else None), label))
+        judged = model if judges else ("skipped (--skip-judges)" if args.skip_judges else (f"{model} (skipped)" if model else None))
+        mlflow.log_params(run_params(thresholds, judged, label))
         link_dataset(registered)
         if scorer_objects:
             result_df = mlflow.genai.evaluate(data=data, scorers=scorer_objects).result_df
