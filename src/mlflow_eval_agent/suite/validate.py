@@ -14,13 +14,14 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from ..child import child_env, limits_for, run_child
 from ..steps import NO_STEPS, Steps
 from ..store import SessionStore
+from .issues import record_issues
 from .mlflow_run import mark_baseline
 from .spec import EVAL_DIR, ScorerSpec, SuiteSpec
 
@@ -142,9 +143,11 @@ def validate_suite(
             steps.update(int(found[-1][0]), int(found[-1][1]))
 
     outcome = run_child(args, timeout_s=timeout_s, env=env, limits=limits, python=python, on_poll=progress)
+    data: dict = {}
     if results.is_file():
         store.write_text(RUN_RESULTS_FILE, results.read_text(encoding="utf-8"))  # push to the backend
-        run = measure(spec, json.loads(results.read_text(encoding="utf-8")), outcome.returncode, outcome.seconds, skip_judges)
+        data = json.loads(results.read_text(encoding="utf-8"))
+        run = measure(spec, data, outcome.returncode, outcome.seconds, skip_judges)
     else:
         why = f"timed out after {timeout_s:.0f} s" if outcome.timed_out else outcome.exit_reason()
         run = ValidationRun(
@@ -162,12 +165,27 @@ def validate_suite(
         baseline = run
     else:
         baseline = old
+    if run.ok and run.run_id:
+        problems = record_issues(store, tracking_uri, spec, run.run_id, data, _profile(store))
+        if problems:
+            run = run.model_copy(update={"notes": [*run.notes, *problems]})
+            baseline = run if baseline is not None and baseline.validated_at == run.validated_at else baseline
     report = ValidationReport(latest=run, baseline=baseline)
     store.write_model(VALIDATION_FILE, report)
     if run.ok and traces:
         steps.update(traces)
     steps.finish(("" if not show_gate else f"gate {run.gate}") if run.ok else "did not run")
     return report
+
+
+def _profile(store: SessionStore) -> Any:
+    from ..store import CorruptStateError
+    from ..traces.profile_model import TraceProfile
+
+    try:
+        return store.read_model("state/profile.json", TraceProfile)
+    except CorruptStateError:
+        return None
 
 
 def load_report(store: SessionStore) -> ValidationReport | None:
