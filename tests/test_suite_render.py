@@ -132,7 +132,7 @@ def test_a_broken_suite_is_reported_not_crashed_on(suite, tmp_path):
     assert report.baseline is None
 
 
-def test_hand_written_scorers_run_in_ci_but_never_in_the_products_own_validation(suite, tmp_path):
+def test_hand_written_scorers_run_only_when_named_never_in_the_products_own_validation(suite, tmp_path):
     store = open_session_store(str(tmp_path), "mine")
     render_suite(suite["spec"], store)
     marker = tmp_path / "user-scorer-ran"
@@ -144,8 +144,11 @@ def test_hand_written_scorers_run_in_ci_but_never_in_the_products_own_validation
     assert report.latest.ok and "mine" not in report.latest.scorers and not marker.exists()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE_"))} | {"MLFLOW_TRACKING_URI": suite["uri"]}
     out = tmp_path / "results.json"
-    proc = subprocess.run([sys.executable, "run_eval.py", "--skip-judges", "--output-json", str(out)], cwd=store.path("evaluation"),
-                          env=env, capture_output=True, text=True, timeout=300)
+    implicit = subprocess.run([sys.executable, "run_eval.py", "--skip-judges"], cwd=store.path("evaluation"),
+                              env=env, capture_output=True, text=True, timeout=300)
+    assert implicit.returncode == 0 and not marker.exists(), "a file in the suite folder must not run because it exists"
+    proc = subprocess.run([sys.executable, "run_eval.py", "--skip-judges", "--output-json", str(out), "--user-scorers", "user_scorers.py"],
+                          cwd=store.path("evaluation"), env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert marker.exists() and "mine" in json.loads(out.read_text())["per_trace"]
 

@@ -129,8 +129,8 @@ def validate_suite(
     results = store.path(RUN_RESULTS_FILE)
     results.parent.mkdir(parents=True, exist_ok=True)
     results.unlink(missing_ok=True)
-    # Hand-written user_scorers.py is the user's own code for their CI; the product never runs it.
-    args = [str(script), "--output-json", str(results), "--no-user-scorers"] + (["--judge-model", judge_model] if judge_model and not skip_judges else [])
+    # Hand-written scorers run only with run_eval.py's --user-scorers FILE, which the product never passes.
+    args = [str(script), "--output-json", str(results)] + (["--judge-model", judge_model] if judge_model and not skip_judges else [])
     args += ["--skip-judges"] if skip_judges else []
     env = child_env(tracking_uri, extra=extra_env)
     limits = limits_for(tracking_uri, timeout_s=timeout_s)
