@@ -76,9 +76,10 @@ def _type(span: Any) -> str:
 
 def _errors(steps: list[Any], facts: TrajectoryFacts) -> None:
     failed = [_status(s) == "ERROR" for s in steps]
+    last_success = {s.name: i for i, s in enumerate(steps) if not failed[i]}
     for i, span in enumerate(steps):
         if failed[i]:
-            later = any(not failed[j] and steps[j].name == span.name for j in range(i + 1, len(steps)))
+            later = last_success.get(span.name, -1) > i
             facts.found.add("recovered_error" if later else "unrecovered_error")
             if not later:
                 facts.unrecovered.add(span.name)

@@ -16,6 +16,7 @@ the standard library (and `re2`, from the google-re2 package, when a check uses 
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import re
@@ -267,22 +268,23 @@ def _selector(node, where, budget):
     return select
 
 
-def _upper_list(value, where):
+def _strings(value, where, limit, what):
+    """One string or a list of 1 to MAX_LIST of them, as a tuple; None when absent."""
     if value is None:
         return None
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not 1 <= len(items) <= MAX_LIST:
-        raise RuleError(f"{where}: expected a string or a list of 1 to {MAX_LIST} strings")
-    return tuple(_string(v, where, 100).upper() for v in items)
+        raise RuleError(f"{where}: expected {what} or a list of 1 to {MAX_LIST} of them")
+    return tuple(_string(v, where, limit) for v in items)
+
+
+def _upper_list(value, where):
+    found = _strings(value, where, 100, "a string")
+    return None if found is None else tuple(v.upper() for v in found)
 
 
 def _globs(value, where):
-    if value is None:
-        return None
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not 1 <= len(items) <= MAX_LIST:
-        raise RuleError(f"{where}: expected a name (wildcards * and ?) or a list of 1 to {MAX_LIST} names")
-    return tuple(_string(v, where, 300) for v in items)
+    return _strings(value, where, 300, "a name (wildcards * and ?)")
 
 
 def _predicates(items, where, budget, fields):
@@ -581,8 +583,9 @@ def _without_prior(select, prior, since=None):
         marks = sorted(order[id(s)] for s in since(view)) if since else []
         for span in select(view):
             at = order[id(span)]
-            start = max((m for m in marks if m < at), default=-1)  # the last `since` span before it
-            if not any(start < p < at for p in priors):
+            cut = bisect.bisect_left(marks, at)
+            start = marks[cut - 1] if cut else -1  # the last `since` span before it
+            if bisect.bisect_left(priors, at) == bisect.bisect_right(priors, start):  # no prior strictly between
                 window = f" since the last {since.label}" if since and start >= 0 else " before it"
                 return True, f"{view.describe(span)} happened with no {prior.label}{window}", [span]
         return False, f"every {select.label} came after a {prior.label}" + (f" (since the last {since.label})" if since else ""), []
@@ -632,10 +635,11 @@ def _recovery(select, failed_when, want_recovered):
     def run(view):
         spans = select(view)
         failed = [all(p(view, s)[0] for p in failed_when) for s in spans]
+        last_success = {_name(s): i for i, s in enumerate(spans) if not failed[i]}  # one pass, not one per failure
         for i, span in enumerate(spans):
             if not failed[i]:
                 continue
-            recovered = any(not failed[j] and _name(spans[j]) == _name(span) for j in range(i + 1, len(spans)))
+            recovered = last_success.get(_name(span), -1) > i
             if recovered == want_recovered:
                 what = "later succeeded" if recovered else "never succeeded afterwards"
                 return True, f"{view.describe(span)} failed and {what}", [span]
