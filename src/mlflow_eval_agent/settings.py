@@ -146,12 +146,12 @@ def _looks_secret(name: str) -> bool:
     return any(w in name for w in ("KEY", "TOKEN", "SECRET", "CREDENTIALS"))
 
 
-# The environment a judge provider needs (its credential and endpoint settings; MLflow's names), and
-# nothing else: only the chosen provider's variables reach the suite's child process.
-JUDGE_PROVIDER_ENV: dict[str, tuple[str, ...]] = {
+# Which variables show that a judge provider can be reached (MLflow's own names): any one of them.
+# Rendered into every suite's run_eval.py, which checks them before running its judges.
+JUDGE_CREDENTIALS: dict[str, tuple[str, ...]] = {
+    "openai": ("OPENAI_API_KEY",),
+    "azure": ("AZURE_API_KEY",),
     "anthropic": ("ANTHROPIC_API_KEY",),
-    "openai": ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE"),
-    "azure": ("AZURE_API_KEY", "AZURE_API_BASE", "AZURE_API_VERSION"),
     "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
     "mistral": ("MISTRAL_API_KEY",),
     "groq": ("GROQ_API_KEY",),
@@ -159,9 +159,19 @@ JUDGE_PROVIDER_ENV: dict[str, tuple[str, ...]] = {
     "xai": ("XAI_API_KEY",),
     "openrouter": ("OPENROUTER_API_KEY",),
     "togetherai": ("TOGETHERAI_API_KEY",),
-    "bedrock": ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_BEARER_TOKEN_BEDROCK"),
-    "databricks": ("DATABRICKS_HOST", "DATABRICKS_TOKEN", "DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET", "DATABRICKS_CONFIG_PROFILE"),
+    "bedrock": ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_BEARER_TOKEN_BEDROCK", "AWS_ROLE_ARN"),
+    "databricks": ("DATABRICKS_HOST", "DATABRICKS_CONFIG_PROFILE"),
 }
+# What a provider's judge needs beside its credential (the rest of a key pair, endpoints, regions).
+_JUDGE_SETTINGS: dict[str, tuple[str, ...]] = {
+    "openai": ("OPENAI_BASE_URL", "OPENAI_API_BASE"),
+    "azure": ("AZURE_API_BASE", "AZURE_API_VERSION"),
+    "bedrock": ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION"),
+    "databricks": ("DATABRICKS_TOKEN", "DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET"),
+}
+# The environment a judge provider needs, and nothing else: only the chosen provider's variables
+# reach the suite's child process.
+JUDGE_PROVIDER_ENV: dict[str, tuple[str, ...]] = {p: (*names, *_JUDGE_SETTINGS.get(p, ())) for p, names in JUDGE_CREDENTIALS.items()}
 DEFAULT_ANTHROPIC_JUDGE = "claude-sonnet-4-5"
 DEFAULT_DATABRICKS_JUDGE = "databricks-claude-sonnet-4-5"
 MLFLOW_DEFAULT_JUDGE = "openai:/gpt-4.1-mini"

@@ -19,6 +19,7 @@ from importlib import resources
 from typing import Any
 
 from .. import redaction
+from ..settings import JUDGE_CREDENTIALS
 from ..store import SessionStore
 from ..store.base import check_session_id
 from .checks import engine
@@ -223,6 +224,8 @@ def run_eval_source(spec: SuiteSpec, session_id: str) -> str:
         f"EXPERIMENT_ID = {spec.experiment_id!r}\n"
         f'DATASET_FILE = "dataset.json"\n'
         f"MLFLOW_DATASET_ID = {dataset.mlflow_dataset_id if dataset else None!r}\n"
+        "# Which environment variables give a judge provider its credentials (MLflow's own names; any one).\n"
+        f"PROVIDER_CREDENTIALS = {literal({p: list(v) for p, v in JUDGE_CREDENTIALS.items() if p != 'databricks'})}\n"
     )
     return template[:start] + constants + template[end:]
 

@@ -38,6 +38,8 @@ SESSION_ID = None
 EXPERIMENT_ID = "0"
 DATASET_FILE = "dataset.json"
 MLFLOW_DATASET_ID = None
+# Which environment variables give a judge provider its credentials (MLflow's own names; any one).
+PROVIDER_CREDENTIALS = {}
 # --- end of suite constants ---
 
 EXIT_OK, EXIT_GATE, EXIT_DATA = 0, 1, 2
@@ -48,21 +50,6 @@ FETCH_CHUNK = 50
 # The suite's own files, logged with every run (not caches, not results written here).
 SUITE_FILES = ("run_eval.py", "scorers.py", "_engine.py", "_redaction.py", "dataset.json", "README.md")
 TAG = "eval_agent."
-
-# Which environment variables give a judge provider its credentials (MLflow's own names).
-PROVIDER_CREDENTIALS = {
-    "openai": ("OPENAI_API_KEY",),
-    "azure": ("AZURE_API_KEY",),
-    "anthropic": ("ANTHROPIC_API_KEY",),
-    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
-    "mistral": ("MISTRAL_API_KEY",),
-    "groq": ("GROQ_API_KEY",),
-    "deepseek": ("DEEPSEEK_API_KEY",),
-    "xai": ("XAI_API_KEY",),
-    "openrouter": ("OPENROUTER_API_KEY",),
-    "togetherai": ("TOGETHERAI_API_KEY",),
-    "bedrock": ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_BEARER_TOKEN_BEDROCK", "AWS_ROLE_ARN"),
-}
 
 
 class DataError(Exception):
