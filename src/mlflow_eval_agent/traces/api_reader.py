@@ -8,15 +8,25 @@ from typing import Any
 
 from .locations import group_by_location, location_of, on_databricks_store
 from .records import TraceRecord, record_from_trace
-from .source import TraceQuery, page_size
+from .query import TraceQuery, page_size
 
 API_PAGE = 200
 BATCH_GET = 10
 API_THREADS = 4
 
 
-def api_records(client: Any, query: TraceQuery) -> Iterator[TraceRecord]:
+class ApiReader:
     """The API path: pages of trace infos, then each page's spans through batch gets."""
+
+    def __init__(self, client: Any, query: TraceQuery):
+        self.client = client
+        self.query = query
+
+    def records(self) -> Iterator[TraceRecord]:
+        return api_records(self.client, self.query)
+
+
+def api_records(client: Any, query: TraceQuery) -> Iterator[TraceRecord]:
     from concurrent.futures import ThreadPoolExecutor
 
     from mlflow.tracing.client import TracingClient

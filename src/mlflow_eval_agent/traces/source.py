@@ -8,8 +8,9 @@ Two paths, one result:
   filter semantics are MLflow's, exactly) and only spans are read directly ("sql+search").
 - **api** (a tracking server, Databricks, anything else): `search_traces(include_spans=False)`
   pages the infos and `TracingClient.batch_get_traces` loads each page's spans.
-The readers live in sql_reader.py and api_reader.py; this module resolves the experiment, turns
-MLflow's exceptions into ours and chooses the path.
+The readers live in sql_reader.py and api_reader.py behind one interface (`TraceReader`, with
+`TraceQuery`, in query.py); this module resolves the experiment, turns MLflow's exceptions into
+ours and chooses the path.
 Both visit traces newest first (timestamp desc, then trace id), MLflow's default order, so
 `max_traces` keeps the same traces on either path; tests check that both give the same profile.
 """
@@ -24,12 +25,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Any
 
+from .query import ReadPath, TraceQuery, TraceReader, page_size  # noqa: F401  (TraceQuery, page_size: re-exported)
 from .records import TraceRecord
-
-ReadPath = Literal["sql", "sql+search", "api"]
-
 
 class TraceSourceError(Exception):
     """Traces could not be read. `user_error` is True for a mistake in the request (exit 2),
@@ -58,21 +57,6 @@ class TrackingUriError(TraceSourceError):
 class ExperimentRef:
     experiment_id: str
     name: str
-
-
-@dataclass(frozen=True)
-class TraceQuery:
-    experiment_id: str
-    filter_string: str | None = None
-    since_ms: int | None = None
-    max_traces: int | None = None
-
-    def effective_filter(self) -> str | None:
-        """The filter string sent to MLflow, with `since` folded in."""
-        parts = [p for p in (self.filter_string and self.filter_string.strip(),) if p]
-        if self.since_ms is not None:
-            parts.append(f"trace.timestamp_ms >= {int(self.since_ms)}")
-        return " AND ".join(parts) or None
 
 
 # --- settings-free helpers -----------------------------------------------------------------
@@ -250,17 +234,14 @@ class TraceSource:
             raise TrackingServerError(f"Lost the tracking store at {redact_uri(self.tracking_uri)}: {exc}") from None
 
     def _pages(self) -> Iterator[TraceRecord]:
-        from .api_reader import api_records
+        yield from self.reader().records()
+
+    def reader(self) -> TraceReader:
+        """The engine for this path, behind the one reader interface (query.py)."""
+        from .api_reader import ApiReader
         from .sql_reader import SqlReader
 
-        if self.path == "sql":
-            yield from SqlReader(self.client, self.query).records()
-        elif self.path == "sql+search":
-            yield from SqlReader(self.client, self.query).records_via_search()
-        else:
-            yield from api_records(self.client, self.query)
+        if self.path == "api":
+            return ApiReader(self.client, self.query)
+        return SqlReader(self.client, self.query, via_search=self.path == "sql+search")
 
-
-def page_size(query: TraceQuery, default: int) -> int:
-    # One extra trace beyond max_traces tells whether the limit cut anything.
-    return default if query.max_traces is None else max(1, min(default, query.max_traces + 1))

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .records import TraceRecord, assessment_from_row, record_from_trace
-from .source import TraceQuery, page_size
+from .query import TraceQuery, page_size
 from .spans import stored_span_row
 
 SQL_PAGE = 500
@@ -54,7 +54,7 @@ def sql_schema_known() -> bool:
 class SqlReader:
     """The local fast path: keyset-paged reads of the store's own tables."""
 
-    def __init__(self, client: Any, query: TraceQuery, full_content: bool = False):
+    def __init__(self, client: Any, query: TraceQuery, full_content: bool = False, via_search: bool = False):
         from mlflow.store.tracking.dbmodels import models
 
         self.client = client
@@ -62,9 +62,10 @@ class SqlReader:
         self.query = query
         self.m = models
         self.full_content = full_content  # every span's stored JSON, and trace metadata (the trajectory scan)
+        self.via_search = via_search  # a filter string: MLflow's own search picks the traces
 
     def records(self) -> Iterator[TraceRecord]:
-        return read_ahead(self._pages())
+        return self.records_via_search() if self.via_search else read_ahead(self._pages())
 
     def _pages(self) -> Iterator[list[TraceRecord]]:
         import sqlalchemy as sa

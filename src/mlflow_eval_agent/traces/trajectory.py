@@ -234,7 +234,7 @@ def record_view(record: Any) -> Any:
 def scan(client: Any, experiment_id: str, filter_string: str | None, limit: int = DEFAULT_SCAN, fast: bool = True) -> TrajectoryCounts:
     """Count the facts over the `limit` most recent matching traces (spans included): straight from
     a local SQL store's tables when possible (~20x faster), else through `search_traces`."""
-    from .source import TraceQuery
+    from .query import TraceQuery
     from .sql_reader import SqlReader, sql_schema_known, sql_store
 
     if fast and not filter_string and sql_store(client) is not None and sql_schema_known():
