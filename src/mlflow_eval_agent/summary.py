@@ -43,6 +43,16 @@ def suite_command(suite: Path, tracking_uri: str) -> str:
     return f"MLFLOW_TRACKING_URI={shlex.quote(tracking_uri)} {python_command()} {shlex.quote(os.path.join(shown, 'run_eval.py'))}"
 
 
+DEMO_AGENT = "mlflow_eval_agent.demo.agent"
+
+
+def is_demo_store(tracking_uri: str, volume_path: str) -> bool:
+    """The demo's own store (`<volume>/demo/mlflow.db`), whose traces the sample agent wrote."""
+    if volume_path.startswith("/Volumes/") or not tracking_uri.startswith("sqlite:///"):
+        return False
+    return Path(tracking_uri.removeprefix("sqlite:///")) == Path(volume_path).expanduser().resolve() / "demo" / "mlflow.db"
+
+
 def pass_rate_lines(run: Any) -> list[str]:
     """One line per scorer of a ValidationRun: status, pass rate, threshold."""
     width = max((len(n) for n in run.scorers), default=10)
@@ -75,6 +85,13 @@ def print_results(console: Console, store: SessionStore, tracking_uri: str, volu
         say()
         say(f"    {suite_command(suite, tracking_uri)}")
         say()
+        if is_demo_store(tracking_uri, volume_path):
+            say("Run it against the sample agent as it is now (the gate passes), and with a regression injected (every")
+            say("order lookup fails: the gate fails, naming the scorers and records that regressed):")
+            say()
+            say(f"    {suite_command(suite, tracking_uri)} --predict-fn {DEMO_AGENT}:predict")
+            say(f"    {suite_command(suite, tracking_uri)} --predict-fn {DEMO_AGENT}:predict_regressed")
+            say()
         root = os.path.abspath(os.path.expanduser(volume_path)) if not volume_path.startswith("/Volumes/") else volume_path
         say(f"Re-run it and compare with the baseline: {cli_command()} validate --session-id {store.session_id} --volume-path {shlex.quote(root)}")
     if published is not None and published.path is not None:

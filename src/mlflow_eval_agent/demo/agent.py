@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -111,9 +112,10 @@ class Clock:
 class SupportAgent:
     """One traced request per `answer` call; returns the trace id."""
 
-    def __init__(self, chat: ChatFn, experiment_id: str):
+    def __init__(self, chat: ChatFn, experiment_id: str | None):
         self.chat = chat
         self.experiment_id = experiment_id
+        self.outputs: dict[str, str] | None = None  # the last answer (None: the request failed)
 
     def answer(self, request: Request, faults: Faults, clock: Clock) -> str:
         user_text = request.question + (f"\n\n{request.pasted}" if request.pasted else "")
@@ -124,6 +126,7 @@ class SupportAgent:
         clock.step(2, 6)
         docs = self._retrieve(root, request, faults, clock)
         tool_result, error = self._call_tool(root, request, faults, clock)
+        self.outputs = None
         if error is not None and faults.tool_error == "uncaught":
             root.record_exception(error)
             root.end(status=SpanStatusCode.ERROR, end_time_ns=clock.step(1, 3)[1])
@@ -133,7 +136,8 @@ class SupportAgent:
             answer = ""  # the bug: an exhausted context budget silently yields no answer
         else:
             answer = self._chat(root, messages, faults, clock)
-        root.end(outputs={"role": "assistant", "content": answer}, end_time_ns=clock.step(1, 4)[1])
+        self.outputs = {"role": "assistant", "content": answer}
+        root.end(outputs=self.outputs, end_time_ns=clock.step(1, 4)[1])
         return root.trace_id
 
     def _retrieve(self, root: Any, request: Request, faults: Faults, clock: Clock) -> list[dict[str, Any]]:
@@ -205,3 +209,71 @@ def _backend_result(tool: str, entity: str) -> dict[str, Any]:
     if tool == "check_inventory":
         return {"sku": entity, "in_stock": seed % 7}
     return {"return_id": f"R{seed % 9000 + 1000}", "order_id": entity, "label_url": f"https://acme.example/labels/{seed}"}
+
+
+# --- the agent as a predict function (what `run_eval.py --predict-fn` imports) -----------------------
+# The dataset keeps each request's inputs as the agent takes them: {"messages": [{"role": "user", ...}]}.
+# `predict` is today's agent in a healthy world (backends answer, the model is fast); the agent's own bug
+# (a long paste exhausts its context budget and yields an empty answer) is still there, as it is in the
+# agent. `predict_regressed` is the same agent with a regression injected: every order lookup fails.
+_ORDER = re.compile(r"\border (\d{3,})")
+_SIZE = re.compile(r"\bin size (\w+)")
+
+
+class _Fastest(random.Random):
+    """Each step takes its shortest plausible time: fresh runs are deterministic and never slow."""
+
+    def randint(self, a: int, b: int) -> int:
+        return a
+
+
+def request_from_messages(messages: Any) -> Request:
+    """The request a user message makes (intent and entity read from its text, as the agent's router does)."""
+    text = ""
+    for message in reversed(messages or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            text = str(message.get("content") or "")
+            break
+    question, _, pasted = text.partition("\n\n")
+    lowered = question.lower()
+    order = _ORDER.search(lowered)
+    if pasted:
+        return Request(question, "policy", pasted=pasted)
+    if "return" in lowered and order:
+        return Request(question, "return", order.group(1))
+    if "in stock" in lowered:
+        product = next((p for p in ("tent", "jacket", "shoes", "pack", "fleece") if p in lowered), "item")
+        size = _SIZE.search(question)
+        return Request(question, "stock", f"SKU-{product}-{size.group(1) if size else 'M'}")
+    if order and ("where is" in lowered or "arrive" in lowered):
+        return Request(question, "order", order.group(1))
+    return Request(question, "policy")
+
+
+def _in_process_chat(messages: list[dict[str, str]]) -> ModelReply:
+    from .model import support_model
+
+    reply = support_model({"messages": messages})
+    content = reply.content or ""
+    raw = {"id": "chatcmpl-demo", "object": "chat.completion", "model": "acme-chat-1",
+           "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]}
+    return ModelReply(content, "acme-chat-1", 0, 0, raw)
+
+
+def _predict(messages: Any, faults: Callable[[Request], Faults]) -> dict[str, str] | None:
+    import time
+
+    request = request_from_messages(messages)
+    agent = SupportAgent(_in_process_chat, experiment_id=None)  # the active experiment (run_eval.py's)
+    agent.answer(request, faults(request), Clock(time.time_ns(), _Fastest(0)))
+    return agent.outputs  # None: the request failed (the trace says why)
+
+
+def predict(messages: Any) -> dict[str, str] | None:
+    """The support agent on one request (a traced AGENT run); returns its answer message."""
+    return _predict(messages, lambda request: Faults())
+
+
+def predict_regressed(messages: Any) -> dict[str, str] | None:
+    """`predict` with an injected regression: the order lookup fails (times out, uncaught) for every order."""
+    return _predict(messages, lambda request: Faults(tool_error="uncaught" if request.intent == "order" else None))

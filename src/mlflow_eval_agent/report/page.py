@@ -59,7 +59,7 @@ class ReportInput:
 
 
 def render(data: ReportInput) -> str:
-    sections = [_header(data), _suite(data), _profile(data)]
+    sections = [_header(data), _suite(data), _agent_run(data), _profile(data)]
     body = "\n".join(s for s in sections if s)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -160,6 +160,44 @@ def _failing(data: ReportInput, latest: Any) -> str:
     if not items:
         return "<h3>Failing traces</h3><p>No scorer failed a trace.</p>"
     return f"<h3>Failing traces per scorer</h3><ul>{''.join(items)}</ul>"
+
+
+# --- a run against the agent (run_eval.py --predict-fn / --endpoint) ----------------------------------
+def _agent_run(data: ReportInput) -> str:
+    """The regression view of a run of the dataset through the agent, when the results are of one."""
+    results = data.results or {}
+    view = results.get("regression")
+    if results.get("mode") != "agent" or not isinstance(view, dict):
+        return ""
+    fresh, labels = results.get("fresh_traces") or {}, results.get("records") or {}
+    rows, details = [], []
+    for name, row in view.items():
+        if not isinstance(row, dict):
+            continue
+        if not row.get("baseline"):
+            rows.append(f"<tr><td>{esc(name)}</td><td colspan=\"4\" class=\"muted\">not in the baseline</td></tr>")
+            continue
+        failing, passing = list(row.get("newly_failing") or []), list(row.get("newly_passing") or [])
+        flag = ' <span class="status fail">REGRESSED</span>' if row.get("regressed") else ""
+        rows.append(f"<tr><td>{esc(name)}{flag}</td><td>{len(failing)}</td><td>{len(passing)}</td><td>{esc(row.get('unchanged', 0))}</td>"
+                    f"<td>{esc(row.get('not_comparable', 0))}</td></tr>")
+        if failing:
+            items = "".join(f"<li>{esc(labels.get(k, k))}: recorded {data.links.trace(k)}, now {data.links.trace(fresh[k]) if k in fresh else '–'}</li>"
+                            for k in failing[:MAX_FAILING])
+            more = f"<li>and {len(failing) - MAX_FAILING} more</li>" if len(failing) > MAX_FAILING else ""
+            details.append(f"<h3>{esc(name)}: newly failing records</h3><ul>{items}{more}</ul>")
+    inapplicable = [(r.get("scorer"), r.get("reason")) for r in results.get("scorers") or [] if isinstance(r, dict) and r.get("status") == "N/A"]
+    baseline = results.get("baseline") or results.get("baseline_note") or "none"
+    parts = [f"<section><h2>Against the agent: {esc(results.get('agent') or '')} {_gate(results.get('gate'))}</h2>",
+             f"<p>{data.links.run(results.get('run_id'), results.get('run_name'))} · {esc(results.get('data') or '')} · compared with {esc(baseline)}"
+             f" · at most {esc(results.get('max_new_failures', 0))} newly failing record(s) per scorer.</p>",
+             "<table><thead><tr><th>scorer</th><th>newly failing</th><th>newly passing</th><th>unchanged</th><th>not comparable</th></tr></thead>"
+             f"<tbody>{''.join(rows)}</tbody></table>", *details]
+    if inapplicable:
+        items = "".join(f"<li><strong>{esc(n)}</strong>: {esc(r)}</li>" for n, r in inapplicable)
+        parts.append(f"<h3>Checks not applicable to the agent's traces</h3><ul>{items}</ul>")
+    parts.append("</section>")
+    return "\n".join(parts)
 
 
 # --- the profile -----------------------------------------------------------------------------------

@@ -402,7 +402,7 @@ def _initial_plan(profile: Any, proposals: list[Proposal]) -> TaskPlan:
         Task(id="profile", name="Profile every trace of the experiment", type="analysis", status=TaskStatus.COMPLETED,
              summary=f"{profile.trace_count} traces, {len(profile.error_signatures)} error signatures, {profile.hidden_failures.count} hidden failures"),
         Task(id="dataset", name="Build a stratified dataset from the profile", type="dataset",
-             details="Strata: " + ", ".join(f"{k} ({len(v)})" for k, v in strata(profile).items())),
+             details="Strata: " + ", ".join(f"{k} ({len(v)})" for k, v in strata(profile).items()) + "; records keep each trace's inputs as the agent takes them, so run_eval.py --predict-fn can run them through the current agent"),
         *[Task(id=f"scorer-{p.scorer.name}"[:64], name=f"Add scorer {p.scorer.name}", type="scorer", details=p.task_details[:4000]) for p in proposals],
         Task(id="render", name="Render evaluation/ from the suite spec", type="script"),
         Task(id="validate", name="Run the suite and check every scorer against its evidence", type="validation"),

@@ -1,4 +1,5 @@
-"""SuiteSpec -> `<session>/evaluation/`: scorers.py, the check engine, run_eval.py, dataset.json, README.md.
+"""SuiteSpec -> `<session>/evaluation/`: scorers.py, the check engine, run_eval.py, dataset.json, README.md,
+and the pytest entry (test_suite.py with its conftest.py, copied verbatim from the templates).
 
 The model never writes code: every file here is rendered from the validated spec. Code checks are
 data — `scorers.py` holds their documents as a Python literal (verified to be nothing but
@@ -29,6 +30,7 @@ from .validate import ValidationReport
 
 ENGINE_FILE = "_engine.py"
 REDACTION_FILE = "_redaction.py"
+PYTEST_FILES = ("test_suite.py", "conftest.py")
 _CONSTANTS_START = "# --- suite constants (rendered) ---"
 _CONSTANTS_END = "# --- end of suite constants ---"
 
@@ -48,6 +50,7 @@ def render_suite(spec: SuiteSpec, store: SessionStore, validation: ValidationRep
         "run_eval.py": run_eval_source(spec, store.session_id),
         ENGINE_FILE: inspect.getsource(engine),
         REDACTION_FILE: inspect.getsource(redaction),
+        **{name: _template(name) for name in PYTEST_FILES},
     }
     for name, text in sources.items():
         try:
@@ -213,8 +216,12 @@ def _gating_constants(spec: SuiteSpec) -> str:
 
 
 # --- run_eval.py, dataset.json ------------------------------------------------------------------
+def _template(name: str) -> str:
+    return resources.files("mlflow_eval_agent.suite").joinpath(f"templates/{name}").read_text(encoding="utf-8")
+
+
 def run_eval_source(spec: SuiteSpec, session_id: str) -> str:
-    template = resources.files("mlflow_eval_agent.suite").joinpath("templates/run_eval.py").read_text(encoding="utf-8")
+    template = _template("run_eval.py")
     start, end = template.index(_CONSTANTS_START), template.index(_CONSTANTS_END)
     dataset = spec.dataset
     constants = (
@@ -261,6 +268,8 @@ def readme(spec: SuiteSpec, validation: ValidationReport | None) -> str:
         "python run_eval.py                               # the traces this suite was built for",
         "python run_eval.py --experiment-id <id>          # the latest traces of an experiment (CI)",
         "python run_eval.py --judge-model openai:/gpt-4.1-mini   # run the LLM judges with this model",
+        "python run_eval.py --predict-fn my_app.agent:predict     # the dataset's inputs through your agent as it is now",
+        "pytest evaluation/ --predict-fn my_app.agent:predict     # the same as one pytest test per gated scorer",
         "```",
         "",
         "Needs `mlflow` and `google-re2` (`pip install mlflow google-re2`). Verdicts are logged as assessments on",
@@ -280,6 +289,7 @@ def readme(spec: SuiteSpec, validation: ValidationReport | None) -> str:
         "the gate passes today and fails when a scorer regresses. Fresh traces (`--experiment-id`) have other",
         "rates: set `--fail-under` or edit `THRESHOLDS` in scorers.py for that use.",
         "",
+        *_agent_section(spec),
         "## Dataset",
         "",
         f"{len(dataset.records)} traces from experiment {dataset.experiment_id} (`dataset.json`, keeping their trace ids). "
@@ -303,6 +313,69 @@ def readme(spec: SuiteSpec, validation: ValidationReport | None) -> str:
     if validation:
         lines += _validation_section(validation)
     return "\n".join(lines) + "\n"
+
+
+def _agent_section(spec: SuiteSpec) -> list[str]:
+    checks = [s for s in spec.scorers if isinstance(s, CheckScorer)]
+    needs = {s.name: engine.compile_check(s.rule()).needs for s in checks}
+    return [
+        "## Test your agent, not only its past",
+        "",
+        "`python run_eval.py --predict-fn MODULE:FUNCTION` imports your agent from your project (the current folder, or",
+        "`--project-dir`) and runs every record's `inputs` (kept in the shape the agent takes) through it with",
+        "`mlflow.genai.evaluate(data=..., predict_fn=...)`: fresh traces, judged by the same scorers.",
+        "`--endpoint <name>` does the same with a Databricks model-serving endpoint (through `mlflow.genai.to_predict_fn`),",
+        "`--endpoint https://host/v1/chat/completions` with an OpenAI-compatible endpoint (`EVAL_ENDPOINT_TOKEN` or",
+        "`OPENAI_API_KEY` is sent as the bearer token). Trace your agent with MLflow (autologging or `@mlflow.trace`)",
+        "so the span checks see its spans; an endpoint that returns no trace gives a root span only.",
+        "",
+        "The run is compared with the baseline on the same records (`--baseline FILE|RUN_ID`; default `baseline.json` here",
+        "- a baseline run's `run_results.json`, for a CI store that lacks the run - else the run tagged `eval_agent.baseline`):",
+        "per scorer, the records newly failing, newly passing and unchanged, printed and written to `run_results.json`",
+        "(`regression`). The gate fails (exit 1) when a scorer misses its threshold or has more newly failing records",
+        "than `--max-new-failures` (default 0), naming the scorers and records. Where the baseline passed every check",
+        "on a record, its recorded output is the reference answer (`expected_response`, logged with source CODE",
+        "`eval_agent.recorded_output`, not as a human label) for judges that compare answers.",
+        "Exit code 2 is a configuration mistake (a function that cannot be imported, an unreachable store), in one line.",
+        "",
+        "### What each check needs",
+        "",
+        "A check judges spans by type and name. When none of the agent's fresh traces has a span a check needs (a tool",
+        "renamed, a span type no longer emitted), the check is reported **not applicable** with the reason, never as a pass.",
+        "",
+        "| check | needs |",
+        "|---|---|",
+        *[f"| {name} | {'; '.join(n) if n else 'the trace itself (root, outputs, timing)'} |" for name, n in needs.items()],
+        "",
+        "### In CI",
+        "",
+        "GitHub Actions (the suite folder committed as `evaluation/`, the store reachable from the runner):",
+        "",
+        "```yaml",
+        "jobs:",
+        "  eval:",
+        "    runs-on: ubuntu-latest",
+        "    env:",
+        "      MLFLOW_TRACKING_URI: ${{ secrets.MLFLOW_TRACKING_URI }}",
+        "    steps:",
+        "      - uses: actions/checkout@v4",
+        "      - uses: actions/setup-python@v5",
+        "        with: {python-version: '3.11'}",
+        "      - run: pip install -e . mlflow google-re2 pytest",
+        "      - run: python evaluation/run_eval.py --predict-fn my_app.agent:predict   # or: pytest evaluation/ --predict-fn my_app.agent:predict",
+        "```",
+        "",
+        "A Databricks job task (in a bundle's `resources.jobs.<job>.tasks`; the workspace's store and credentials apply):",
+        "",
+        "```yaml",
+        "- task_key: eval_gate",
+        "  spark_python_task:",
+        "    python_file: ../evaluation/run_eval.py",
+        "    parameters: [\"--predict-fn\", \"my_app.agent:predict\", \"--project-dir\", \"${workspace.file_path}\"]",
+        "  environment_key: default   # with dependencies mlflow, google-re2 and your project",
+        "```",
+        "",
+    ]
 
 
 def _scorer_row(s: ScorerSpec) -> str:

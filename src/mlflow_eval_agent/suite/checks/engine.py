@@ -12,6 +12,7 @@ the standard library (and `re2`, from the google-re2 package, when a check uses 
     check = compile_check(rule)          # validates the whole document, compiles regexes once
     passed, rationale = check(trace, outputs)
     passed, rationale, spans = check.verdict(trace, outputs)   # and the spans a failure points at
+    check.missing(trace)                 # the spans it needs (by type/name) that the trace has none of
 """
 
 from __future__ import annotations
@@ -86,15 +87,27 @@ def compile_check(rule):
         raise RuleError(f"check.version: this engine reads version {LANGUAGE_VERSION}, got {rule.get('version')!r}")
     condition = _condition(rule["fail_when"], "fail_when", 1, budget)
 
-    return Check(condition)
+    return Check(condition, budget.needs)
 
 
 class Check:
     """A compiled check. `check(trace, outputs)` -> (passed, rationale); `check.verdict(...)` also
     says which spans the verdict points at (the evidence of a failure, earliest first)."""
 
-    def __init__(self, condition):
+    def __init__(self, condition, needs=None):
         self._condition = condition
+        self._needs = dict(needs or {})
+
+    @property
+    def needs(self):
+        """What the check looks at, by span type and name (e.g. "TOOL span(s) named 'lookup'"): the
+        `spans` selectors of its conditions. A trace with none of them gives the check nothing to judge."""
+        return list(self._needs)
+
+    def missing(self, trace):
+        """The needs (labels) of which this trace has no span at all: a pass on it would be vacuous."""
+        view = TraceView(trace)
+        return [label for label, present in self._needs.items() if not present(view)]
 
     def __call__(self, trace, outputs=None):
         passed, rationale, _ = self.verdict(trace, outputs)
@@ -113,6 +126,7 @@ class Check:
 class _Budget:
     def __init__(self):
         self.nodes = 0
+        self.needs = {}  # label -> present(view): the span types/names the check's `spans` selectors need
 
     def take(self, where):
         self.nodes += 1
@@ -237,6 +251,8 @@ def _selector(node, where, budget):
         raise RuleError(f"{where}.position: 'first' or 'last', got {position!r}")
     filters = _predicates(node.get("where", []), f"{where}.where", budget, SPAN_FIELDS)
     label = _describe_selector(types, names, statuses, root, leaf, parent, ancestor, filters, position)
+    if where.endswith(".spans") and (types or names):
+        budget.needs.setdefault(_describe_selector(types, names, None, None, None, None, None, [], None), _present(types, names))
 
     def select(view):
         chosen = []
@@ -266,6 +282,13 @@ def _selector(node, where, budget):
 
     select.label = label
     return select
+
+
+def _present(types, names):
+    def present(view):
+        return any((not types or view.type_of(s) in types) and (not names or _any_glob(names, _name(s))) for s in view.spans)
+
+    return present
 
 
 def _strings(value, where, limit, what):

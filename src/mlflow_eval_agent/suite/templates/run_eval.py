@@ -3,6 +3,8 @@
     python run_eval.py                      # the traces the suite was built for (see dataset.json)
     python run_eval.py --experiment-id 42   # the latest traces of another experiment (CI)
     python run_eval.py --dataset <id|name|file.json> --judge-model anthropic:/claude-sonnet-4-5
+    python run_eval.py --predict-fn my_app.agent:predict   # the dataset's inputs through your agent as it is now
+    python run_eval.py --endpoint my-serving-endpoint      # ... or through a deployed one (Databricks or an OpenAI-compatible URL)
 
 The tracking store is the one named by MLFLOW_TRACKING_URI (a local path/URI, or `databricks`).
 Verdicts are logged as assessments on the evaluated traces themselves, in an evaluation run named
@@ -10,8 +12,20 @@ Verdicts are logged as assessments on the evaluated traces themselves, in an eva
 and eval_agent.gate (PASS/FAIL), with each scorer's threshold and the judge model as params, the
 registered evaluation dataset as its input, and run_results.json and this folder as artifacts.
 
-Exit codes: 0 every gated scorer met its threshold; 1 a threshold was missed or a scorer errored;
-2 the data could not be loaded (unknown experiment, dataset or trace ids; unreachable store).
+With --predict-fn or --endpoint the dataset's inputs (kept in the shape the agent takes) go through the
+agent with mlflow.genai.evaluate(predict_fn=...): fresh traces, judged by the same scorers, compared per
+scorer and per record with the baseline (newly failing / newly passing / unchanged). A check that needs
+spans the agent did not record on any record (a tool renamed, a span type no longer emitted) is reported
+as not applicable with the reason, never as a pass. Where the baseline passed every check on a record,
+its recorded output is the reference (`expected_response`, logged with source CODE
+"eval_agent.recorded_output", not as a human label) for judges that compare answers.
+The predict function is your own code, imported because you named it: nothing here imports or runs
+anything named by a trace or a model.
+
+Exit codes: 0 every gated scorer met its threshold (and, against an agent, no scorer has more newly
+failing records than --max-new-failures); 1 the run failed: a threshold was missed, a scorer regressed
+or errored; 2 a configuration or usage mistake (unknown experiment, dataset or trace ids; an unreachable
+store; a predict function that cannot be imported), said in one line.
 Needs mlflow, google-re2 and this folder (scorers.py, _engine.py, _redaction.py, dataset.json).
 Your own hand-written scorers run only when you name their file: `--user-scorers my_scorers.py` (a
 list SCORERS). Nothing here runs a file because it exists.
@@ -43,12 +57,18 @@ PROVIDER_CREDENTIALS = {}
 # --- end of suite constants ---
 
 EXIT_OK, EXIT_GATE, EXIT_DATA = 0, 1, 2
+STORE_TIMEOUT_S = 5.0
+BASELINE_FILE = "baseline.json"  # optional: a baseline run's run_results.json, for CI stores that lack the run
+RECORD_TAG = "eval_agent.record"  # on each fresh trace: the dataset record (its recorded trace id) it answers
+RECORDED_SOURCE = "eval_agent.recorded_output"
+REFERENCE = "expected_response"
+CODE_SCORER_RATE_LIMIT = "MLFLOW_GENAI_EVAL_SCORER_RATE_LIMIT"
 # MLflow's error when a scorer lacks a field (a judge of answers on a trace without one): not a verdict, not a failure.
 NOT_APPLICABLE = "requires the following fields"
 NO_VERDICT = "no verdict recorded (MLflow could not score or log it; see its warnings above)"
 FETCH_CHUNK = 50
 # The suite's own files, logged with every run (not caches, not results written here).
-SUITE_FILES = ("run_eval.py", "scorers.py", "_engine.py", "_redaction.py", "dataset.json", "README.md")
+SUITE_FILES = ("run_eval.py", "scorers.py", "_engine.py", "_redaction.py", "dataset.json", "README.md", "test_suite.py", "conftest.py")
 TAG = "eval_agent."
 
 
@@ -69,7 +89,19 @@ def parse_args(argv):
     parser.add_argument("--output-json", help="Also write the results (per scorer and per trace) to this JSON file.")
     parser.add_argument("--user-scorers", metavar="FILE", help="Also run the scorers (a list SCORERS) of this Python file that you wrote by hand.")
     parser.add_argument("--run-name", help="Name of the evaluation run (default <suite>-<yyyymmdd-hhmm>, UTC).")
-    return parser.parse_args(argv)
+    agent = parser.add_mutually_exclusive_group()
+    agent.add_argument("--predict-fn", metavar="MODULE:FUNCTION", help="Run the dataset's inputs through this function of your project (e.g. my_app.agent:predict), imported from --project-dir.")
+    agent.add_argument("--endpoint", metavar="NAME_OR_URL", help="Run them through a deployed agent: a Databricks serving endpoint name, or an OpenAI-compatible URL (.../v1/chat/completions).")
+    parser.add_argument("--project-dir", default=".", help="Folder your --predict-fn module is imported from (default: the current folder).")
+    parser.add_argument("--endpoint-model", default="default", help="The `model` field sent to an OpenAI-compatible --endpoint (default 'default').")
+    parser.add_argument("--baseline", metavar="FILE_OR_RUN_ID", help="Compare with this run_results.json or evaluation run (default: baseline.json here, else the run tagged eval_agent.baseline).")
+    parser.add_argument("--max-new-failures", type=int, default=0, help="Newly failing records a scorer may have before the gate fails (default 0).")
+    args = parser.parse_args(argv)
+    if (args.predict_fn or args.endpoint) and (args.experiment_id or args.filter_string):
+        parser.error("--predict-fn/--endpoint run the dataset's inputs through the agent; --experiment-id/--filter select stored traces instead (use one or the other)")
+    if args.max_new_failures < 0:
+        parser.error("--max-new-failures must be 0 or more")
+    return args
 
 
 # --- what to evaluate --------------------------------------------------------------------------
@@ -147,10 +179,27 @@ def mlflow_dataset_records(ref):
 
 
 def check_store(uri):
-    """A local sqlite store must exist: MLflow would create an empty database at a mistyped path."""
+    """A local sqlite store must exist (MLflow would create an empty database at a mistyped path); a
+    server must answer one short request (MLflow's own retries would keep a CI job silent for minutes)."""
     path = uri[len("sqlite:///"):].split("?", 1)[0] if uri.startswith("sqlite:///") else ""
     if path and path != ":memory:" and not Path(path).exists():
         raise DataError(f"there is no MLflow database at {path}: set MLFLOW_TRACKING_URI to the store that holds experiment {EXPERIMENT_ID}")
+    host = uri if uri.startswith(("http://", "https://")) else (os.environ.get("DATABRICKS_HOST", "") if uri.startswith("databricks") else "")
+    if host:
+        reach(host if "://" in host else f"https://{host}", uri)
+
+
+def reach(base, uri):
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(base.rstrip("/") + "/health", timeout=STORE_TIMEOUT_S).close()  # noqa: S310 (the store you named)
+    except urllib.error.HTTPError:
+        return  # it answered (a proxy or a workspace without /health): reachable
+    except (OSError, ValueError) as exc:
+        why = getattr(exc, "reason", None) or exc
+        raise DataError(f"the tracking store {uri} did not answer within {STORE_TIMEOUT_S:.0f} s ({_one_line(why)}): start it or set MLFLOW_TRACKING_URI") from None
 
 
 def select_data(args):
@@ -183,6 +232,20 @@ def select_data(args):
     records = load_dataset_file(HERE / DATASET_FILE).get("records", [])
     data, traces, label = data_from_records(records, EXPERIMENT_ID, f"dataset {DATASET_FILE}")
     return data, traces, EXPERIMENT_ID, label, MLFLOW_DATASET_ID
+
+
+def agent_records(args):
+    """(records, experiment to log into, description, registered dataset) for a run through the agent."""
+    import mlflow
+
+    check_store(str(mlflow.get_tracking_uri()))
+    if args.dataset:
+        path = Path(args.dataset)
+        if path.suffix == ".json" or path.exists():
+            payload = load_dataset_file(path)
+            return payload.get("records", []), EXPERIMENT_ID, args.dataset, payload.get("mlflow_dataset_id")
+        return mlflow_dataset_records(args.dataset), EXPERIMENT_ID, args.dataset, args.dataset
+    return load_dataset_file(HERE / DATASET_FILE).get("records", []), EXPERIMENT_ID, f"dataset {DATASET_FILE}", MLFLOW_DATASET_ID
 
 
 # --- judges ------------------------------------------------------------------------------------
@@ -229,6 +292,243 @@ def user_scorers(path):
     return scorers
 
 
+# --- the agent (--predict-fn / --endpoint) -----------------------------------------------------
+def agent_predict_fn(args):
+    """(predict function, label) for the agent named on the command line, or (None, None)."""
+    if args.predict_fn:
+        return import_predict_fn(args.predict_fn, args.project_dir), f"predict_fn {args.predict_fn}"
+    if args.endpoint:
+        return endpoint_predict_fn(args.endpoint, args.endpoint_model), f"endpoint {args.endpoint}"
+    return None, None
+
+
+def import_predict_fn(ref, project_dir):
+    """MODULE:FUNCTION from the user's project: their own code, imported because they named it."""
+    import importlib
+    import re
+
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*", ref or ""):
+        raise DataError(f"--predict-fn {ref!r}: expected MODULE:FUNCTION, e.g. my_app.agent:predict")
+    module_name, function = ref.split(":")
+    folder = str(Path(project_dir).resolve())
+    if not Path(folder).is_dir():
+        raise DataError(f"--project-dir {project_dir}: no such folder")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise DataError(f"--predict-fn {ref}: cannot import {module_name} from {folder} ({type(exc).__name__}: {_one_line(exc)}); run from your project's folder or pass --project-dir") from None
+    fn = getattr(module, function, None)
+    if not callable(fn):
+        raise DataError(f"--predict-fn {ref}: {module_name} has no function {function}")
+    return fn
+
+
+def endpoint_predict_fn(endpoint, model):
+    """A deployed agent: an OpenAI-compatible chat-completions URL, or a Databricks serving endpoint
+    through MLflow's own helper (mlflow.genai.to_predict_fn)."""
+    import mlflow
+
+    if not endpoint.startswith(("http://", "https://")):
+        uri = endpoint if endpoint.startswith("endpoints:/") else f"endpoints:/{endpoint}"
+        try:
+            return mlflow.genai.to_predict_fn(uri)
+        except Exception as exc:
+            raise DataError(f"--endpoint {endpoint}: {_one_line(exc)}") from None
+    url = chat_completions_url(endpoint)
+    # The call below is traced already: MLflow's trial call (to see whether it traces) would be one request more.
+    os.environ.setdefault("MLFLOW_GENAI_EVAL_SKIP_TRACE_VALIDATION", "True")
+    token = os.environ.get("EVAL_ENDPOINT_TOKEN") or os.environ.get("OPENAI_API_KEY")
+
+    @mlflow.trace(name="endpoint", span_type="AGENT")
+    def call_endpoint(**inputs):
+        import urllib.error
+        import urllib.request
+
+        body = {"model": model, **inputs} if "messages" in inputs else {"model": model, "messages": [{"role": "user", "content": json.dumps(inputs, default=str)}]}
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+        request = urllib.request.Request(url, data=json.dumps(body, default=str).encode(), headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310 (the endpoint you named)
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise RuntimeError(f"{url} answered HTTP {exc.code}: {_one_line(exc.read()[:300].decode(errors='replace'))}") from None
+
+    return call_endpoint
+
+
+def chat_completions_url(url):
+    url = url.rstrip("/")
+    if url.endswith("/chat/completions"):
+        return url
+    return url + ("/chat/completions" if url.endswith("/v1") else "/v1/chat/completions")
+
+
+def record_key(record):
+    return record.get("trace_id") or json.dumps(record.get("inputs"), sort_keys=True, default=str)
+
+
+def record_label(record, limit=70):
+    """A short human name for a record: its last user message (or its inputs)."""
+    inputs = record.get("inputs")
+    text = None
+    if isinstance(inputs, dict) and isinstance(inputs.get("messages"), list):
+        text = next((m.get("content") for m in reversed(inputs["messages"]) if isinstance(m, dict) and m.get("role") == "user"), None)
+    text = " ".join(str(text if text is not None else json.dumps(inputs, default=str)).split())
+    return text[:limit] + ("..." if len(text) > limit else "")
+
+
+def agent_data(records, baseline_per_trace, code_names):
+    """The evaluate() rows for the agent: each record's inputs, its expectations, and where the baseline
+    passed every code check on it, its recorded output as the reference answer. Returns (frame, references, labels)."""
+    import pandas as pd
+
+    from _engine import output_text
+
+    rows, references, labels, skipped = [], {}, {}, 0
+    for record in records:
+        if record.get("inputs") is None:
+            skipped += 1
+            continue
+        key = record_key(record)
+        labels[key] = record_label(record)
+        expectations = dict(record.get("expectations") or {})
+        clean = baseline_per_trace and code_names and all((baseline_per_trace.get(n) or {}).get(key) == "pass" for n in code_names)
+        reference = output_text(record.get("outputs")) if clean and record.get("outputs") is not None else ""
+        if reference and REFERENCE not in expectations:
+            expectations[REFERENCE] = reference
+            references[key] = reference
+        rows.append({"inputs": record["inputs"], "expectations": expectations, "tags": {RECORD_TAG: key}})
+    if skipped:
+        print(f"note: {skipped} record(s) have no inputs and are left out", file=sys.stderr)
+    if not rows:
+        raise DataError("no dataset record has inputs to send to the agent")
+    return pd.DataFrame(rows), references, labels
+
+
+def fresh_traces(result_df):
+    """{record key: fresh Trace} from evaluate()'s result rows (tagged with their record)."""
+    from mlflow.entities import Trace
+
+    traces = {}
+    for i in range(len(result_df)):
+        raw = result_df["trace"].iloc[i] if "trace" in result_df else None
+        trace = Trace.from_json(raw) if isinstance(raw, str) else raw
+        key = (getattr(getattr(trace, "info", None), "tags", None) or {}).get(RECORD_TAG)
+        if key:
+            traces[key] = trace
+    return traces
+
+
+def mark_references(traces, references):
+    """The reference answers are recorded outputs, not human labels: MLflow logs dataset expectations
+    as HUMAN, so each is replaced by the same value with source CODE (eval_agent.recorded_output)."""
+    import mlflow
+    from mlflow.entities import AssessmentSource
+
+    source = AssessmentSource(source_type="CODE", source_id=RECORDED_SOURCE)
+    for key, trace in traces.items():
+        if key not in references:
+            continue
+        try:
+            for assessment in mlflow.get_trace(trace.info.trace_id).info.assessments or []:
+                if assessment.name == REFERENCE and assessment.expectation is not None:
+                    mlflow.delete_assessment(trace_id=trace.info.trace_id, assessment_id=assessment.assessment_id)
+            mlflow.log_expectation(trace_id=trace.info.trace_id, name=REFERENCE, value=references[key], source=source,
+                                   metadata={"eval_agent.recorded_from": str(key)})
+        except Exception as exc:  # the verdicts stand; say it once
+            print(f"note: the reference answer of {key} could not be re-marked as recorded: {_one_line(exc)}", file=sys.stderr)
+            return
+
+
+def not_applicable(checks, traces):
+    """{check name: reason} for code checks that need spans no fresh trace has (by type and name)."""
+    from _engine import compile_check
+
+    found = list(traces.values())
+    reasons = {}
+    if not found:
+        return reasons
+    for name, document in checks.items():
+        check = compile_check(document)
+        absent = [label for label in check.needs if all(label in check.missing(t) for t in found)]
+        if absent:
+            reasons[name] = f"not applicable: the agent recorded no {' and no '.join(absent)} on any of the {len(found)} records (renamed, or no longer traced?)"
+    return reasons
+
+
+# --- the baseline and the regression view ----------------------------------------------------------
+def load_baseline(ref, experiment_id):
+    """(per_trace outcomes, description) of the baseline run, or (None, why there is none)."""
+    import tempfile
+
+    import mlflow
+
+    if ref and Path(ref).is_file() or not ref and (HERE / BASELINE_FILE).is_file():
+        path = Path(ref) if ref else HERE / BASELINE_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read baseline {path}: {_one_line(exc)}") from None
+        return data.get("per_trace") or {}, f"{path.name} (evaluation run {data.get('run_id') or '?'})"
+    run_id = ref
+    if not run_id:
+        try:
+            runs = mlflow.search_runs(
+                experiment_ids=[experiment_id], output_format="list", max_results=1, order_by=["attributes.start_time DESC"],
+                filter_string=f"tags.`{TAG}suite` = '{SUITE_NAME}' AND tags.`{TAG}baseline` = 'true'",
+            )
+        except Exception as exc:
+            return None, f"no baseline: the runs of experiment {experiment_id} could not be searched ({_one_line(exc)})"
+        if not runs:
+            return None, f"no baseline: no evaluation run of {SUITE_NAME} is tagged {TAG}baseline in experiment {experiment_id} (pass --baseline)"
+        run_id = runs[0].info.run_id
+    with tempfile.TemporaryDirectory(prefix="run-eval-baseline-") as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="run_results.json", dst_path=tmp)
+            data = json.loads(Path(local).read_text(encoding="utf-8"))
+        except Exception as exc:
+            if ref:
+                raise DataError(f"--baseline {ref}: not a file, and no run_results.json of an evaluation run with that id ({_one_line(exc)})") from None
+            return None, f"no baseline: run {run_id} has no readable run_results.json ({_one_line(exc)})"
+    return data.get("per_trace") or {}, f"evaluation run {data.get('run_name') or ''} {run_id}".replace("  ", " ")
+
+
+def regression(per_trace, baseline, names, max_new):
+    """Per scorer: records newly failing, newly passing, unchanged, not comparable (n/a, errors, new records)."""
+    view = {}
+    for name in names:
+        new, old = per_trace.get(name) or {}, (baseline or {}).get(name)
+        if old is None:
+            view[name] = {"baseline": False, "newly_failing": [], "newly_passing": [], "unchanged": 0, "not_comparable": len(new), "regressed": False}
+            continue
+        failing = sorted(k for k, o in new.items() if o == "fail" and old.get(k) == "pass")
+        passing = sorted(k for k, o in new.items() if o == "pass" and old.get(k) == "fail")
+        unchanged = sum(1 for k, o in new.items() if o in ("pass", "fail") and old.get(k) == o)
+        view[name] = {"baseline": True, "newly_failing": failing, "newly_passing": passing, "unchanged": unchanged,
+                      "not_comparable": len(new) - len(failing) - len(passing) - unchanged, "regressed": len(failing) > max_new}
+    return view
+
+
+def print_regression(view, baseline_label, labels):
+    print(f"\nRegression vs the baseline ({baseline_label}), per scorer over the same dataset records:")
+    header = f"{'scorer':<36} {'newly failing':>13} {'newly passing':>13} {'unchanged':>9} {'n/a':>5}"
+    print(header)
+    print("-" * len(header))
+    for name, row in view.items():
+        if not row["baseline"]:
+            print(f"{name:<36} {'-':>13} {'-':>13} {'-':>9} {row['not_comparable']:>5}  not in the baseline")
+            continue
+        print(f"{name:<36} {len(row['newly_failing']):>13} {len(row['newly_passing']):>13} {row['unchanged']:>9} {row['not_comparable']:>5}"
+              + ("  REGRESSED" if row["regressed"] else ""))
+    for name, row in view.items():
+        if row["regressed"]:
+            shown = "; ".join(f"{k} ({labels.get(k, '')})" for k in row["newly_failing"][:5])
+            more = f" and {len(row['newly_failing']) - 5} more" if len(row["newly_failing"]) > 5 else ""
+            print(f"REGRESSED {name}: {len(row['newly_failing'])} record(s) newly failing: {shown}{more}")
+
+
 # --- results -----------------------------------------------------------------------------------
 def verdict(value):
     """True (pass), False (fail) or None (no usable value)."""
@@ -253,10 +553,17 @@ def human_labels(traces, names):
     return labels
 
 
-def summarize(result_df, names, thresholds, skipped, labels):
-    rows, per_trace = [], {}
+def summarize(result_df, names, thresholds, skipped, labels, keys=None, inapplicable=None):
+    """Rows per scorer and {scorer: {trace id (or record key, against an agent): outcome}}."""
+    rows, per_trace, inapplicable = [], {}, inapplicable or {}
     ids = [str(t) for t in result_df["trace_id"]] if "trace_id" in result_df else [str(i) for i in range(len(result_df))]
+    ids = [keys.get(t, t) for t in ids] if keys else ids
     for name in names:
+        if name in inapplicable:
+            per_trace[name] = {t: "n/a" for t in ids}
+            rows.append({"scorer": name, "status": "N/A", "reason": inapplicable[name], "passed": 0, "failed": 0, "errors": 0,
+                         "not_applicable": len(ids), "pass_rate": None, "threshold": thresholds.get(name), "human": {"labels": 0, "agreement": None}})
+            continue
         if name in skipped:
             rows.append({"scorer": name, "status": "SKIPPED", "reason": skipped[name], "passed": 0, "failed": 0, "errors": 0, "pass_rate": None, "threshold": thresholds.get(name)})
             continue
@@ -384,7 +691,15 @@ def main(argv=None):
     import scorers as suite
 
     try:
-        data, traces, experiment_id, label, registered = select_data(args)
+        predict_fn, agent = agent_predict_fn(args)
+        if predict_fn is None:
+            data, traces, experiment_id, label, registered = select_data(args)
+        else:
+            records, experiment_id, label, registered = agent_records(args)
+            baseline, baseline_label = load_baseline(args.baseline, experiment_id)
+            data, references, record_labels = agent_data(records, baseline, list(suite.CHECKS))
+            traces, label = [], f"{len(data)} records of {label} through {agent}"
+        mine = user_scorers(args.user_scorers)
     except DataError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return EXIT_DATA
@@ -399,11 +714,6 @@ def main(argv=None):
             skipped = {name: f"skipped: {reason}" for name in judge_names}
         else:
             judges = suite.judges(args.judge_model)
-    try:
-        mine = user_scorers(args.user_scorers)
-    except DataError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return EXIT_DATA
     scorer_objects = [*suite.CODE_SCORERS, *mine, *judges]
     names = [s.name for s in [*suite.CODE_SCORERS, *mine]] + judge_names
     thresholds = {n: (args.fail_under if args.fail_under is not None else suite.THRESHOLDS.get(n, suite.DEFAULT_FAIL_UNDER)) for n in names}
@@ -412,38 +722,66 @@ def main(argv=None):
         # sqlite serialises writes: 10 threads only contend, and at ~1,000 traces they can
         # exhaust the connection pool (lost verdicts); 4 were as fast in our measurements.
         os.environ.setdefault("MLFLOW_GENAI_EVAL_MAX_WORKERS", "4")
+    if not judges:
+        # MLflow's scorer rate limiter is for LLM judges; code scorers need none (a judge run keeps MLflow's limit).
+        os.environ.setdefault(CODE_SCORER_RATE_LIMIT, "0")
     mlflow.set_experiment(experiment_id=experiment_id)
     name = run_name(args.run_name)
-    with mlflow.start_run(run_name=name, tags=run_tags()) as run:
+    with mlflow.start_run(run_name=name, tags={**run_tags(), TAG + "mode": "agent" if predict_fn else "stored"}) as run:
         run_id = run.info.run_id
         judged = model if judges else ("skipped (--skip-judges)" if args.skip_judges else (f"{model} (skipped)" if model else None))
         mlflow.log_params(run_params(thresholds, judged, label))
         link_dataset(registered)
-        if scorer_objects:
+        keys, inapplicable, fresh = None, {}, {}
+        if predict_fn is not None:
+            result_df = mlflow.genai.evaluate(data=data, predict_fn=predict_fn, scorers=scorer_objects)
+            result_df = result_df.result_df
+            fresh = fresh_traces(result_df)
+            keys = {t.info.trace_id: k for k, t in fresh.items()}
+            inapplicable = not_applicable(suite.CHECKS, fresh)
+            mark_references(fresh, references)
+        elif scorer_objects:
             result_df = mlflow.genai.evaluate(data=data, scorers=scorer_objects).result_df
         else:
             import pandas as pd
 
             result_df = pd.DataFrame({"trace_id": []})
-        rows, per_trace = summarize(result_df, names, thresholds, skipped, human_labels(traces, set(names)))
+        rows, per_trace = summarize(result_df, names, thresholds, skipped, human_labels(traces, set(names)), keys, inapplicable)
         failed = [r for r in rows if r["status"] in ("FAIL", "ERROR") or (args.require_judges and r["status"] == "SKIPPED")]
-        gate = "FAIL" if failed else "PASS"
+        view = regression(per_trace, baseline, names, args.max_new_failures) if predict_fn is not None else {}
+        regressed = [n for n, r in view.items() if r["regressed"]]
+        gate = "FAIL" if failed or regressed else "PASS"
         mlflow.set_tag(TAG + "gate", gate)
         report = {"suite": SUITE_NAME, "session_id": SESSION_ID, "data": label, "experiment_id": experiment_id, "run_id": run_id,
                   "run_name": name, "gate": gate, "judge_model": model, "dataset": registered, "scorers": rows, "per_trace": per_trace}
+        if predict_fn is not None:
+            report.update({"mode": "agent", "agent": agent, "fresh_traces": {k: t.info.trace_id for k, t in fresh.items()},
+                           "records": record_labels, "baseline": baseline_label if baseline is not None else None,
+                           "baseline_note": None if baseline is not None else baseline_label, "max_new_failures": args.max_new_failures,
+                           "regression": view, "regressed": regressed, "references": sorted(references)})
         log_suite(report)
     print_table(rows, label, run_id, name)
+    if predict_fn is not None:
+        if baseline is not None:
+            print_regression(view, baseline_label, record_labels)
+        else:
+            print(f"\nnote: {baseline_label}; only the thresholds gate this run", file=sys.stderr)
 
     for row in rows:
-        if row["status"] == "SKIPPED":
+        if row["status"] in ("SKIPPED", "N/A"):
             print(f"note: {row['scorer']} {row['reason']}", file=sys.stderr)
     if args.output_json:
         Path(args.output_json).write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
-    if failed:
-        print(f"\nFAILED: {len(failed)} of {len(rows)} scorers missed their threshold or could not run.")
+    inapplicable_note = f", {len(inapplicable)} not applicable ({', '.join(inapplicable)})" if inapplicable else ""
+    if failed or regressed:
+        parts = [f"{len(failed)} of {len(rows)} scorers missed their threshold or could not run" + (f" ({', '.join(r['scorer'] for r in failed)})" if failed else "")]
+        if regressed:
+            parts.append(f"{len(regressed)} regressed against the baseline ({', '.join(regressed)})")
+        print(f"\nFAILED: {'; '.join(parts)}{inapplicable_note}.")
     else:
-        print(f"\nPASSED: {len(rows) - len(skipped)} scorers met their thresholds ({len(skipped)} skipped).")
-    return EXIT_GATE if failed else EXIT_OK
+        print(f"\nPASSED: {len(rows) - len(skipped) - len(inapplicable)} scorers met their thresholds ({len(skipped)} skipped{inapplicable_note})"
+              + (" with no new failures against the baseline." if view else "."))
+    return EXIT_GATE if failed or regressed else EXIT_OK
 
 
 if __name__ == "__main__":
