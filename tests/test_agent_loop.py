@@ -156,13 +156,36 @@ def _blocking_step(started, release):
     return step
 
 
-@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGINT"])
+def _claude_children(parent_pid: int) -> list[int]:
+    """Live bundled-CLI processes started for `parent_pid`'s run (found by the private folder in their env)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes()
+            state = (proc / "stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and f"eval-agent-claude-{parent_pid}-".encode() in environ:
+            found.append(int(proc.name))
+    return found
+
+
+def _private_folders(pid: int) -> list[Path]:
+    import tempfile
+
+    return list(Path(tempfile.gettempdir()).glob(f"eval-agent-claude-{pid}-*"))
+
+
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGINT", "SIGTERM"])
 def test_killed_run_resumes_without_redoing_completed_tasks(seeded, fake_anthropic: FakeAnthropic, tmp_path: Path, signal_name: str) -> None:
     import os
     import signal
     import subprocess
     import sys
     import threading
+    import time
 
     from tests.conftest import REPO_ROOT
 
@@ -181,7 +204,8 @@ def test_killed_run_resumes_without_redoing_completed_tasks(seeded, fake_anthrop
                             cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         assert started.wait(120), "the second worker session never started"
-        os.killpg(proc.pid, getattr(signal, signal_name)) if signal_name == "SIGKILL" else proc.send_signal(signal.SIGINT)
+        assert _claude_children(proc.pid), "the CLI child should be running during the session"
+        os.killpg(proc.pid, signal.SIGKILL) if signal_name == "SIGKILL" else proc.send_signal(getattr(signal, signal_name))
         output, _ = proc.communicate(timeout=60)
     finally:
         release.set()
@@ -189,11 +213,19 @@ def test_killed_run_resumes_without_redoing_completed_tasks(seeded, fake_anthrop
             os.killpg(proc.pid, signal.SIGKILL)
     statuses = task_status(session)
     assert statuses["first"] == ("completed", 1)
-    if signal_name == "SIGINT":
-        assert proc.returncode == 1 and "Interrupted" in output, output
-        assert statuses["second"] == ("pending", 0)  # a clean stop gives the attempt back
-    else:
+    deadline = time.time() + 10
+    while _claude_children(proc.pid) and time.time() < deadline:
+        time.sleep(0.2)
+    assert _claude_children(proc.pid) == []  # the CLI child never outlives the run, even after kill -9
+    if signal_name == "SIGKILL":
         assert statuses["second"] == ("in_progress", 1)
+        assert _private_folders(proc.pid)  # left behind by kill -9; the next start removes it
+    else:
+        expected = {"SIGINT": 130, "SIGTERM": 143}[signal_name]
+        assert proc.returncode == expected and "Interrupted" in output and "State is saved" in output, output
+        assert "Traceback" not in output
+        assert statuses["second"] == ("pending", 0)  # a clean stop gives the attempt back
+        assert _private_folders(proc.pid) == []  # removed on the way out
 
     fake_anthropic.script(
         tool_use("mcp__eval__complete_task", {"task_id": "second", "summary": "second piece is done"}),
@@ -205,6 +237,11 @@ def test_killed_run_resumes_without_redoing_completed_tasks(seeded, fake_anthrop
     before = len(fake_anthropic.sessions())
     run = run_cli(_args(experiment_id, tmp_path / "v", "--session-id", "kr", "--max-attempts", "1"), env)
     assert "Resuming session kr" in run.stdout, run.output
+    assert _private_folders(proc.pid) == []  # a killed run's leftovers are removed at the next start
+    if signal_name == "SIGKILL":
+        # (the "Removed ... left by a run that was killed" line may come from any run started meanwhile on
+        # this machine: every start sweeps dead runs' folders; tests/test_faults.py checks the sweep itself)
+        assert "Took over the lock of a run that is gone" in run.stdout
     resumed = list(fake_anthropic.sessions().values())[before:]
     first_prompts = [reqs[0].last_user_text() for reqs in resumed]
     assert len(resumed) == 2 and '"id": "second"' in first_prompts[0] and '"id": "validate"' in first_prompts[1]

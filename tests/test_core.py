@@ -126,7 +126,7 @@ def test_atomic_write_leaves_old_file_when_interrupted(tmp_path: Path, monkeypat
         raise OSError("disk full")
 
     monkeypatch.setattr("mlflow_eval_agent.store.base.os.replace", exploding_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(StoreError, match="Could not write state/a.json"):  # one sentence, not an OSError
         store.write_text("state/a.json", "new")
     assert store.read_text("state/a.json") == "old"
     assert [p.name for p in (store.root / "state").iterdir()] == ["a.json"]  # no temp litter

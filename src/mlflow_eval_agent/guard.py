@@ -33,6 +33,11 @@ class FileGuard:
         return self.redact(reason) if reason else None
 
     def _reason(self, tool_name: str, tool_input: dict[str, Any]) -> str | None:
+        from .tools._base import oversized_input
+
+        too_big = oversized_input(tool_input)
+        if too_big:
+            return too_big
         if tool_name.startswith(self.allowed_prefixes):
             return None
         if tool_name not in BUILTIN_TOOLS:

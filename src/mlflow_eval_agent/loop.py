@@ -21,7 +21,8 @@ from pydantic import BaseModel, Field
 
 from .budget import SessionBudget, load_budget, save_budget
 from .errors import EXIT_FAILED, EXIT_LIMIT, EXIT_OK
-from .plan import PLAN_FILE, Task, TaskPlan, TaskStatus
+from .interrupts import exit_code_for
+from .plan import Task, TaskPlan, TaskStatus, load_plan, save_plan
 from .prompts import load_prompt
 from .session import SessionObserver, SessionOutcome, SessionRequest, run_session
 from .settings import Settings
@@ -30,9 +31,10 @@ from .store import CorruptStateError, SessionStore
 SESSIONS_FILE = "state/sessions.json"
 INITIALIZER_ATTEMPTS = 3
 API_RETRIES = 3
+STORE_RETRIES = 4  # consecutive tracking-store failures before the run stops (state saved, resumable)
 LIMIT_STOPS = ("max_iterations", "budget")
 
-StopReason = Literal["completed", "tasks_failed", "max_iterations", "budget", "api_errors", "no_plan", "interrupted"]
+StopReason = Literal["completed", "tasks_failed", "max_iterations", "budget", "api_errors", "store_unavailable", "no_plan", "interrupted"]
 
 STOP_MESSAGES: dict[str, str] = {
     "completed": "All tasks completed.",
@@ -40,6 +42,7 @@ STOP_MESSAGES: dict[str, str] = {
     "max_iterations": "Stopped at --max-iterations before the plan was done (state saved; resume with a higher limit to go on).",
     "budget": "Stopped: the --max-budget-usd budget is used up (state saved; resume with a higher budget to go on).",
     "api_errors": "Stopped: the model API kept failing.",
+    "store_unavailable": "Stopped: the tracking store kept failing; no task was charged for it (state saved; resume with the same --session-id once the store is back).",
     "no_plan": "Stopped: the initializer did not produce a valid plan.",
     "interrupted": "Interrupted.",
 }
@@ -53,11 +56,14 @@ class RunReport(BaseModel):
     detail: str | None = None
     budget: SessionBudget | None = Field(None, description="What the session used over all its runs.")
     limit_stop_ok: bool = False
+    signal: int | None = Field(None, description="The signal that interrupted the run (exit 128 + its number).")
 
     @property
     def exit_code(self) -> int:
         if self.stop_reason == "completed":
             return EXIT_OK
+        if self.stop_reason == "interrupted":
+            return exit_code_for(self.signal)
         if self.stop_reason in LIMIT_STOPS:
             return EXIT_OK if self.limit_stop_ok else EXIT_LIMIT
         return EXIT_FAILED
@@ -84,6 +90,7 @@ class LoopHooks:
 
 
 SessionRunner = Callable[[Settings, SessionStore, SessionRequest, Path], Awaitable[SessionOutcome]]
+StoreProbe = Callable[[], str | None]  # None when the tracking store answers, else why it does not
 
 
 @dataclass
@@ -94,19 +101,16 @@ class AutonomousLoop:
     hooks: LoopHooks = field(default_factory=LoopHooks)
     runner: SessionRunner = run_session
     backoff_s: Callable[[int], float] = lambda attempt: min(60.0, 5.0 * 2 ** (attempt - 1))
+    probe: StoreProbe = lambda: None
     sessions: list[SessionOutcome] = field(default_factory=list)  # this run's
     budget: SessionBudget | None = None  # the session's, over every run (loaded by run())
 
     # --- plan and history in the store ---------------------------------------------------------
     def load_plan(self) -> TaskPlan | None:
-        try:
-            return self.store.read_model(PLAN_FILE, TaskPlan)
-        except CorruptStateError as exc:
-            self.hooks.notice(f"{exc} A new plan will be written by the initializer.")
-            return None
+        return load_plan(self.store, self.hooks.notice)
 
     def save_plan(self, plan: TaskPlan) -> None:
-        self.store.write_model(PLAN_FILE, plan)
+        save_plan(self.store, plan)
 
     def record(self, outcome: SessionOutcome) -> None:
         self.sessions.append(outcome)
@@ -140,7 +144,7 @@ class AutonomousLoop:
         used = self.load_budget()
         used.runs += 1
         self.save_budget()
-        init_failures = api_failures = 0
+        init_failures = api_failures = store_failures = 0
         while True:
             if plan is not None and plan.done:
                 reason: StopReason = "completed" if plan.counts()["failed"] == 0 else "tasks_failed"
@@ -150,9 +154,22 @@ class AutonomousLoop:
             budget = self.remaining_budget()
             if budget is not None and budget <= 0:
                 return self.report(plan, "budget", f"(spent ${used.spent_usd:.2f} over {used.runs} run(s) of this session)")
+            down = self.probe()
+            if down:
+                store_failures += 1
+                if store_failures > STORE_RETRIES:
+                    return self.report(plan, "store_unavailable", f"Last: {down}")
+                await self.store_wait(down, store_failures)
+                continue
             if plan is None:
                 outcome = await self.initializer(budget)
                 plan = self.load_plan()
+                if plan is None and not outcome.retryable and (down := self.probe()):
+                    store_failures += 1  # the initializer could not read the traces: not its fault
+                    if store_failures > STORE_RETRIES:
+                        return self.report(plan, "store_unavailable", f"Last: {down}")
+                    await self.store_wait(down, store_failures)
+                    continue
                 if plan is None and not outcome.retryable:
                     init_failures += 1
                     if init_failures >= INITIALIZER_ATTEMPTS:
@@ -161,7 +178,14 @@ class AutonomousLoop:
             else:
                 task = plan.next_task()
                 assert task is not None  # plan.done was checked above
-                outcome, plan = await self.worker(plan, task, budget)
+                outcome, plan, down = await self.worker(plan, task, budget)
+                if down:
+                    store_failures += 1
+                    if store_failures > STORE_RETRIES:
+                        return self.report(plan, "store_unavailable", f"Last: {down}")
+                    await self.store_wait(down, store_failures)
+                    continue
+            store_failures = 0
             if outcome.retryable:
                 api_failures += 1
                 if api_failures > API_RETRIES:
@@ -172,6 +196,11 @@ class AutonomousLoop:
             else:
                 api_failures = 0
 
+    async def store_wait(self, reason: str, failures: int) -> None:
+        wait = self.backoff_s(failures)
+        self.hooks.notice(f"Tracking store unavailable ({reason}); no task is charged for it. Retrying in {wait:.0f}s ({failures}/{STORE_RETRIES}).")
+        await asyncio.sleep(wait)
+
     async def initializer(self, budget: float | None) -> SessionOutcome:
         request = SessionRequest(
             role="initializer",
@@ -181,11 +210,14 @@ class AutonomousLoop:
         )
         return await self.run_one(request)
 
-    async def worker(self, plan: TaskPlan, task: Task, budget: float | None) -> tuple[SessionOutcome, TaskPlan]:
+    async def worker(self, plan: TaskPlan, task: Task, budget: float | None) -> tuple[SessionOutcome, TaskPlan, str | None]:
+        """Run the task's session; the third value says why the tracking store failed, when it did
+        (the task is then put back as it was before the session: no attempt charged)."""
         if task.status == TaskStatus.IN_PROGRESS:
             # The run was killed during this task: not the task's fault, so the attempt is given back.
             self.hooks.notice(f"Task '{task.id}' was interrupted in an earlier run; starting it again.")
             plan = plan.release(task.id)
+        before = plan.get(task.id)
         plan = plan.start(task.id)
         self.save_plan(plan)
         request = SessionRequest(
@@ -198,9 +230,16 @@ class AutonomousLoop:
         try:
             outcome = await self.run_one(request)
         except asyncio.CancelledError:
-            self.save_plan((self.load_plan() or plan).release(task.id))
+            current = self.load_plan() or plan
+            if current.get(task.id).status != TaskStatus.COMPLETED:  # a completion before the stop stands
+                self.save_plan(current.restore(before))
             raise
-        return outcome, self.settle(task.id, outcome)
+        settled = self.load_plan() or plan
+        if settled.get(task.id).status != TaskStatus.COMPLETED and (down := self.probe()):
+            settled = settled.restore(before)
+            self.save_plan(settled)
+            return outcome, settled, down
+        return outcome, self.settle(task.id, outcome), None
 
     def settle(self, task_id: str, outcome: SessionOutcome) -> TaskPlan:
         """Decide the task's state from the store after its session ended."""
@@ -232,13 +271,13 @@ class AutonomousLoop:
         self.hooks.session_finished(request, outcome)
         return outcome
 
-    def report(self, plan: TaskPlan | None, reason: StopReason, detail: str | None = None) -> RunReport:
+    def report(self, plan: TaskPlan | None, reason: StopReason, detail: str | None = None, signal: int | None = None) -> RunReport:
         used = self.load_budget()
         used.last_stop = reason
         self.save_budget()
         return RunReport(
             session_id=self.store.session_id, plan=plan, sessions=self.sessions, stop_reason=reason, detail=detail,
-            budget=used.model_copy(), limit_stop_ok=self.settings.limit_stop_ok,
+            budget=used.model_copy(), limit_stop_ok=self.settings.limit_stop_ok, signal=signal,
         )
 
 

@@ -6,13 +6,20 @@ methods here so attempts and failure reasons stay consistent.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
 from enum import StrEnum
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+if TYPE_CHECKING:
+    from .store import SessionStore
+
 PLAN_FILE = "eval_tasks.json"
+# A copy of the plan written with every save: a truncated or hand-broken eval_tasks.json is restored
+# from it, so completed work is never redone because the plan file went bad.
+PLAN_BACKUP = "state/plan.last-good.json"
 MAX_TASKS = 30
 
 TaskType = Literal["dataset", "scorer", "script", "validation", "analysis"]
@@ -92,6 +99,12 @@ class TaskPlan(BaseModel):
     def complete(self, task_id: str, summary: str | None = None) -> TaskPlan:
         return self._with(task_id, status=TaskStatus.COMPLETED, summary=summary, failure_reason=None)
 
+    def restore(self, before: Task) -> TaskPlan:
+        """Put a task back as it was before a session (the session's failure was the store's, not the task's)."""
+        self.get(before.id)
+        tasks = [before if t.id == before.id else t for t in self.tasks]
+        return self.model_copy(update={"tasks": tasks, "updated_at": _now()})
+
     def release(self, task_id: str) -> TaskPlan:
         """Back to pending without charging the attempt (the run was interrupted or the model API failed)."""
         task = self.get(task_id)
@@ -130,3 +143,31 @@ class PlanDraft(BaseModel):
         kept = {t.id: t for t in (previous.tasks if previous else []) if t.status == TaskStatus.COMPLETED}
         tasks = [kept.get(d.id) or Task(**d.model_dump()) for d in self.tasks]
         return TaskPlan(experiment_id=experiment_id, tasks=tasks)
+
+
+# --- the plan in the session store ----------------------------------------------------------------
+def save_plan(store: SessionStore, plan: TaskPlan) -> None:
+    """The plan file and its last-good copy (both atomic)."""
+    store.write_model(PLAN_FILE, plan)
+    store.write_model(PLAN_BACKUP, plan)
+
+
+def load_plan(store: SessionStore, notice: Callable[[str], None]) -> TaskPlan | None:
+    """The plan; a corrupt plan file is set aside (reported) and replaced by the last good copy."""
+    from .store import CorruptStateError
+
+    try:
+        return store.read_model(PLAN_FILE, TaskPlan)
+    except CorruptStateError as exc:
+        problem = str(exc)
+    try:
+        backup = store.read_model(PLAN_BACKUP, TaskPlan)
+    except CorruptStateError:
+        backup = None
+    if backup is None:
+        notice(f"{problem} No good copy was kept, so a new plan will be written.")
+        return None
+    store.write_model(PLAN_FILE, backup)
+    done = backup.counts()["completed"]
+    notice(f"{problem} Restored the last good plan ({done} completed task{'s' if done != 1 else ''} kept).")
+    return backup

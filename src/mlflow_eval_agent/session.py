@@ -32,6 +32,7 @@ from claude_agent_sdk import (
 from claude_agent_sdk.types import CanUseToolShadowedWarning
 from pydantic import BaseModel
 
+from .claude_folder import kill_children, launcher, private_env
 from .guard import BUILTIN_TOOLS, FileGuard
 from .redaction import Redactor, credential_name
 from .settings import Settings
@@ -41,6 +42,10 @@ from .tools._base import SERVER_NAME, Role
 
 DEFAULT_MAX_TURNS = 80
 SESSION_TIMEOUT_S = 45 * 60
+# The SDK reads the CLI's messages as JSON lines into a 1 MiB buffer by default; a bigger tool call
+# then ends the session. The buffer is raised well above what any tool accepts (tools/_base.py
+# refuses inputs over MAX_INPUT_CHARS with a sentence, the guard does the same for built-ins).
+MAX_BUFFER_BYTES = 32 * 1024 * 1024
 # Our MCP tools are allowed by name on purpose; the PreToolUse hook still sees every call.
 warnings.filterwarnings("ignore", category=CanUseToolShadowedWarning)
 
@@ -111,6 +116,7 @@ def cli_environment(settings: Settings, config_dir: Path, inherited: Mapping[str
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         "CLAUDE_CODE_MAX_RETRIES": "4",  # our loop retries too; keep the product of both bounded
     }
+    env |= private_env(config_dir)  # HOME, XDG caches, TMPDIR: nothing the CLI writes lands outside
     env.update(settings.access.cli_env())
     env.update(settings.cli_env_extra)
     return env
@@ -142,6 +148,8 @@ def build_options(
         env=cli_environment(settings, config_dir),
         settings=json.dumps(settings.access.cli_settings()) if settings.access.cli_settings() else None,
         stderr=stderr,
+        cli_path=launcher(config_dir),  # own process group, killed with this process (claude_folder.py)
+        max_buffer_size=MAX_BUFFER_BYTES,
     )
 
 
@@ -233,6 +241,8 @@ async def run_session(settings: Settings, store: SessionStore, request: SessionR
     except ClaudeSDKError as exc:
         tail = " | ".join(list(stderr_tail)[-5:])
         outcome.error = redactor.text(f"Claude Code failed: {exc}" + (f" (stderr: {tail})" if tail else ""))[:1500]
+    finally:
+        kill_children(config_dir)  # whatever the CLI left running ends with its session
     if outcome.error is None and collector.assistant_error and outcome.num_turns == 0:
         outcome.error = collector.assistant_error
     outcome.retryable = outcome.error is not None and is_retryable(outcome.api_error_status, outcome.error)

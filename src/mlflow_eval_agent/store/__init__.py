@@ -19,13 +19,13 @@ def is_volume_path(volume_path: str) -> bool:
     return volume_path.startswith("/Volumes/")
 
 
-def open_session_store(volume_path: str, session_id: str, redactor: Redactor | None = None) -> SessionStore:
+def open_session_store(volume_path: str, session_id: str, redactor: Redactor | None = None, pull: bool = True) -> SessionStore:
     """Open (and pull) a session: a local folder, or a Unity Catalog Volume. Every text the store
     writes passes `redactor` (a run passes `settings.redactor()`)."""
     if is_volume_path(volume_path):
         from .volume import open_volume_session  # databricks-sdk is imported only when needed
 
-        return open_volume_session(volume_path, session_id, redactor=redactor)
+        return open_volume_session(volume_path, session_id, redactor=redactor, pull=pull)
     return open_local_session(volume_path, session_id, redactor=redactor)
 
 

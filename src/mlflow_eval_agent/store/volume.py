@@ -31,11 +31,13 @@ from typing import Any, TypeVar
 
 import requests
 from databricks.sdk.errors import (
+    AlreadyExists,
     DatabricksError,
     DeadlineExceeded,
     InternalError,
     NotFound,
     PermissionDenied,
+    ResourceConflict,
     TemporarilyUnavailable,
     TooManyRequests,
     Unauthenticated,
@@ -43,6 +45,7 @@ from databricks.sdk.errors import (
 
 from ..redaction import Redactor
 from .base import SessionStore, StoreError, atomic_write_bytes, check_session_id
+from .lock import LocalLockMedium
 
 T = TypeVar("T")
 
@@ -157,6 +160,10 @@ class FuseVolumeBackend:
         target = self.remote_dir / rel_path
         self._retry(lambda: _write_whole(target, data), f"write {target}")
 
+    def lock_medium(self) -> LocalLockMedium:
+        """The session lock lives in the volume itself (O_EXCL create through the mount)."""
+        return LocalLockMedium(self.remote_dir)
+
     def _retry(self, action: Callable[[], T], what: str) -> T:
         def attempt() -> T:
             try:
@@ -220,6 +227,9 @@ class FilesApiVolumeBackend:
             self._made_dirs.add(parent)
         self._call(lambda: self._upload(remote, data), f"upload {remote}")
 
+    def lock_medium(self) -> FilesApiLockMedium:
+        return FilesApiLockMedium(self)
+
     def _upload(self, remote: str, data: bytes) -> None:
         try:
             self.files.upload(remote, io.BytesIO(data), overwrite=True)
@@ -263,6 +273,44 @@ class FilesApiVolumeBackend:
                 raise StoreError(_denied(f"{what} ({_describe(exc)})", self.volume_dir)) from None
 
         return with_retries(attempt, what=what, transient=_transient_api_error, policy=self.retry, sleep=self.sleep)
+
+
+class FilesApiLockMedium:
+    """Lock files in the volume through the Files API: `upload(overwrite=False)` is create-if-absent
+    (the API answers 409 ALREADY_EXISTS when the file exists)."""
+
+    def __init__(self, backend: FilesApiVolumeBackend):
+        self.backend = backend
+        self.where = backend.remote_dir
+
+    def create(self, name: str, data: bytes) -> bool:
+        remote = f"{self.backend.remote_dir}/{name}"
+        if self.backend.remote_dir not in self.backend._made_dirs:
+            self.backend._call(lambda: self.backend.files.create_directory(self.backend.remote_dir), f"create {self.backend.remote_dir}")
+            self.backend._made_dirs.add(self.backend.remote_dir)
+
+        def upload() -> bool:
+            try:
+                self.backend.files.upload(remote, io.BytesIO(data), overwrite=False)
+            except (AlreadyExists, ResourceConflict):
+                return False
+            return True
+
+        return self.backend._call(upload, f"lock {remote}")
+
+    def read(self, name: str) -> bytes | None:
+        remote = f"{self.backend.remote_dir}/{name}"
+        try:
+            return self.backend._call(lambda: self.backend.files.download(remote).contents.read(), f"read {remote}")
+        except _Missing:
+            return None
+
+    def delete(self, name: str) -> None:
+        remote = f"{self.backend.remote_dir}/{name}"
+        try:
+            self.backend._call(lambda: self.backend.files.delete(remote), f"delete {remote}")
+        except StoreError:
+            pass  # a lock that cannot be removed is found stale (or reported) by the next run
 
 
 class _Missing(StoreError):
@@ -328,6 +376,7 @@ def open_volume_session(
     cache_root: Path | None = None,
     retry: RetryPolicy | None = None,
     redactor: Redactor | None = None,
+    pull: bool = True,
 ) -> SessionStore:
     """Open a volume session: pick the backend, pull the stored files into the local working folder.
 
@@ -342,5 +391,6 @@ def open_volume_session(
     else:
         backend = FilesApiVolumeBackend(files_api_for(workspace), remote.as_posix(), root.as_posix(), retry)
     store = SessionStore(local_working_folder(volume_path, session_id, cache_root), session_id, backend, redactor)
-    store.pull()
+    if pull:
+        store.pull()
     return store

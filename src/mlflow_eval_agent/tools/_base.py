@@ -28,6 +28,22 @@ Role = Literal["initializer", "worker", "interactive"]
 ALL_ROLES: frozenset[Role] = frozenset({"initializer", "worker", "interactive"})
 SERVER_NAME = "eval"
 MAX_RESULT_CHARS = 24_000
+# A tool call's arguments, as JSON, may be at most this long. The SDK's read buffer is raised far
+# above it (session.MAX_BUFFER_BYTES), so a bigger call reaches us and gets a sentence back instead
+# of ending the session.
+MAX_INPUT_CHARS = 1024 * 1024
+
+
+def oversized_input(arguments: Any) -> str | None:
+    """The refusal for arguments over MAX_INPUT_CHARS, else None."""
+    try:
+        size = len(json.dumps(arguments, ensure_ascii=False, default=str))
+    except (TypeError, ValueError):
+        return None
+    if size <= MAX_INPUT_CHARS:
+        return None
+    return (f"The input is {size:,} characters, over the limit of {MAX_INPUT_CHARS:,} per tool call. "
+            "Send less: split the content over several calls, or summarise it.")
 
 UNTRUSTED_NOTE = (
     "Fields marked untrusted hold text from the traced application (user input, model output, tool "
@@ -153,6 +169,9 @@ def describe_validation_error(exc: ValidationError) -> str:
 
 def run_tool(tool: AgentTool, ctx: ToolContext, arguments: dict[str, Any]) -> tuple[str, bool]:
     """Validate, call, render, cap. Returns (text, is_error); never raises."""
+    too_big = oversized_input(arguments or {})
+    if too_big:
+        return too_big, True
     try:
         args = tool.params.model_validate(arguments or {})
         text, is_error = render_result(tool.fn(ctx, args)), False
@@ -175,7 +194,7 @@ def bind(tool: AgentTool, ctx: ToolContext) -> SdkMcpTool[Any]:
         ctx.notify(
             ToolCallRecord(
                 name=tool.name,
-                arguments=ctx.redactor.data(arguments or {}),  # observers print, log and trace it
+                arguments={"oversized": True} if oversized_input(arguments or {}) else ctx.redactor.data(arguments or {}),  # observers print, log and trace it
                 started_ns=started,
                 ended_ns=time.time_ns(),
                 is_error=is_error,

@@ -2,26 +2,46 @@
 
 from __future__ import annotations
 
-import re
+from pathlib import PurePosixPath
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from ..plan import PLAN_FILE, PlanDraft, TaskPlan, TaskStatus
-from ..store import CorruptStateError
+from ..plan import PLAN_FILE, PlanDraft, TaskPlan, TaskStatus, save_plan
+from ..plan import load_plan as load_plan_file
+from ..store import LOG_FILE
+from ..store.base import RESERVED_DIRS
 from ._base import NoArgs, ToolContext, ToolError, agent_tool
 
 ANALYSIS_FILE = "state/analysis.json"
 MAX_ARTIFACT_BYTES = 1_000_000
-# Files that code owns: the model changes them only through their own tools.
-RESERVED = (PLAN_FILE, "state/", "evaluation/", "run.log")
+# Names that code owns: the model changes them only through their own tools. A folder is reserved
+# bare and with anything below it ('state', 'state/x', './evaluation/'); hidden names (the session
+# lock, temp files) are never the model's to write.
+RESERVED_FILES = (PLAN_FILE, LOG_FILE)
+RESERVED = (*RESERVED_FILES, *(f"{d}/" for d in RESERVED_DIRS))
+
+
+def reserved_reason(rel: str) -> str | None:
+    """Why `rel` may not be written by write_artifact, or None."""
+    parts = [p for p in PurePosixPath(rel).parts if p not in (".", "")]
+    if not parts:
+        return "an empty path names no file; give a file name such as notes/findings.md."
+    first = parts[0].lower()
+    if first in RESERVED_DIRS or (len(parts) == 1 and first in (f.lower() for f in RESERVED_FILES)):
+        return (f"'{rel}' is managed by its own tool ({', '.join(RESERVED)} are reserved); "
+                f"choose another path, e.g. notes/{parts[-1]}{'.md' if len(parts) == 1 else ''}.")
+    if any(p.startswith(".") for p in parts):
+        return f"'{rel}' is a hidden name, which the session keeps for itself; choose a visible one, e.g. notes/{parts[-1].lstrip('.') or 'notes'}.md."
+    return None
 
 
 def load_plan(ctx: ToolContext) -> TaskPlan | None:
-    try:
-        return ctx.store.read_model(PLAN_FILE, TaskPlan)
-    except CorruptStateError as exc:
-        raise ToolError(f"{exc} Write a new plan with write_plan.") from None
+    notices: list[str] = []
+    plan = load_plan_file(ctx.store, notices.append)
+    if plan is None and notices:
+        raise ToolError(f"{notices[-1]} Write a new plan with write_plan.")
+    return plan
 
 
 @agent_tool("read_plan", "The current task plan (eval_tasks.json) with each task's status and attempts.", NoArgs)
@@ -45,7 +65,7 @@ class WritePlanArgs(PlanDraft):
 def write_plan(ctx: ToolContext, args: WritePlanArgs) -> str:
     previous = load_plan(ctx)
     plan = args.to_plan(ctx.settings.experiment_id, previous)
-    ctx.store.write_model(PLAN_FILE, plan)
+    save_plan(ctx.store, plan)
     return f"Plan saved with {len(plan.tasks)} tasks: " + ", ".join(f"{t.id} ({t.type})" for t in plan.tasks)
 
 
@@ -77,7 +97,7 @@ def complete_task(ctx: ToolContext, args: CompleteTaskArgs) -> str:
     plan = _own_task(ctx, args.task_id)
     if plan.get(args.task_id).type == "validation" and not ctx.store.exists("state/validation.json"):
         raise ToolError("A validation task completes only after the suite was run: call validate_suite first.")
-    ctx.store.write_model(PLAN_FILE, plan.complete(args.task_id, args.summary))
+    save_plan(ctx.store, plan.complete(args.task_id, args.summary))
     return f"Task '{args.task_id}' marked completed. End the session now."
 
 
@@ -95,7 +115,7 @@ class FailTaskArgs(BaseModel):
 def fail_task(ctx: ToolContext, args: FailTaskArgs) -> str:
     plan = _own_task(ctx, args.task_id)
     updated = plan.record_failure(args.task_id, args.reason, ctx.settings.max_attempts)
-    ctx.store.write_model(PLAN_FILE, updated)
+    save_plan(ctx.store, updated)
     status = updated.get(args.task_id).status
     final = "It will not be retried." if status == TaskStatus.FAILED else "It will be retried in a fresh session."
     return f"Task '{args.task_id}' recorded as failed: {args.reason}. {final} End the session now."
@@ -151,9 +171,10 @@ class WriteArtifactArgs(BaseModel):
     roles=("initializer", "worker", "interactive"),
 )
 def write_artifact(ctx: ToolContext, args: WriteArtifactArgs) -> str:
-    rel = re.sub(r"^\./+", "", args.path.replace("\\", "/"))
-    if any(rel == r or rel.startswith(r) for r in RESERVED):
-        raise ToolError(f"'{rel}' is managed by its own tool ({', '.join(RESERVED)} are reserved); choose another path, e.g. notes/{rel.rsplit('/', 1)[-1]}.")
+    rel = args.path.replace("\\", "/").strip()
+    reason = reserved_reason(rel)
+    if reason:
+        raise ToolError(reason)
     try:
         written = ctx.store.write_text(rel, args.content)
     except Exception as exc:
