@@ -1,8 +1,9 @@
 """`validate`: re-run a session's evaluation suite and report the difference against its baseline.
 
-Exit codes: 0 the suite ran and every measured scorer meets its evidence with no scorer worse than
-at the baseline; 1 the suite did not run, a scorer misses its evidence, or one got worse;
-2 usage mistakes (no such session, no suite in it).
+Exit codes: 0 the suite ran and no `gate` scorer failed, missed its evidence or got worse than at
+the baseline; 1 the suite did not run, or a `gate` scorer did; 2 usage mistakes (no such session,
+no suite in it). A scorer's tier (gate, monitor, explore) comes from its agreement with human
+labels, else with its evidence (suite/agreement.py); monitor and explore scorers are reported only.
 """
 
 from __future__ import annotations
@@ -78,8 +79,10 @@ def _run(settings: Any, explicit_uri: str | None, pass_env: list[str], timeout: 
     is_baseline = report.baseline is not None and report.baseline.validated_at == run.validated_at and report.baseline.run_id == run.run_id
     baseline = None if is_baseline else report.baseline
     _print_table(console, run, baseline, compare(baseline, run) if baseline else [], redact)
-    worse = _worse(baseline, run) if baseline else []
-    missing_evidence = run.missing_evidence()
+    gated = {name for name, s in run.scorers.items() if s.gates}
+    worse = [n for n in (_worse(baseline, run) if baseline else []) if n in gated]
+    missing_evidence = {n: why for n, why in run.missing_evidence().items() if n in gated}
+    failed = run.gate_failures()
     console.print(redact(run.summary) + ".", highlight=False)
     for note in run.notes:
         console.print(f"[yellow]note:[/yellow] {redact(note)}", highlight=False)
@@ -89,8 +92,10 @@ def _run(settings: Any, explicit_uri: str | None, pass_env: list[str], timeout: 
         console.print("No baseline yet: the first run that passes its gate becomes the baseline.", highlight=False)
     if worse:
         console.print(f"[red]Worse than the baseline:[/red] {', '.join(worse)}", highlight=False)
+    if failed:
+        console.print(f"[red]Gate scorers that failed:[/red] {', '.join(failed)}", highlight=False)
     _print_where(console, published, tracking, redact)
-    return EXIT_FAILED if worse or missing_evidence else EXIT_OK
+    return EXIT_FAILED if worse or missing_evidence or failed else EXIT_OK
 
 
 def _print_where(console: Console, published: Any, tracking: str, redact: Callable[[str], str]) -> None:
@@ -132,9 +137,30 @@ def _print_table(console: Console, run: Any, baseline: Any, diffs: list[Any], re
         rate = "-" if result.pass_rate is None else f"{result.pass_rate:.1%}"
         versus = changes.get(name, "no baseline yet" if baseline is None else "unchanged")
         console.print(f"  {name}: {result.status}, pass rate {rate}; {redact(result.summary)}; vs baseline: {versus}", highlight=False, soft_wrap=True)
+        console.print(f"    {_agreement_line(result.agreement)}", highlight=False, soft_wrap=True, markup=False)
     for name, change in changes.items():
         if name not in run.scorers:
             console.print(f"  {name}: {change}", highlight=False, soft_wrap=True)
+
+
+def _agreement_line(a: Any) -> str:
+    """tier, the confusion matrix and kappa/MCC with intervals, false accepts first."""
+    if not a.n:
+        return f"{a.tier}: {a.reason}"
+    c = a.confusion
+
+    def stat(value: float | None, ci: Any) -> str:
+        return "-" if value is None else f"{value:.2f}" + (f" [{ci.low:.2f}, {ci.high:.2f}]" if ci else "")
+
+    line = (f"{a.tier} ({a.reason}): vs {a.n} {a.labels_from} labels TP {c.tp} FP {c.fp} FN {c.fn} TN {c.tn}, "
+            f"kappa {stat(a.kappa, a.kappa_ci)}, MCC {stat(a.mcc, a.mcc_ci)}")
+    if a.false_accepts:
+        line += f"; false accepts {', '.join(a.false_accepts[:5])}"
+    if a.false_rejects:
+        line += f"; false rejects {', '.join(a.false_rejects[:5])}"
+    if a.annotators.pairs:
+        line += f"; annotators agree {a.annotators.agreement:.0%} (kappa {stat(a.annotators.kappa, None)}, {a.annotators.annotators} people)"
+    return line
 
 
 def _worse(baseline: Any, run: Any) -> list[str]:

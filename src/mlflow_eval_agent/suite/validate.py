@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from ..child import child_env, limits_for, run_child
+from .agreement import Agreement, measure_agreement
 from ..steps import NO_STEPS, Steps
 from ..store import SessionStore
 from .issues import record_issues
@@ -26,6 +27,7 @@ from .mlflow_run import mark_baseline
 from .spec import EVAL_DIR, ScorerSpec, SuiteSpec
 
 VALIDATION_FILE = "state/validation.json"
+TIERS_FILE = f"{EVAL_DIR}/tiers.json"  # read by run_eval.py: only `gate` scorers fail its gate
 RUN_RESULTS_FILE = "state/run_results.json"
 DEFAULT_TIMEOUT_S = 900.0
 # Judges are not deterministic: they meet their evidence when they agree on most of it.
@@ -65,7 +67,13 @@ class ScorerValidation(BaseModel):
     meets_evidence: bool | None = Field(None, description="None when not measured (skipped judge)")
     human_labels: int = 0
     human_agreement: float | None = None
+    agreement: Agreement = Field(default_factory=Agreement, description="Against human labels, else the evidence; decides the tier.")
     summary: str = ""
+
+    @property
+    def gates(self) -> bool:
+        """Only `gate` scorers may fail a build (agreement.py says when a scorer is one)."""
+        return self.agreement.tier == "gate"
 
 
 class ValidationRun(BaseModel):
@@ -91,6 +99,14 @@ class ValidationRun(BaseModel):
     def missing_evidence(self) -> dict[str, str]:
         """Scorers that did not meet their evidence, with the reason."""
         return {n: s.summary for n, s in self.scorers.items() if s.meets_evidence is False}
+
+    def tiers(self) -> dict[str, str]:
+        """Each scorer's tier (gate, monitor, explore) from its measured agreement."""
+        return {n: s.agreement.tier for n, s in self.scorers.items()}
+
+    def gate_failures(self) -> list[str]:
+        """`gate` scorers that failed their threshold or could not run: what fails a build."""
+        return [n for n, s in self.scorers.items() if s.gates and s.status in ("FAIL", "ERROR", "MISSING")]
 
 
 class ValidationReport(BaseModel):
@@ -172,10 +188,23 @@ def validate_suite(
             baseline = run if baseline is not None and baseline.validated_at == run.validated_at else baseline
     report = ValidationReport(latest=run, baseline=baseline)
     store.write_model(VALIDATION_FILE, report)
+    if run.ok:
+        store.write_text(TIERS_FILE, tiers_json(run))
     if run.ok and traces:
         steps.update(traces)
     steps.finish(("" if not show_gate else f"gate {run.gate}") if run.ok else "did not run")
     return report
+
+
+def tiers_json(run: ValidationRun) -> str:
+    """evaluation/tiers.json: each scorer's tier and why, as measured by this validation. run_eval.py
+    lets only `gate` scorers (and scorers it has no tier for) fail its gate; the rest are reported."""
+    tiers = {
+        name: {"tier": s.agreement.tier, "reason": s.agreement.reason, "labels_from": s.agreement.labels_from, "labels": s.agreement.n,
+               "kappa": s.agreement.kappa, "mcc": s.agreement.mcc}
+        for name, s in run.scorers.items()
+    }
+    return json.dumps({"measured_at": run.validated_at, "tiers": tiers}, indent=2) + "\n"
 
 
 def _profile(store: SessionStore) -> Any:
@@ -198,7 +227,8 @@ def measure(spec: SuiteSpec, results: dict, exit_code: int | None, seconds: floa
     if skip_judges:  # skipped on purpose: say why in the product's words, not "--skip-judges"
         rows = {n: ({**r, "reason": f"skipped: {skip_judges}"} if r.get("status") == "SKIPPED" else r) for n, r in rows.items()}
     per_trace = results.get("per_trace", {})
-    scorers = {s.name: _scorer_validation(s, rows.get(s.name), per_trace.get(s.name, {})) for s in spec.scorers}
+    labels = results.get("human_labels") or {}  # {scorer: {trace_id: {annotator: passed}}}
+    scorers = {s.name: _scorer_validation(s, rows.get(s.name), per_trace.get(s.name, {}), labels.get(s.name)) for s in spec.scorers}
     missing = [n for n, v in scorers.items() if v.meets_evidence is False]
     skipped = [n for n, v in scorers.items() if v.status == "SKIPPED"]
     summary = (
@@ -215,20 +245,39 @@ def measure(spec: SuiteSpec, results: dict, exit_code: int | None, seconds: floa
     )
 
 
-def _scorer_validation(spec: ScorerSpec, row: dict | None, outcomes: dict[str, str]) -> ScorerValidation:
+def _scorer_validation(spec: ScorerSpec, row: dict | None, outcomes: dict[str, str], human: dict | None = None) -> ScorerValidation:
     base = {"name": spec.name, "kind": spec.kind, "needs_judge": spec.needs_judge, "threshold": spec.threshold}
     if row is None:
-        return ScorerValidation(**base, status="MISSING", meets_evidence=False, summary="the run reported nothing for this scorer")
+        return ScorerValidation(**base, status="MISSING", meets_evidence=False, summary="the run reported nothing for this scorer",
+                                agreement=Agreement(reason="the run reported nothing for it"))
     human = row.get("human") or {}
     result = ScorerValidation(
         **base, status=row["status"], reason=row.get("reason", ""), passed=row.get("passed", 0), failed=row.get("failed", 0),
         errors=row.get("errors", 0), pass_rate=row.get("pass_rate"), human_labels=human.get("labels", 0), human_agreement=human.get("agreement"),
     )
+    measured = measure_agreement(
+        spec.name, outcomes, human=_human_by_trace(human), must_fail=spec.evidence.must_fail, must_pass=spec.evidence.must_pass,
+        deterministic=spec.deterministic, measured=result.status != "SKIPPED",
+    )
     if result.status == "SKIPPED":
-        return result.model_copy(update={"summary": f"not measured: {result.reason}"})
+        return result.model_copy(update={"summary": f"not measured: {result.reason}", "agreement": measured})
     agreement = agree(spec.evidence.must_fail, spec.evidence.must_pass, outcomes)
     meets = _meets(spec, agreement)
-    return result.model_copy(update={"evidence": agreement, "meets_evidence": meets, "summary": _summary(agreement, meets, result)})
+    return result.model_copy(update={"evidence": agreement, "meets_evidence": meets, "summary": _summary(agreement, meets, result), "agreement": measured})
+
+
+def _human_by_trace(human: Any) -> dict[str, dict[str, bool]]:
+    """run_eval.py's human labels of one scorer, {trace_id: {annotator: passed}}; an older suite's
+    {trace_id: passed} counts as one anonymous annotator."""
+    if not isinstance(human, dict):
+        return {}
+    out: dict[str, dict[str, bool]] = {}
+    for trace_id, value in human.items():
+        if isinstance(value, bool):
+            out[str(trace_id)] = {"human": value}
+        elif isinstance(value, dict):
+            out[str(trace_id)] = {str(a): v for a, v in value.items() if isinstance(v, bool)}
+    return {t: by for t, by in out.items() if by}
 
 
 def agree(must_fail: list[str], must_pass: list[str], outcomes: dict[str, str]) -> EvidenceAgreement:
