@@ -248,3 +248,48 @@ def test_the_default_judge_is_the_agents_own_provider():
     assert gateway.child_env() == {"DATABRICKS_HOST": "https://adb-1.cloud.databricks.com", "DATABRICKS_TOKEN": "dapi0123456789"}
     openai_only = resolve_settings({}, env={"OPENAI_API_KEY": "sk-openai-abcdefgh"}).judge
     assert openai_only.model == "openai:/gpt-4.1-mini" and openai_only.skip_reason is None  # MLflow's default, and its key goes with it
+
+
+def test_the_suite_has_a_pytest_entry_and_says_what_each_check_needs(suite):
+    folder = suite["store"].path("evaluation")
+    assert (folder / "test_suite.py").is_file() and (folder / "conftest.py").is_file()
+    readme = suite["store"].read_text("evaluation/README.md")
+    assert "### What each check needs" in readme and "--predict-fn" in readme
+    assert "| no_hidden_failures |" in readme and "### In CI" in readme and "spark_python_task" in readme and "runs-on: ubuntu-latest" in readme
+    # One test per gated scorer (the others report without gating).
+    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", str(folder)],
+                         capture_output=True, text=True, timeout=120, cwd=folder)
+    assert out.returncode == 0, out.stdout[-1500:] + out.stderr[-1500:]
+    collected = re.findall(r"test_scorer\[([^\]]+)\]", out.stdout)
+    assert collected and "no_hidden_failures" in collected
+
+
+def test_a_run_replaces_its_own_earlier_verdicts_and_keeps_human_feedback(suite, tmp_path):
+    store = open_session_store(str(tmp_path), "verdicts")
+    render_suite(suite["spec"], store)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE_"))} | {"MLFLOW_TRACKING_URI": suite["uri"]}
+
+    def run(*extra):
+        proc = subprocess.run([sys.executable, "run_eval.py", "--skip-judges", *extra], cwd=store.path("evaluation"),
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode in (0, 1), proc.stderr[-2000:]
+
+    def verdicts():
+        counts = {}
+        for trace_id in suite["spec"].dataset.trace_ids():
+            for a in mlflow.get_trace(trace_id).info.assessments:
+                if a.feedback is not None:
+                    key = (trace_id, a.name, str(getattr(a.source.source_type, "value", a.source.source_type)))
+                    counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    run()
+    run()
+    counts = verdicts()
+    code = {k: n for k, n in counts.items() if k[2] == "CODE"}
+    assert code and set(code.values()) == {1}, "one verdict per scorer per trace, whatever the number of runs"
+    assert {k[1] for k in code} == {"no_hidden_failures", "answered", "says_thanks"}
+    human = [k for k in counts if k[2] == "HUMAN"]
+    assert len(human) == 2 and all(k[1] == "no_hidden_failures" for k in human), "human feedback of the same name is kept"
+    run("--keep-earlier-verdicts")
+    assert set(n for k, n in verdicts().items() if k[2] == "CODE") == {2}

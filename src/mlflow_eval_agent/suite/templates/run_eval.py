@@ -7,7 +7,8 @@
     python run_eval.py --endpoint my-serving-endpoint      # ... or through a deployed one (Databricks or an OpenAI-compatible URL)
 
 The tracking store is the one named by MLFLOW_TRACKING_URI (a local path/URI, or `databricks`).
-Verdicts are logged as assessments on the evaluated traces themselves, in an evaluation run named
+Verdicts are logged as assessments on the evaluated traces themselves (replacing this suite's earlier
+verdicts there: same scorer name, same kind of source; --keep-earlier-verdicts keeps them), in an evaluation run named
 `<suite>-<yyyymmdd-hhmm>` (UTC; `--run-name` overrides), tagged eval_agent.session_id, eval_agent.suite
 and eval_agent.gate (PASS/FAIL), with each scorer's threshold and the judge model as params, the
 registered evaluation dataset as its input, and run_results.json and this folder as artifacts.
@@ -95,6 +96,7 @@ def parse_args(argv):
     parser.add_argument("--project-dir", default=".", help="Folder your --predict-fn module is imported from (default: the current folder).")
     parser.add_argument("--endpoint-model", default="default", help="The `model` field sent to an OpenAI-compatible --endpoint (default 'default').")
     parser.add_argument("--baseline", metavar="FILE_OR_RUN_ID", help="Compare with this run_results.json or evaluation run (default: baseline.json here, else the run tagged eval_agent.baseline).")
+    parser.add_argument("--keep-earlier-verdicts", action="store_true", help="Add this run's verdicts beside earlier runs' on the same traces instead of replacing them.")
     parser.add_argument("--max-new-failures", type=int, default=0, help="Newly failing records a scorer may have before the gate fails (default 0).")
     args = parser.parse_args(argv)
     if (args.predict_fn or args.endpoint) and (args.experiment_id or args.filter_string):
@@ -458,6 +460,29 @@ def not_applicable(checks, traces):
     return reasons
 
 
+def replace_earlier_verdicts(traces, code_names, judge_names):
+    """A run replaces this suite's earlier verdicts on the traces it re-scores instead of piling them up
+    (every run used to add one assessment per scorer per trace, and loading the traces slowed with each
+    run): feedback with a scorer's name from the same kind of source (CODE for code scorers, LLM_JUDGE for
+    judges that run now) is deleted first. Human feedback and expectations are never touched."""
+    import mlflow
+
+    deleted = 0
+    for trace in traces:
+        for assessment in trace.info.assessments or []:
+            kind = str(getattr(getattr(assessment.source, "source_type", None), "value", getattr(assessment.source, "source_type", ""))).upper()
+            ours = (assessment.name in code_names and kind == "CODE") or (assessment.name in judge_names and kind == "LLM_JUDGE")
+            if not ours or assessment.feedback is None:
+                continue
+            try:
+                mlflow.delete_assessment(trace_id=trace.info.trace_id, assessment_id=assessment.assessment_id)
+                deleted += 1
+            except Exception as exc:  # the new verdicts still count; the old ones stay
+                print(f"note: earlier verdicts were not replaced ({_one_line(exc)})", file=sys.stderr)
+                return deleted
+    return deleted
+
+
 # --- the baseline and the regression view ----------------------------------------------------------
 def load_baseline(ref, experiment_id):
     """(per_trace outcomes, description) of the baseline run, or (None, why there is none)."""
@@ -741,6 +766,8 @@ def main(argv=None):
             inapplicable = not_applicable(suite.CHECKS, fresh)
             mark_references(fresh, references)
         elif scorer_objects:
+            if not args.keep_earlier_verdicts:
+                replace_earlier_verdicts(traces, {s.name for s in [*suite.CODE_SCORERS, *mine]}, {s.name for s in judges})
             result_df = mlflow.genai.evaluate(data=data, scorers=scorer_objects).result_df
         else:
             import pandas as pd
