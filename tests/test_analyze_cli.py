@@ -80,9 +80,10 @@ def test_missing_experiment_is_a_usage_error(capsys, seeded_store: SeededStore, 
     assert code == 2 and "pass -e/--experiment-id" in err
 
 
-def test_unreachable_server_is_exit_1_quickly(capsys):
+def test_unreachable_server_is_exit_2_quickly(capsys):
+    # A tracking server that is not there is a configuration mistake: exit 2, as the README says.
     code, out, err = run(capsys, "-e", "1", "--tracking-uri", f"http://127.0.0.1:{free_port()}", "--json")
-    assert (code, out) == (1, "")
+    assert (code, out) == (2, "")
     assert err.startswith("Error: Cannot reach the MLflow tracking server") and len(err.strip().splitlines()) == 1
 
 

@@ -248,7 +248,8 @@ class AutonomousLoop:
             raise RuntimeError("the plan disappeared during a worker session")  # only a bug or a hand edit does this
         task = plan.get(task_id)
         if task.status != TaskStatus.IN_PROGRESS:
-            return plan  # the worker called complete_task or fail_task
+            self.save_plan(plan)  # the worker called complete_task or fail_task; refresh the last-good copy
+            return plan
         if outcome.retryable:
             plan = plan.release(task_id)  # the model API failed; not the task's fault
         else:

@@ -46,4 +46,4 @@ def user_errors() -> Iterator[None]:
         raise fail(f"Interrupted ({signal_name()}); what was saved so far is kept.", exit_code_for()) from None
 
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "UserError", "fail", "user_errors"]
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "UNREACHABLE", "UserError", "fail", "user_errors"]

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from ._errors import EXIT_FAILED, EXIT_USAGE, UserError, user_errors
+from ._errors import EXIT_FAILED, EXIT_USAGE, UNREACHABLE, UserError, user_errors
 from .root import ROOT_FLAGS, settings_from
 
 TOP_ROWS = 20
@@ -54,7 +54,8 @@ def run_profile(tracking_uri: str | None, experiment: str | None, filter_string:
         steps.start("Profiling traces", unit="traces")
         profile = build_profile(tracking_uri, experiment, filter_string, since_ms, max_traces, progress=steps.update)
     except TraceSourceError as exc:
-        raise UserError(str(exc), EXIT_USAGE if exc.user_error else EXIT_FAILED) from None
+        usage = exc.user_error or str(exc).startswith(UNREACHABLE)  # a server that is not there: configuration (exit 2)
+        raise UserError(str(exc), EXIT_USAGE if usage else EXIT_FAILED) from None
     finally:
         steps.finish()
     if profile.trace_count == 0:
