@@ -85,6 +85,7 @@ def test_a_second_run_on_the_same_session_exits_2_naming_the_holder(seeded, fake
         t0 = time.monotonic()
         second = run_cli(_args(experiment_id, tmp_path / "v", "--session-id", "two"), env)
         elapsed = time.monotonic() - t0
+        sessions_after = len(fake_anthropic.sessions())  # the first run is still blocked in its worker here
     finally:
         release.set()
         output, _ = first.communicate(timeout=120)
@@ -92,7 +93,7 @@ def test_a_second_run_on_the_same_session_exits_2_naming_the_holder(seeded, fake
     line = _one_error_line(second)
     assert f"pid {first.pid} on {socket.gethostname()}" in line and "already running" in line
     assert second.stdout.strip() == "" or "Resuming" not in second.stdout  # stopped before touching the session
-    assert len(fake_anthropic.sessions()) == sessions_before  # no double spend
+    assert sessions_after == sessions_before  # no double spend
     assert elapsed < 30
     assert first.returncode == 1, output  # the first run carried on to its end (validate failed on purpose)
     assert task_status(tmp_path / "v" / "sessions" / "two") == {"notes": ("completed", 1), "validate": ("failed", 1)}
