@@ -241,7 +241,7 @@ def concurrent_run(b: Bench) -> Outcome:
 
     b.fake.script(tool_use("mcp__eval__write_plan", PLAN_TWO), text("Plan saved."), match=INITIALIZER)
     b.fake.script(blocking, text("done"), *fail_validate(), match=WORKER)
-    env = b.env()
+    env = b.env(API_TIMEOUT_MS="600000")  # the held request must outlast the second run's start-up
     first = b.popen(b.args("twice", "--max-attempts", "1"), env)
     try:
         if not started.wait(180):
@@ -254,7 +254,9 @@ def concurrent_run(b: Bench) -> Outcome:
         first.communicate(timeout=180)
     ok = second.code == 2 and one_line(second, "already running", f"pid {first.pid}") and no_spend
     done = statuses(b.session("twice")) == {"notes": ("completed", 1), "validate": ("failed", 1)}
-    return Outcome(ok and done, note="second run: exit 2, one line naming the holder")
+    if not (ok and done):
+        return Outcome(False, note=f"second exit {second.code} ({second.stderr.strip()[-160:]}), no spend {no_spend}, first {statuses(b.session('twice'))}")
+    return Outcome(True, note="second run: exit 2, one line naming the holder")
 
 
 def reserved_names(b: Bench) -> Outcome:

@@ -76,7 +76,7 @@ def test_a_second_run_on_the_same_session_exits_2_naming_the_holder(seeded, fake
     fake_anthropic.script(blocking, text("done"),
                           tool_use("mcp__eval__fail_task", {"task_id": "validate", "reason": "no suite in this test"}), text("stop"),
                           match=WORKER)
-    env = cli_env(fake_anthropic, uri, tmp_path)
+    env = cli_env(fake_anthropic, uri, tmp_path, API_TIMEOUT_MS="600000")  # the held request outlasts the second run
     first = subprocess.Popen([sys.executable, "-m", "src.cli", *_args(experiment_id, tmp_path / "v", "--session-id", "two", "--max-attempts", "1")],
                              cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

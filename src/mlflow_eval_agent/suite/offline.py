@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..plan import PLAN_FILE, Task, TaskPlan, TaskStatus
+from ..plan import Task, TaskPlan, TaskStatus, load_plan, save_plan
 from ..settings import ConfigError, JudgeAccess, Settings
 from ..steps import NO_STEPS, Steps
 from ..store import SessionStore
@@ -32,7 +32,7 @@ from .dataset import (
     select_stratified,
 )
 from .preview import evidence_mismatches, preview_verdicts
-from .render import render_suite
+from .user_edits import render_keeping_edits
 from .spec import (
     SPEC_FILE,
     BuiltinScorer,
@@ -82,6 +82,14 @@ def build_offline(settings: Settings, store: SessionStore, steps: Steps = NO_STE
 
     if not settings.experiment_id:
         raise OfflineError("No experiment given: pass -e/--experiment-id (or set MLFLOW_EXPERIMENT_ID).")
+    # Resume follows the agent path's rules: a corrupt plan is set aside and reported (and restored
+    # from its last good copy), and a finished plan is never redone.
+    previous = load_plan(store, store.on_notice)
+    if previous is not None and previous.done and previous.counts()["failed"] == 0 and store.exists("evaluation/run_eval.py"):
+        store.on_notice("This session's offline plan is complete: nothing is redone (use a new --session-id to build again).")
+        return previous
+    if previous is not None:
+        store.on_notice("The earlier offline run of this session did not finish: building its plan again from the profile.")
     tracking_uri = effective_tracking_uri(settings.tracking_uri)
     steps.start("Profiling every trace", unit="traces")
     try:
@@ -458,7 +466,7 @@ def _finish(store: SessionStore, plan: TaskPlan, spec: SuiteSpec, tracking_uri: 
     plan = plan.start("render")
     if not spec.scorers:
         return _fail_rest(store, plan, "no scorer met its evidence, so there is no suite to render")
-    render_suite(spec, store)
+    _render(spec, store)
     plan = plan.complete("render", "evaluation/: scorers.py, run_eval.py, dataset.json, README.md")
     _save(store, plan)
     plan = plan.start("validate")
@@ -474,10 +482,10 @@ def _finish(store: SessionStore, plan: TaskPlan, spec: SuiteSpec, tracking_uri: 
             return _fail_rest(store, plan, "no scorer met its evidence when the suite was run")
         spec = gate_at_baseline(spec, report.latest)
         store.write_model(SPEC_FILE, spec)
-        render_suite(spec, store, report)
+        _render(spec, store, report)
         # Then the suite as handed over, gated at those rates: its run is the baseline.
         report = validate_suite(spec, store, tracking_uri, calibrated=True, steps=steps, label="Running the suite as handed over", **judging)
-    render_suite(spec, store, report)
+    _render(spec, store, report)
     if report.latest.ok:
         plan = plan.complete("validate", report.latest.summary)
     else:
@@ -509,12 +517,23 @@ def _fail_rest(store: SessionStore, plan: TaskPlan, reason: str) -> TaskPlan:
     return plan
 
 
+def _render(spec: SuiteSpec, store: SessionStore, report: Any = None) -> None:
+    """Render, keeping files edited by hand (reported once per run through the store's notices)."""
+    seen = getattr(store, "_kept_reported", set())
+    _, kept = render_keeping_edits(spec, store, report, None)
+    new = [k for k in kept if k not in seen]
+    if new:
+        store.on_notice(f"Kept your edits to {', '.join(new)}; the newly rendered version is beside it as .new "
+                        "(compare and merge by hand; delete your file to take the new render).")
+    store._kept_reported = seen | set(kept)  # type: ignore[attr-defined]
+
+
 def _save(store: SessionStore, plan: TaskPlan) -> None:
-    store.write_model(PLAN_FILE, plan)
+    save_plan(store, plan)
 
 
 def _reload(store: SessionStore) -> TaskPlan:
-    plan = store.read_model(PLAN_FILE, TaskPlan)
+    plan = load_plan(store, store.on_notice)
     assert plan is not None
     return plan
 

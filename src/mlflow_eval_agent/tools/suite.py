@@ -26,7 +26,8 @@ from ..suite.dataset import (
 )
 from ..suite.facts import facts_from_traces
 from ..suite.preview import evidence_mismatches, preview_verdicts
-from ..suite.render import RenderError, render_suite
+from ..suite.render import RenderError
+from ..suite.user_edits import render_keeping_edits
 from ..suite.spec import (
     SPEC_FILE,
     ScorerSpec,
@@ -333,11 +334,12 @@ def show_suite(ctx: ToolContext, args: NoArgs) -> dict:
 )
 def render_suite_tool(ctx: ToolContext, args: NoArgs) -> str:
     spec = load_spec(ctx)
+    notes: list[str] = []
     try:
-        files = render_suite(spec, ctx.store, load_report(ctx.store))
+        files, _ = render_keeping_edits(spec, ctx.store, load_report(ctx.store), notes.append)
     except RenderError as exc:
         raise ToolError(str(exc)) from None
-    return "Rendered: " + ", ".join(files)
+    return "Rendered: " + ", ".join(files) + "".join(f"\n{n}" for n in notes)
 
 
 class ValidateArgs(BaseModel):
@@ -356,13 +358,13 @@ class ValidateArgs(BaseModel):
 def validate_suite_tool(ctx: ToolContext, args: ValidateArgs) -> dict:
     spec = load_spec(ctx)
     try:
-        render_suite(spec, ctx.store, load_report(ctx.store))
+        render_keeping_edits(spec, ctx.store, load_report(ctx.store))
     except RenderError as exc:
         raise ToolError(str(exc)) from None
     judge = ctx.settings.judge
     report = validate_suite(spec, ctx.store, effective_tracking_uri(ctx.settings.tracking_uri), timeout_s=args.timeout_s,
                             judge_model=judge.model, extra_env=judge.child_env(), skip_judges=judge.skip_reason)
-    render_suite(spec, ctx.store, report)  # README with the results
+    render_keeping_edits(spec, ctx.store, report)  # README with the results
     run = report.latest
     if not run.ok:
         raise ToolError(f"The suite did not run: {run.error}")
