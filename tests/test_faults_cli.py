@@ -94,7 +94,7 @@ def test_a_second_run_on_the_same_session_exits_2_naming_the_holder(seeded, fake
     assert f"pid {first.pid} on {socket.gethostname()}" in line and "already running" in line
     assert second.stdout.strip() == "" or "Resuming" not in second.stdout  # stopped before touching the session
     assert sessions_after == sessions_before  # no double spend
-    assert elapsed < 30
+    assert elapsed < 120  # start-up and input checks only (Python + MLflow imports: 10-60 s on this shared 2-core machine)
     assert first.returncode == 1, output  # the first run carried on to its end (validate failed on purpose)
     assert task_status(tmp_path / "v" / "sessions" / "two") == {"notes": ("completed", 1), "validate": ("failed", 1)}
     assert not (tmp_path / "v" / "sessions" / "two" / ".lock").exists()
