@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 import sys
 
-from . import analyze, demo, doctor, importer, root, validate
+from . import analyze, demo, doctor, importer, monitor, root, validate
 from ._app import app
 
 # Each module defines register(app). Order is the order shown in --help.
-COMMAND_MODULES = [root, analyze, importer, demo, validate, doctor]
+COMMAND_MODULES = [root, analyze, importer, demo, validate, monitor, doctor]
 
 for _module in COMMAND_MODULES:
     _module.register(app)

@@ -1,0 +1,152 @@
+"""`monitor`: put a session's trusted judges on the experiment's incoming traces, list them, stop them.
+
+    mlflow-eval-agent monitor start --session-id S [--judge-model gateway:/judge] [--rate monitor=0.1]
+    mlflow-eval-agent monitor list  --session-id S
+    mlflow-eval-agent monitor stop  --session-id S [--scorer NAME ...]
+
+Which judges go up is decided by the tiers of the session's last validation (`gate` and
+`monitor`; suite/agreement.py); code checks are monitored by the scheduled suite run instead.
+Exit codes: 0 done; 1 MLflow refused a scorer; 2 usage (no session, no validation yet, a judge
+model the server cannot run automatically).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+import typer
+
+from ..progress import make_console
+from ._errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UserError, user_errors
+from .root import ROOT_FLAGS, settings_from
+
+monitor_app = typer.Typer(help="Production monitoring: register the suite's trusted judges on the experiment.", no_args_is_help=True)
+
+SessionOpt = Annotated[str, typer.Option("--session-id", help="The session whose suite to monitor with.")]
+VolumeOpt = Annotated[str | None, typer.Option("--volume-path", help="Where sessions live (default .eval-agent).")]
+UriOpt = Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: the one the session ran against).")]
+
+
+@monitor_app.command("start")
+def start_command(
+    ctx: typer.Context,
+    session_id: SessionOpt,
+    volume_path: VolumeOpt = None,
+    tracking_uri: UriOpt = None,
+    judge_model: Annotated[str | None, typer.Option("--judge-model", help="Model the server runs the judges with; on a self-hosted server an AI Gateway endpoint, gateway:/<name>.")] = None,
+    rate: Annotated[list[str] | None, typer.Option("--rate", help="Sample rate per tier, e.g. gate=1.0 or monitor=0.1 (defaults gate=1.0, monitor=0.2); repeatable.")] = None,
+    filter_string: Annotated[str | None, typer.Option("--filter", help="Only traces matching this search_traces filter.")] = None,
+    scorer: Annotated[list[str] | None, typer.Option("--scorer", help="Only this scorer; repeatable.")] = None,
+) -> None:
+    """Register and start the suite's gate and monitor judges on the experiment."""
+    with user_errors():
+        settings, store, spec, uri = _open(ctx, session_id, volume_path, tracking_uri, judge_model)
+        from ..suite import monitor
+
+        tiers = _tiers(store)
+        model = judge_model or settings.judge.model
+        plans = monitor.plan_monitoring(spec, tiers, rates=_rates(rate or []), only=scorer or None)
+        if any(p.action == "register" for p in plans):
+            _check_model(uri, model)
+        console = make_console()
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+        lines = monitor.start(spec, plans, spec.experiment_id, model, filter_string)
+        for line in lines:
+            console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+        refused = [line for line in lines if "could not be registered" in line]
+        console.print(f"Experiment {spec.experiment_id}: {sum(p.action == 'register' for p in plans) - len(refused)} judges sampling new traces; "
+                      "code checks: schedule `run_eval.py --experiment-id <id> --filter ...` (docs/databricks.md, eval_agent_monitor_job).",
+                      highlight=False, markup=False, soft_wrap=True)
+    raise typer.Exit(EXIT_FAILED if refused else EXIT_OK)
+
+
+@monitor_app.command("list")
+def list_command(ctx: typer.Context, session_id: SessionOpt, volume_path: VolumeOpt = None, tracking_uri: UriOpt = None) -> None:
+    """List the scorers registered on the session's experiment, with their sample rates."""
+    with user_errors():
+        _, _, spec, uri = _open(ctx, session_id, volume_path, tracking_uri, None)
+        from ..suite import monitor
+
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+        registered = monitor.list_registered(spec.experiment_id)
+        console = make_console()
+        if not registered:
+            console.print(f"No scorers registered on experiment {spec.experiment_id}.", highlight=False)
+        for r in registered:
+            rate = "-" if r.sample_rate is None else f"{r.sample_rate:.0%}"
+            console.print(f"  {r.name}: {r.status}, sampling {rate}" + (f", filter {r.filter_string}" if r.filter_string else ""),
+                          highlight=False, markup=False, soft_wrap=True)
+    raise typer.Exit(EXIT_OK)
+
+
+@monitor_app.command("stop")
+def stop_command(
+    ctx: typer.Context, session_id: SessionOpt, volume_path: VolumeOpt = None, tracking_uri: UriOpt = None,
+    scorer: Annotated[list[str] | None, typer.Option("--scorer", help="Only this scorer (default: all registered); repeatable.")] = None,
+) -> None:
+    """Stop sampling (the scorers stay registered; `start` resumes them)."""
+    with user_errors():
+        _, _, spec, uri = _open(ctx, session_id, volume_path, tracking_uri, None)
+        from ..suite import monitor
+
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+        lines = monitor.stop(spec.experiment_id, scorer or None)
+        console = make_console()
+        for line in lines or [f"No scorers registered on experiment {spec.experiment_id}."]:
+            console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+    raise typer.Exit(EXIT_FAILED if any("could not" in line for line in lines) else EXIT_OK)
+
+
+def _open(ctx: typer.Context, session_id: str, volume_path: str | None, tracking_uri: str | None, judge_model: str | None) -> tuple[Any, Any, Any, str]:
+    from ..store import open_session_store
+    from ..store.local import local_session_exists
+    from ..suite.spec import SPEC_FILE, SuiteSpec
+    from .validate import _tracking_uri
+
+    flags: dict[str, Any] = dict(ctx.obj[ROOT_FLAGS]) if ctx.obj and ROOT_FLAGS in ctx.obj else {}
+    flags.update({k: v for k, v in {"session_id": session_id, "volume_path": volume_path, "tracking_uri": tracking_uri, "judge_model": judge_model}.items() if v})
+    settings = settings_from(flags)
+    if not settings.volume_path.startswith("/Volumes/") and not local_session_exists(settings.volume_path, settings.session_id):
+        raise UserError(f"No session {settings.session_id!r} under {os.path.abspath(settings.sessions_root)}: check --session-id and --volume-path.", EXIT_USAGE)
+    store = open_session_store(settings.volume_path, settings.session_id, settings.redactor())
+    spec = store.read_model(SPEC_FILE, SuiteSpec)
+    if spec is None:
+        raise UserError(f"Session {settings.session_id!r} has no evaluation suite yet: build one first (-a, or --offline).", EXIT_USAGE)
+    return settings, store, spec, _tracking_uri(store, tracking_uri, settings.tracking_uri, spec.experiment_id)
+
+
+def _tiers(store: Any) -> dict[str, str]:
+    from ..suite.validate import load_report
+
+    report = load_report(store)
+    if report is None or not report.latest.ok:
+        raise UserError("The suite has no successful validation yet, so no scorer has a tier: run `validate` first.", EXIT_USAGE)
+    return report.latest.tiers()
+
+
+def _rates(pairs: list[str]) -> dict[str, float]:
+    rates = {}
+    for pair in pairs:
+        tier, _, value = pair.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if tier not in ("gate", "monitor") or not 0 < number <= 1:
+            raise UserError(f"--rate {pair!r}: write gate=<rate> or monitor=<rate> with a rate in (0, 1].", EXIT_USAGE)
+        rates[tier] = number
+    return rates
+
+
+def _check_model(uri: str, model: str | None) -> None:
+    """Automatic evaluation runs on the server: on a self-hosted MLflow it only runs judges whose
+    model is an AI Gateway endpoint; Databricks runs its own judges when no model is named."""
+    databricks = uri.startswith("databricks")
+    if not databricks and not (model or "").startswith("gateway:/"):
+        raise UserError("A self-hosted MLflow server runs judges automatically only on an AI Gateway endpoint: create one in the MLflow UI "
+                        "(AI Gateway) and pass --judge-model gateway:/<endpoint>.", EXIT_USAGE)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(monitor_app, name="monitor")
