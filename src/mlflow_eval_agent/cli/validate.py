@@ -31,22 +31,23 @@ def validate_command(
     judge_model: Annotated[str | None, typer.Option("--judge-model", help="Model for the LLM judges, e.g. anthropic:/claude-sonnet-4-5 (env MLFLOW_GENAI_JUDGE_DEFAULT_MODEL; default: the agent's own provider when its credential is set).")] = None,
     pass_env: Annotated[list[str] | None, typer.Option("--pass-env", help="Also pass this environment variable to the suite (the judge provider's own are passed already); repeatable.")] = None,
     timeout: Annotated[float, typer.Option("--timeout", min=10, help="Seconds before the run is stopped.")] = 900,
+    max_judge_usd: Annotated[float | None, typer.Option("--max-judge-usd", min=0, envvar="EVAL_AGENT_MAX_JUDGE_USD", help="Run the judges only when their forecast cost fits (printed before any judge call).")] = None,
 ) -> None:
     """Re-run a session's evaluation suite and compare it with the baseline run."""
     with user_errors():
         flags: dict[str, Any] = dict(ctx.obj[ROOT_FLAGS]) if ctx.obj else {}
         flags.update({k: v for k, v in {"session_id": session_id, "volume_path": volume_path, "tracking_uri": tracking_uri, "judge_model": judge_model}.items() if v})
         settings = settings_from(flags)
-        code = _run(settings, flags.get("tracking_uri"), pass_env or [], timeout)
+        code = _run(settings, flags.get("tracking_uri"), pass_env or [], timeout, max_judge_usd)
     raise typer.Exit(code)
 
 
-def _run(settings: Any, explicit_uri: str | None, pass_env: list[str], timeout: float) -> int:
+def _run(settings: Any, explicit_uri: str | None, pass_env: list[str], timeout: float, max_judge_usd: float | None = None) -> int:
     from ..store import open_session_store
     from ..store.local import local_session_exists
     from ..suite.spec import SPEC_FILE, SuiteSpec
     from ..report import publish_report
-    from ..suite.validate import compare, validate_suite
+    from ..suite.validate import compare, judge_forecast, validate_suite
 
     if not settings.volume_path.startswith("/Volumes/") and not local_session_exists(settings.volume_path, settings.session_id):
         where = os.path.abspath(os.path.expanduser(settings.sessions_root))
@@ -66,7 +67,11 @@ def _run(settings: Any, explicit_uri: str | None, pass_env: list[str], timeout: 
     if spec.scorers and any(s.needs_judge for s in spec.scorers):
         console.print(f"Judges: {judge.model} ({judge.source})" if judge.model and not judge.skip_reason else f"Judges skipped: {judge.skip_reason}",
                       highlight=False, markup=False, soft_wrap=True)
-    report = validate_suite(spec, store, tracking, timeout_s=timeout, judge_model=judge.model, skip_judges=judge.skip_reason,
+        cost = judge_forecast(spec, judge.model, judge.skip_reason)
+        if cost is not None:
+            over = cost.over(max_judge_usd)
+            console.print(cost.line() + (f"; judges skipped: {over}" if over else ""), highlight=False, markup=False, soft_wrap=True)
+    report = validate_suite(spec, store, tracking, timeout_s=timeout, judge_model=judge.model, skip_judges=judge.skip_reason, max_judge_usd=max_judge_usd,
                             extra_env={**judge.child_env(), **{n: os.environ[n] for n in pass_env}}, steps=ConsoleSteps(console))
     published = publish_report(store, tracking)
     store.sync()

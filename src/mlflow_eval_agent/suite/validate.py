@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from ..child import child_env, limits_for, run_child
 from .agreement import Agreement, measure_agreement
+from .cost import CostForecast, forecast
 from ..steps import NO_STEPS, Steps
 from ..store import SessionStore
 from .issues import record_issues
@@ -86,6 +87,7 @@ class ValidationRun(BaseModel):
     gate: Gate | None = Field(None, description="What run_eval.py's CI gate said (None: the suite did not run).")
     calibrated: bool = Field(False, description="The offline planner set the thresholds from this run's pass rates.")
     judge_model: str | None = None
+    judge_cost: CostForecast | None = Field(None, description="The judges' forecast tokens and dollars, made before any judge call.")
     data: str = ""
     error: str | None = None
     scorers: dict[str, ScorerValidation] = Field(default_factory=dict)
@@ -133,15 +135,19 @@ def validate_suite(
     label: str = "Running the suite",
     show_gate: bool = True,
     skip_judges: str | None = None,
+    max_judge_usd: float | None = None,
 ) -> ValidationReport:
     """Run the rendered suite, measure it, save `state/validation.json` (keeping the baseline).
 
     `calibrated`: this run is the offline planner's run of the suite whose thresholds it set from the
     measured pass rates; it becomes the baseline whatever came before. `skip_judges`: the judges
-    cannot run, and why (settings.JudgeAccess.skip_reason); they are reported skipped with it."""
+    cannot run, and why (settings.JudgeAccess.skip_reason); they are reported skipped with it.
+    `max_judge_usd`: the judges run only when their forecast (cost.py) fits; else skipped, saying why."""
     script = store.path(f"{EVAL_DIR}/run_eval.py")
     if not script.is_file():
         raise FileNotFoundError("evaluation/run_eval.py does not exist yet: render the suite first")
+    cost = judge_forecast(spec, judge_model, skip_judges)
+    skip_judges = skip_judges or (cost.over(max_judge_usd) if cost else None)
     results = store.path(RUN_RESULTS_FILE)
     results.parent.mkdir(parents=True, exist_ok=True)
     results.unlink(missing_ok=True)
@@ -172,6 +178,8 @@ def validate_suite(
         )
     previous = load_report(store)
     old = previous.baseline if previous and previous.baseline and (previous.baseline.passed_gate or previous.baseline.calibrated) else None
+    if cost is not None:
+        run = run.model_copy(update={"judge_cost": cost})
     if run.ok and calibrated:
         run = run.model_copy(update={"calibrated": True})
     if run.ok and (calibrated or (old is None and run.passed_gate)):
@@ -194,6 +202,13 @@ def validate_suite(
         steps.update(traces)
     steps.finish(("" if not show_gate else f"gate {run.gate}") if run.ok else "did not run")
     return report
+
+
+def judge_forecast(spec: SuiteSpec, judge_model: str | None, skip_judges: str | None = None) -> CostForecast | None:
+    """The judges' cost forecast when judges are about to run (None: no judge, or they are skipped)."""
+    if skip_judges or not judge_model or not any(s.needs_judge for s in spec.scorers):
+        return None
+    return forecast(spec, judge_model)
 
 
 def tiers_json(run: ValidationRun) -> str:
