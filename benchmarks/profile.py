@@ -16,6 +16,9 @@ Each measurement runs in a fresh Python process, so one does not warm the other'
 - api:   build_profile forced through the MLflow API (what a remote or Databricks store gets);
 - naive: mlflow.search_traces(include_spans=True) into pandas, then the same kind of summary
          with pandas (status counts, latency and per-span percentiles, tool and error tables).
+- raw:   the floor: the same span rows read with plain SQL (sqlite3) and every span's JSON parsed
+         with orjson, nothing computed (benchmarks/raw_read.py); printed as the ratio sql/raw.
+`--corpus realistic` uses benchmarks/corpus.py's agent corpus (20-40 spans and ~100 KB per trace).
 Printed per path (the fastest of --repeat runs, all runs listed): wall seconds, peak RSS growth
 during the call (MB, VmHWM reset before the call), and whether its trace count, status counts,
 span count and p50/p99 latency agree with the sql profile.
@@ -137,6 +140,10 @@ def measure(kind: str, uri: str, experiment_id: str) -> dict:
     started = time.perf_counter()
     if kind == "naive":
         summary = naive_summary(uri, experiment_id)
+    elif kind == "raw":  # the floor: plain SQL + orjson over the same span rows (benchmarks/raw_read.py)
+        from benchmarks.raw_read import raw_read
+
+        summary = raw_read(uri, experiment_id)
     else:
         p = build_profile(uri, experiment_id, path=kind)
         summary = {"traces": p.trace_count, "status": p.status_counts, "p50": p.latency_ms.p50, "p99": p.latency_ms.p99,
@@ -189,9 +196,10 @@ def run_child(kind: str, uri: str, experiment_id: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,20000", help="Comma-separated trace counts.")
-    parser.add_argument("--paths", default="sql,api,naive", help="Which of sql, api, naive to measure.")
+    parser.add_argument("--paths", default="sql,api,naive", help="Which of sql, api, naive, raw to measure.")
     parser.add_argument("--repeat", type=int, default=2, help="Runs per path; the fastest is reported (the machine may be shared).")
     parser.add_argument("--cache-dir", default="/tmp/mlflow-eval-agent-bench", help="Where corpora are kept between runs.")
+    parser.add_argument("--corpus", choices=("light", "realistic"), default="light", help="Corpus: light (above) or realistic (benchmarks/corpus.py).")
     parser.add_argument("--child", nargs=3, metavar=("KIND", "URI", "EXPERIMENT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -202,16 +210,25 @@ def main(argv: list[str] | None = None) -> int:
     kinds = [k.strip() for k in args.paths.split(",") if k.strip()]
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus; each run in a fresh process; times exclude imports and opening the store")
     for n in (int(s) for s in args.sizes.split(",")):
-        uri, experiment_id = build_corpus(n, Path(args.cache_dir))
+        if args.corpus == "light":
+            uri, experiment_id = build_corpus(n, Path(args.cache_dir))
+        else:
+            from benchmarks import corpus as corpora
+
+            uri, experiment_id = corpora.build(args.corpus, n, Path(args.cache_dir))
+            print(f"{args.corpus} corpus: {corpora.describe(uri)}")
         runs = {kind: [run_child(kind, uri, experiment_id) for _ in range(args.repeat)] for kind in kinds}
         results = {kind: min(rs, key=lambda r: r["seconds"]) for kind, rs in runs.items()}
         reference = results.get("sql")
         print(f"\n{n:,} traces (best of {args.repeat} runs each)")
         print(f"  {'path':<6} {'seconds':>9} {'traces/s':>10} {'RSS growth MB':>14}  {'all runs (s)':<20} agrees with sql")
         for kind, r in results.items():
-            agrees = "-" if reference is None or kind == "sql" else ("yes" if all(r[k] == reference[k] for k in ("traces", "status", "p50", "p99", "spans")) else f"NO: {r}")
+            agrees = "-" if reference is None or kind == "sql" else ("yes" if all(r[k] == reference[k] for k in ("traces", "status", "p50", "p99", "spans") if k in r) else f"NO: {r}")
             every = ", ".join(f"{x['seconds']:.2f}" for x in runs[kind])
             print(f"  {kind:<6} {r['seconds']:>9.2f} {r['traces'] / r['seconds']:>10,.0f} {r['rss_growth_mb']:>14.1f}  {every:<20} {agrees}")
+        if reference and "raw" in results:
+            raw = results["raw"]
+            print(f"  sql/raw = {reference['seconds'] / raw['seconds']:.2f} (RSS growth: sql {reference['rss_growth_mb']:.1f} MB, raw {raw['rss_growth_mb']:.1f} MB)")
         if reference and "naive" in results:
             print(f"  sql profile is {results['naive']['seconds'] / reference['seconds']:.1f}x faster than the naive path")
     return 0

@@ -16,7 +16,7 @@ from ..traces.profile import build_profile
 from ..traces.profile_model import TraceProfile
 from ..traces.profile_summary import compact_profile
 from ..traces.source import TraceSourceError, mlflow_client, parse_since
-from ._base import UNTRUSTED_NOTE, ToolContext, ToolError, agent_tool
+from ._base import UNTRUSTED_NOTE, ToolContext, ToolError, agent_tool, render_result
 
 PROFILE_FILE = "state/profile.json"
 DRILL_NOTE = (
@@ -73,7 +73,10 @@ def _is_default_scope(profile: TraceProfile) -> bool:
 )
 def profile_tool(ctx: ToolContext, args: ProfileArgs) -> dict[str, Any]:
     profile = load_profile(ctx, args.experiment_id, args.filter, args.since, args.max_traces, args.refresh)
-    return {"note": f"{DRILL_NOTE} {UNTRUSTED_NOTE}", "profile": compact_profile(profile)}
+    note = f"{DRILL_NOTE} {UNTRUSTED_NOTE}"
+    # The budget counts the bytes of the text the agent receives: this whole result, as rendered.
+    view = compact_profile(profile, size=lambda v: len(render_result({"note": note, "profile": v}).encode("utf-8")))
+    return {"note": note, "profile": view}
 
 
 class SignatureArgs(BaseModel):

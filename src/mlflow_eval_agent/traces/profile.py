@@ -17,6 +17,7 @@ from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
+from typing import Any
 
 from .accumulators import (
     EXAMPLES,
@@ -69,13 +70,19 @@ from .spans import (
     INPUTS,
     LLM_TYPES,
     OUTPUTS,
+    STATUS_NAMES,
     Payload,
     SpanRow,
+    columns_of,
     is_empty_value,
     looks_like_json,
     model_name,
+    row_from_columns,
     shape_of,
     span_row,
+    status_code,
+    stored_status,
+    translated_type,
 )
 
 TIMELINE_BUCKETS = 30
@@ -128,19 +135,15 @@ class ProfileBuilder:
         self.trace_count += 1
         self.status[record.state] += 1
         self._trace_level(record)
-        rows = self._rows(record)
-        self.span_count += len(rows)
-        self.spans_per_trace.add(len(rows))
-        if not rows:
+        cols = record.columns if record.columns is not None else [columns_of(r) for r in self._rows(record)]
+        self.span_count += len(cols)
+        self.spans_per_trace.add(len(cols))
+        if not cols:
             self.odd.add("traces_without_spans", record)
             self.llm_per_trace.add(0)
             self._root_payloads(record, None)
             return
-        root = self._root(rows, record)
-        if root is not None:
-            self._count_name(self.trace_names, root.name)
-        self._root_payloads(record, root)
-        self._spans(rows, record)
+        self._span_columns(cols, record)
 
     def _trace_level(self, record: TraceRecord) -> None:
         ts = record.request_time_ms
@@ -166,18 +169,22 @@ class ProfileBuilder:
             self.tokens[1] += int(t.get("output_tokens") or 0)
             self.tokens[2] += int(t.get("total_tokens") or 0)
             self.tokens[3] += 1
-        if record.session_id:
+        session = record.session_id
+        if session:
             self.traces_with_session += 1
-            self.sessions[record.session_id] += 1
-            if record.session_id not in self.session_examples:
-                self.session_examples = sorted([*self.session_examples, record.session_id])[:EXAMPLES]
-        seen: set[tuple[str, str]] = set()
-        for a in record.assessments:
-            acc = self.assessments.setdefault((a.name, a.kind), AssessmentAcc())
-            acc.add(a)
-            if (a.name, a.kind) not in seen:
-                seen.add((a.name, a.kind))
-                acc.traces += 1
+            self.sessions[session] += 1
+            examples = self.session_examples
+            # The EXAMPLES smallest ids; a full list only changes for an id below its largest.
+            if session not in examples and (len(examples) < EXAMPLES or session < examples[-1]):
+                self.session_examples = sorted([*examples, session])[:EXAMPLES]
+        if record.assessments:
+            seen: set[tuple[str, str]] = set()
+            for a in record.assessments:
+                acc = self.assessments.setdefault((a.name, a.kind), AssessmentAcc())
+                acc.add(a)
+                if (a.name, a.kind) not in seen:
+                    seen.add((a.name, a.kind))
+                    acc.traces += 1
 
     def _rows(self, record: TraceRecord) -> list[SpanRow]:
         if record.rows is not None:
@@ -191,53 +198,78 @@ class ProfileBuilder:
                 rows.append(row)
         return rows
 
-    def _root(self, rows: list[SpanRow], record: TraceRecord) -> SpanRow | None:
-        roots = [r for r in rows if r.parent_id is None]
-        if not roots:
-            self.odd.add("traces_without_root", record)
-            ids = {r.span_id for r in rows}
-            roots = [r for r in rows if r.parent_id not in ids]  # orphans: their parent never arrived
-        elif len(roots) > 1:
-            self.odd.add("traces_with_multiple_roots", record)
-        if not roots:
-            return None
-        # Ties broken by name and end, not by span id: ids are hex in table columns, base64 in span JSON.
-        return min(roots, key=lambda r: (r.start_ns or 0, r.name, r.end_ns or 0))
-
-    def _spans(self, rows: list[SpanRow], record: TraceRecord) -> None:
-        llm_rows: list[SpanRow] = []
+    def _span_columns(self, cols: list[tuple], record: TraceRecord) -> None:
+        """The hot loop: one pass over a trace's spans as column tuples (spans.SPAN_COLUMNS, ~3 million
+        for 100,000 agent traces). Each span costs a few counters and one duration; a SpanRow (and
+        its stored JSON's parse) is made only for the spans a statistic reads: roots (payloads),
+        retrievers (their outputs), failed spans (their error), model calls without a model column,
+        spans without a type, and spans big enough to hold a huge payload."""
+        odd = self.odd
+        span_stats = self.span_stats
+        tools = self.tools
+        llm: list[tuple[str, str | None, str | None, Any]] = []  # (span id, parent id, model column, SpanRow or columns)
+        errors: list[SpanRow] = []
+        roots: list[tuple[tuple[int, str, int], Any]] = []  # (tie-break key, SpanRow or columns)
         retrieval = [0, 0]
         tools_seen: set[str] = set()
-        errors: list[SpanRow] = []
-        for row in rows:  # the hot loop: ~85,000 spans for 20,000 traces
-            start, end = row.start_ns, row.end_ns
+        for t in cols:
+            _, span_id, parent, name, span_type, status, start, end, model, content, size = t
+            # The same normalisation as stored_span_row (idempotent for rows read another way).
+            parent = parent or None
+            name = name or "(unnamed)"
+            end = end or None
+            status = STATUS_NAMES.get(status) or status_code(status)
+            row = content if isinstance(content, SpanRow) else None
+            if not span_type or span_type == "UNKNOWN":
+                span_type = "UNKNOWN"
+                if row is None:  # the stored JSON may carry a type MLflow infers on load
+                    row = row_from_columns(span_id, parent, name, span_type, status, start, end, model, content, size)
+                    span_type = row.span_type = translated_type(row) or "UNKNOWN"
             duration = end - start if (start is not None and end is not None and end >= start) else None
             if end is None:
-                self.odd.add("spans_missing_end_time", record)
+                odd.add("spans_missing_end_time", record)
             elif duration is None:
-                self.odd.add("spans_negative_duration", record)
-            status = row.status
+                odd.add("spans_negative_duration", record)
             if status == "UNSET":
-                self.odd.add("spans_unset_status", record)
-            elif status == "ERROR":
-                errors.append(row)
-            size = row.content_size
-            if size is None or size > HUGE_PAYLOAD_CHARS or row.parent_id is None or status == "ERROR" or row.span_type == "RETRIEVER":
+                odd.add("spans_unset_status", record)
+            failed = status == "ERROR"
+            if size is None or size > HUGE_PAYLOAD_CHARS or parent is None or failed or span_type == "RETRIEVER":
+                if row is None:
+                    row = row_from_columns(span_id, parent, name, span_type, status, start, end, model, content, size)
                 self._payload_checks(row, record)
-            stats = self.span_stats.get((row.name, row.span_type)) or self._span_key(row, record)
+                if failed:
+                    errors.append(row)
+            if parent is None:
+                roots.append(((start or 0, name, end or 0), row))
+            stats = span_stats.get((name, span_type)) or self._span_key(name, span_type, record)
             stats.count += 1
-            if status == "ERROR":
+            if failed:
                 stats.errors += 1
             if duration is not None:
                 stats.durations.add(duration)
-            if row.span_type == "TOOL":
-                self._tool(row, duration, tools_seen)
-            elif row.span_type in LLM_TYPES:
-                llm_rows.append(row)
-            elif row.span_type == "RETRIEVER":
+            if span_type == "TOOL":
+                tool_name = name if (name in tools or len(tools) < MAX_NAMED) else OTHER
+                tool = tools.get(tool_name)
+                if tool is None:
+                    tool = tools[tool_name] = LatencyAcc()
+                tool.count += 1
+                tool.errors += failed
+                if duration is not None:
+                    tool.durations.add(duration)
+                if tool_name not in tools_seen:
+                    tools_seen.add(tool_name)
+                    tool.traces += 1
+            elif span_type in LLM_TYPES:
+                llm.append((span_id, parent, model, row if row is not None else t))
+            elif span_type == "RETRIEVER":
                 retrieval[0] += 1
-                retrieval[1] += self._retriever(row)
-        llm_calls = self._llm_calls(llm_rows, rows)
+                retrieval[1] += self._retriever(row)  # type: ignore[arg-type]  (made above: a retriever is always read)
+        root = self._root(roots, cols, record)
+        if root is not None:
+            self._count_name(self.trace_names, root.name)
+        self._root_payloads(record, root)
+        parent_of = {t[1]: t[2] or None for t in cols} if (llm or errors) else {}
+        llm_calls = self._llm_calls(llm, parent_of, len(cols))
         self.llm_calls += llm_calls
         self.llm_traces += llm_calls > 0
         self.llm_per_trace.add(llm_calls)
@@ -246,51 +278,55 @@ class ProfileBuilder:
             if retrieval[1]:
                 self.retrieval[3] += 1
                 self.retrieval_examples.offer(record.trace_id, record.request_time_ms)
-        self._errors(errors, rows, record)
+        self._errors(errors, parent_of, len(cols), record)
 
-    def _llm_calls(self, llm_rows: list[SpanRow], rows: list[SpanRow]) -> int:
+    def _root(self, roots: list[tuple[tuple[int, str, int], Any]], cols: list[tuple], record: TraceRecord) -> SpanRow | None:
+        if not roots:
+            self.odd.add("traces_without_root", record)
+            ids = {t[1] for t in cols}
+            roots = [((t[6] or 0, t[3] or "(unnamed)", t[7] or 0), t) for t in cols if (t[2] or None) not in ids]  # orphans: their parent never arrived
+        elif len(roots) > 1:
+            self.odd.add("traces_with_multiple_roots", record)
+        if not roots:
+            return None
+        # Ties broken by name and end, not by span id: ids are hex in table columns, base64 in span JSON.
+        _, found = min(roots, key=lambda r: r[0])
+        return _row(found)
+
+    def _llm_calls(self, llm: list[tuple[str, str | None, str | None, Any]], parent_of: dict[str, str | None], limit: int) -> int:
         """Model calls: LLM/CHAT_MODEL spans with no model span below them. Frameworks such as DSPy
         type a whole module as LLM around the real call; counting both would double the calls."""
-        if not llm_rows:
+        if not llm:
             return 0
-        parent_of = {r.span_id: r.parent_id for r in rows}
-        llm_ids = {r.span_id for r in llm_rows}
+        llm_ids = {span_id for span_id, _, _, _ in llm}
         wrappers: set[str] = set()
-        for row in llm_rows:
-            parent, hops = row.parent_id, 0
-            while parent is not None and hops < len(rows):
+        for _, parent, _, _ in llm:
+            hops = 0
+            while parent is not None and hops < limit:
                 if parent in llm_ids:
                     wrappers.add(parent)
                 parent, hops = parent_of.get(parent), hops + 1
-        calls = [r for r in llm_rows if r.span_id not in wrappers]
-        for row in calls:
-            model = model_name(row)
+        calls = 0
+        for span_id, _, model, found in llm:
+            if span_id in wrappers:
+                continue
+            calls += 1
+            model = model or model_name(_row(found))
             if model:
                 self._count_name(self.models, model)
             else:
                 self.calls_without_model += 1
-        return len(calls)
+        return calls
 
-    def _span_key(self, row: SpanRow, record: TraceRecord) -> LatencyAcc:
-        key = (row.name, row.span_type)
+    def _span_key(self, name: str, span_type: str, record: TraceRecord) -> LatencyAcc:
+        key = (name, span_type)
         stats = self.span_stats.get(key)
         if stats is None:
             if len(self.span_stats) >= MAX_SPAN_KEYS:
                 self.odd.add("folded_span_names", record)
-                key = (OTHER, row.span_type)
+                key = (OTHER, span_type)
             stats = self.span_stats.setdefault(key, LatencyAcc())
         return stats
-
-    def _tool(self, row: SpanRow, duration: int | None, seen: set[str]) -> None:
-        name = row.name if (row.name in self.tools or len(self.tools) < MAX_NAMED) else OTHER
-        tool = self.tools.setdefault(name, LatencyAcc())
-        tool.count += 1
-        tool.errors += row.status == "ERROR"
-        if duration is not None:
-            tool.durations.add(duration)
-        if name not in seen:
-            seen.add(name)
-            tool.traces += 1
 
     def _retriever(self, row: SpanRow) -> int:
         payload = row.payload(OUTPUTS)
@@ -322,7 +358,7 @@ class ProfileBuilder:
             elif inspected and not looks_like_json(raw):
                 self.odd.add("non_json_payloads", record)
 
-    def _errors(self, errors: list[SpanRow], rows: list[SpanRow], record: TraceRecord) -> None:
+    def _errors(self, errors: list[SpanRow], parent_of: dict[str, str | None], limit: int, record: TraceRecord) -> None:
         if not errors:
             if record.state == "OK":
                 self.sample.offer(record.trace_id)
@@ -330,11 +366,10 @@ class ProfileBuilder:
         self.traces_with_error_spans += 1
         infos = {r.span_id: error_from_span(r.raw, r.status_message) for r in errors}
         keys = {sid: (info.exception_type, info.normalized) for sid, info in infos.items()}
-        parent_of = {r.span_id: r.parent_id for r in rows}
         propagated: set[str] = set()
         for row in errors:  # an error re-raised by each parent is counted once, where it began
             parent, hops = row.parent_id, 0
-            while parent is not None and hops < len(rows):
+            while parent is not None and hops < limit:
                 if keys.get(parent) == keys[row.span_id]:
                     propagated.add(parent)
                 parent, hops = parent_of.get(parent), hops + 1
@@ -524,6 +559,15 @@ class ProfileBuilder:
             traces_per_session=CountStats(**per_session.summary()),
             example_session_ids=self.session_examples,
         )
+
+
+def _row(found: Any) -> SpanRow:
+    """The SpanRow of a span kept as a SpanRow or as raw column values (normalised like the loop)."""
+    if isinstance(found, SpanRow):
+        return found
+    _, span_id, parent, name, span_type, status, start, end, model, content, size = found
+    return row_from_columns(span_id, parent or None, name or "(unnamed)", span_type or "UNKNOWN", stored_status(status), start, end or None,
+                            model, content, size)
 
 
 def _named(counter: Counter[str]) -> list[NamedCount]:

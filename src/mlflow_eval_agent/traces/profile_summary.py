@@ -1,27 +1,38 @@
 """The profile cut to a few KB for the agent, however large the experiment.
 
 Lists are trimmed to their most frequent entries (with a count of what was left out) and the caps
-shrink until the JSON fits the budget. Numbers are never rounded away or estimated: a trimmed
+shrink until the text the agent receives fits the budget: bytes of UTF-8, measured on the JSON as
+the tools send it (indented, non-ASCII kept), not characters of compact JSON (a profile of
+non-ASCII span names measured that way reached 9.3 KB on the wire). Numbers are never rounded away or estimated: a trimmed
 list says how many entries it omitted, and the full profile stays in `state/profile.json`.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from .profile_model import TraceProfile
 
-BUDGET_CHARS = 6_000
+BUDGET_BYTES = 6_000
 TEXT_CHARS = 160
 
 
-def compact_profile(profile: TraceProfile, budget_chars: int = BUDGET_CHARS) -> dict[str, Any]:
-    """A dict whose JSON is at most `budget_chars` (best effort down to the fixed part)."""
+def sent_bytes(value: Any) -> int:
+    """UTF-8 bytes of `value` rendered as the agent tools render results (tools/_base.render_result:
+    JSON with indent=1 and non-ASCII characters kept)."""
+    return len(json.dumps(value, indent=1, default=str, ensure_ascii=False).encode("utf-8"))
+
+
+def compact_profile(profile: TraceProfile, budget_bytes: int = BUDGET_BYTES, size: Callable[[dict[str, Any]], int] = sent_bytes) -> dict[str, Any]:
+    """A dict with `size(view) <= budget_bytes` (best effort down to the fixed part). `size` measures
+    what is sent: by default the view alone as the tools render it; the profile tool passes the
+    size of its whole rendered result."""
     caps = [12, 3]  # rows per list, example ids per row
     while True:
         view = _view(profile, rows=caps[0], ids=caps[1])
-        if len(json.dumps(view, ensure_ascii=False)) <= budget_chars or caps == [1, 1]:
+        if size(view) <= budget_bytes or caps == [1, 1]:
             return view
         caps = [max(1, caps[0] * 2 // 3), max(1, caps[1] - 1)]
 

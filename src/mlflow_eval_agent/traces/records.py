@@ -33,7 +33,10 @@ class TraceRecord:
     tokens: dict[str, int] | None = None
     assessments: list[AssessmentRecord] = field(default_factory=list)
     spans: list[dict[str, Any]] = field(default_factory=list)
-    rows: list[Any] | None = None  # SpanRows read from table columns (local path) instead of `spans`
+    rows: list[Any] | None = None  # SpanRows read from table columns (the trajectory scan's local path) instead of `spans`
+    # The profile's local path: the `spans` table's rows as the database returned them, one tuple
+    # per span laid out as spans.SPAN_COLUMNS (no object per span; see ProfileBuilder._span_columns).
+    columns: list[tuple[Any, ...]] | None = None
     metadata: dict[str, str] = field(default_factory=dict)  # read only by the trajectory scan
 
 

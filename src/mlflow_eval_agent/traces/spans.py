@@ -173,6 +173,41 @@ def stored_span_row(span_id: str, parent_id: str | None, name: str | None, span_
     return row
 
 
+# One span as a plain tuple, the layout the local reader's query returns (sql_reader.py), so the
+# profile's hot loop reads columns without building an object per span:
+SPAN_COLUMNS = ("trace_id", "span_id", "parent_id", "name", "span_type", "status", "start_ns", "end_ns", "model", "content", "content_size")
+# Column values are normalised in the loop exactly as stored_span_row does (name, parent, status,
+# end, type); `content` is the stored JSON text (only for spans whose JSON the profile reads, else
+# None), or, for spans read another way, the SpanRow itself (see columns_of).
+STATUS_NAMES = {"OK": "OK", "ERROR": "ERROR", "UNSET": "UNSET"}
+
+
+def columns_of(row: SpanRow) -> tuple[Any, ...]:
+    """A SpanRow (from a span dict) in the SPAN_COLUMNS layout; its `content` is the row itself."""
+    return (None, row.span_id, row.parent_id, row.name, row.span_type, row.status, row.start_ns, row.end_ns, row.model, row, row.content_size)
+
+
+def stored_status(status: Any) -> str:
+    """The status column's value as the profile counts it (status_code, with the usual values cached)."""
+    return STATUS_NAMES.get(status) or status_code(status)
+
+
+def row_from_columns(span_id: str, parent_id: str | None, name: str, span_type: str, status: str,
+                     start_ns: int | None, end_ns: int | None, model: str | None, content: Any, size: int | None) -> SpanRow:
+    """The SpanRow of one span in the SPAN_COLUMNS layout (values already normalised): made only for
+    the spans whose stored JSON a statistic reads."""
+    if isinstance(content, SpanRow):
+        return content
+    return SpanRow(span_id, parent_id, name, span_type, status, start_ns, end_ns, content=content, model=model or None, content_size=size)
+
+
+def translated_type(row: SpanRow) -> str | None:
+    """The type MLflow infers on load for a span stored without one (see stored_span_row)."""
+    attrs = row.raw.get("attributes")
+    translated = _plain_string(attrs.get(SPAN_TYPE)) if isinstance(attrs, dict) else None
+    return translated if isinstance(translated, str) and translated else None
+
+
 def _plain_string(raw: Any) -> Any:
     """A JSON-encoded simple string ('"TOOL"') without a full parse; anything else is decoded."""
     if isinstance(raw, str) and len(raw) >= 2 and raw[0] == raw[-1] == '"' and "\\" not in raw:

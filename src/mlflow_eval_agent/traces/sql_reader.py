@@ -1,8 +1,8 @@
 """The local fast path: keyset-paged reads of a SQLAlchemy tracking store's own tables.
 
-Span ids, names, types, statuses, times and model names come from the `spans` table's columns;
-the stored span JSON is fetched and parsed only for the spans the profile reads (see
-`_content_if_needed`). Skipping MLflow's entity building per span is what makes this ~10x faster
+Span ids, names, types, statuses, times and model names come from the `spans` table's columns,
+handed to the profile as the database's own row tuples (no object per span); the stored span
+JSON is fetched and parsed only for the spans the profile reads (see `_content_if_needed`). Skipping MLflow's entity building per span is what makes this ~10x faster
 than `search_traces(include_spans=True)`; tests check it gives the same profile as the API path.
 """
 
@@ -133,15 +133,23 @@ class SqlReader:
                 )
                 if row.value != TRACKING_STORE
             ]
-            for record in records:
-                record.rows = []
+            # One row per span in the spans.SPAN_COLUMNS layout; an empty content was cleared by
+            # archival (MLflow skips such spans too).
             columns = (spans.c.trace_id, spans.c.span_id, spans.c.parent_span_id, spans.c.name, spans.c.type, spans.c.status,
                        spans.c.start_time_unix_nano, spans.c.end_time_unix_nano, spans.c.model_name,
                        spans.c.content if self.full_content else _content_if_needed(spans), sa.func.length(spans.c.content))
-            result = conn.execute(sa.select(*columns).where(spans.c.trace_id.in_(ids)), {"ids": list(by_id)})
-            for trace_id, span_id, parent, name, span_type, status, start, end, model, content, size in result.cursor.fetchall():
-                if size:  # an empty payload was cleared by archival: MLflow skips it too
+            stmt = sa.select(*columns).where(spans.c.trace_id.in_(ids), sa.func.length(spans.c.content) > 0)
+            fetched = conn.execute(stmt, {"ids": list(by_id)}).cursor.fetchall()
+            if self.full_content:  # the trajectory scan reads spans as SpanRows
+                for record in records:
+                    record.rows = []
+                for trace_id, span_id, parent, name, span_type, status, start, end, model, content, size in fetched:
                     by_id[trace_id].rows.append(stored_span_row(span_id, parent, name, span_type, status, start, end, model, content, size))
+            else:  # the profile reads the database's own row tuples: no object per span
+                for record in records:
+                    record.columns = []
+                for row in fetched:
+                    by_id[row[0]].columns.append(row)
             if self.full_content:
                 meta = self.m.SqlTraceMetadata.__table__
                 for row in conn.execute(sa.select(meta.c.request_id, meta.c.key, meta.c.value).where(meta.c.request_id.in_(ids)), {"ids": list(by_id)}):
@@ -155,7 +163,7 @@ class SqlReader:
                             assessment_from_row(row.name, row.assessment_type, row.source_type, row.value, row.error)
                         )
         for trace_id in elsewhere:  # spans kept in artifacts or an archive: let MLflow fetch them
-            by_id[trace_id].rows = None
+            by_id[trace_id].rows = by_id[trace_id].columns = None
             by_id[trace_id].spans = _spans_via_api(self.client, trace_id)
 
 
