@@ -57,7 +57,13 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "api_retry_wait_s": ("EVAL_AGENT_API_RETRY_WAIT_S",),
     "limit_stop_ok": ("EVAL_AGENT_LIMIT_STOP_OK",),
     "model_auth": ("EVAL_AGENT_MODEL_AUTH",),
+    "trace_location": ("EVAL_AGENT_TRACE_LOCATION",),
+    "sql_warehouse_id": ("MLFLOW_TRACING_SQL_WAREHOUSE_ID",),
 }
+
+# Traces stored in Unity Catalog are addressed as <catalog>.<schema> or <catalog>.<schema>.<table_prefix>.
+UC_TRACE_LOCATION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_][A-Za-z0-9_-]*){1,2}$")
+SQL_WAREHOUSE_VAR = "MLFLOW_TRACING_SQL_WAREHOUSE_ID"
 
 
 # `.env` entries that are ordinary settings, not secrets: every other value the file holds is redacted
@@ -273,11 +279,25 @@ class Settings(BaseModel):
     cli_env_extra: dict[str, str] = Field(default_factory=dict)
     # Secrets known by value beyond the model access: credential-named variables and `.env` values.
     known_secrets: tuple[SecretStr, ...] = ()
+    # Traces stored in Unity Catalog: read from this location (`<catalog>.<schema>[.<table_prefix>]`)
+    # instead of the experiment's own, through the SQL warehouse MLflow needs for UC reads
+    # (MLFLOW_TRACING_SQL_WAREHOUSE_ID; `apply_tracing_environment` hands it to MLflow and the children).
+    trace_location: str | None = None
+    sql_warehouse_id: str | None = None
 
-    @field_validator("model_auth", mode="before")
+    @field_validator("model_auth", "sql_warehouse_id", mode="before")
     @classmethod
     def _blank_model_auth(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("trace_location", mode="before")
+    @classmethod
+    def _uc_trace_location(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, str) and not UC_TRACE_LOCATION.match(value.strip()):
+            raise ValueError("a Unity Catalog trace location is <catalog>.<schema> or <catalog>.<schema>.<table_prefix>")
+        return value.strip() if isinstance(value, str) else value
 
     @property
     def sessions_root(self) -> str:
@@ -348,6 +368,14 @@ def model_access_from_env(env: Mapping[str, str]) -> ModelAccess:
         auth_token=secret("ANTHROPIC_AUTH_TOKEN"),
         passthrough=passthrough,
     )
+
+
+def apply_tracing_environment(settings: Settings, environ: Any = None) -> None:
+    """Hand the SQL warehouse to MLflow, which reads it from the environment only (and so do the
+    validation children: child.py passes MLFLOW_TRACING_SQL_WAREHOUSE_ID to the workspace's store)."""
+    environ = os.environ if environ is None else environ
+    if settings.sql_warehouse_id:
+        environ[SQL_WAREHOUSE_VAR] = settings.sql_warehouse_id
 
 
 def resolve_settings(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Settings:

@@ -12,18 +12,35 @@ Endpoints (the shapes databricks-sdk and mlflow 3.17's `DatabricksTracingRestSto
              GET  /api/4.0/mlflow/traces/<location>/batchGet?trace_ids=...  full traces (info + OTel
                   spans) stored at that location: an experiment id or `<catalog>.<schema>`; any other
                   location (`None`, say) is 404, as a workspace answers for a location it does not know
+             GET  /api/{2,3}.0/mlflow/traces/<id>                   a trace's v3 info (experiment traces)
+             GET  /api/2.0/mlflow/traces/<id>/credentials-for-data-download  a presigned URL for the spans of
+                  a trace stored in the artifact repository (`spans="artifacts"`), served at /presigned/...
+                  without a bearer token, as a cloud store answers
+             POST /api/{2,3}.0/mlflow/traces/<id>/assessments, PATCH .../tags, POST /api/2.0/mlflow/traces/link-to-run
+             POST /api/2.0/mlflow/runs/create|update|log-batch|log-parameter|log-metric|set-tag|delete-tag|log-inputs|outputs,
+                  GET /api/2.0/mlflow/runs/get; run artifacts go through the Files API under
+                  /WorkspaceInternal/Mlflow/Artifacts/<experiment>/Runs/<run>/artifacts (MLflow's SDK artifact repo)
+             POST /api/2.0/agents/evaluation-client-usage-events   mlflow.genai.evaluate's usage event (accepted)
+  SQL        GET  /api/2.0/sql/warehouses/<id>                   a warehouse's state (`warehouses`: id -> state)
   FM API     POST /serving-endpoints/anthropic/v1/messages      a short reply from a served endpoint (`serving_endpoints`)
+             POST /serving-endpoints/chat/completions           MLflow's `databricks` judges: every verdict "yes"
 Paths must lie inside a registered volume (`add_volume`); anything else is 404, as for a volume that
 does not exist. Every request is recorded; `fail_next` injects HTTP errors (e.g. a 500) for retries.
-Requests authenticate with `Bearer <token>` or any of `extra_tokens` (a credential derived elsewhere).
+Requests authenticate with `Bearer <token>` or any of `extra_tokens` (a credential derived elsewhere);
+each request records which (`Request.credential`: a short hash of the token, `credential_id(token)`).
+Endpoints not listed answer 404 ENDPOINT_NOT_FOUND, and `unserved()` lists the requests that got it.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
+import hashlib
 import json
 import re
 import threading
+import time
+import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from posixpath import dirname, normpath
@@ -38,6 +55,21 @@ EXPERIMENTS = "/api/2.0/mlflow/experiments"
 TRACES_V4 = "/api/4.0/mlflow/traces"
 SEARCH_TRACES = f"{TRACES_V4}/search-long-running"
 FM_API_MESSAGES = "/serving-endpoints/anthropic/v1/messages"
+CHAT_COMPLETIONS = "/serving-endpoints/chat/completions"
+RUNS = "/api/2.0/mlflow/runs"
+TRACES_V3 = ("/api/2.0/mlflow/traces", "/api/3.0/mlflow/traces")
+LINK_TO_RUN = "/api/2.0/mlflow/traces/link-to-run"
+EVAL_USAGE_EVENTS = "/api/2.0/agents/evaluation-client-usage-events"
+WAREHOUSES = "/api/2.0/sql/warehouses"
+PRESIGNED = "/presigned"
+RUN_ARTIFACTS = "/WorkspaceInternal/Mlflow/Artifacts"
+SPANS_LOCATION_TAG = "mlflow.trace.spansLocation"
+ARTIFACT_LOCATION_TAG = "mlflow.artifactLocation"
+
+
+def credential_id(token: str) -> str:
+    """How a request's bearer token is recorded: a short hash, never the token."""
+    return hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -48,15 +80,22 @@ class Request:
     authorized: bool
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)  # lower-cased, Authorization left out
+    credential: str | None = None  # credential_id of the bearer token, None without one
+    status: int | None = None  # what the fake answered
+    unserved: bool = False  # no endpoint for it here (404 ENDPOINT_NOT_FOUND)
 
 
 @dataclass
 class StoredTrace:
-    """One trace in the fake workspace: where it lives (experiment id or `catalog.schema`) and the
-    MLflow `Trace` it answers with."""
+    """One trace in the fake workspace: where it lives (experiment id or `catalog.schema`), the
+    MLflow `Trace` it answers with, and where its spans are kept: `tracking_store` (served by the v4
+    batch get) or `artifacts` (the trace data file MLflow's client uploads for a trace it logs to an
+    experiment, downloaded through a presigned URL; the batch get does not return those)."""
 
     location: str
     trace: Any
+    spans: str = "tracking_store"
+    runs: set[str] = field(default_factory=set)
 
     @property
     def info(self) -> Any:
@@ -84,6 +123,8 @@ class FakeDatabricks:
     traces: dict[str, StoredTrace] = field(default_factory=dict)
     search_page_size: int = 50
     serving_endpoints: set[str] = field(default_factory=lambda: {"databricks-claude-sonnet-4-5"})
+    warehouses: dict[str, str] = field(default_factory=dict)
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     _failures: list[_Failure] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -97,16 +138,34 @@ class FakeDatabricks:
     def put_secret(self, scope: str, key: str, value: str) -> None:
         self.secrets[(scope, key)] = value
 
-    def add_experiment(self, experiment_id: str, name: str) -> None:
+    def add_experiment(self, experiment_id: str, name: str, tags: dict[str, str] | None = None) -> None:
         self.experiments[str(experiment_id)] = {
             "experiment_id": str(experiment_id), "name": name, "lifecycle_stage": "active",
-            "artifact_location": f"dbfs:/databricks/mlflow-tracking/{experiment_id}", "tags": [],
+            "artifact_location": f"dbfs:/databricks/mlflow-tracking/{experiment_id}",
+            "tags": [{"key": k, "value": v} for k, v in (tags or {}).items()],
         }
+        self.add_volume(f"{RUN_ARTIFACTS}/{experiment_id}")  # run artifacts, through the Files API
 
-    def add_traces(self, location: str, traces: list[Any]) -> None:
-        """Serve these MLflow `Trace` objects (infos and spans) as stored at `location`."""
+    def add_traces(self, location: str, traces: list[Any], spans: str = "tracking_store") -> None:
+        """Serve these MLflow `Trace` objects (infos and spans) as stored at `location`; `spans` says
+        where their spans are kept (`tracking_store` or `artifacts`, see StoredTrace)."""
+        from mlflow.entities import Trace
+
         for trace in traces:
-            self.traces[trace.info.trace_id] = StoredTrace(str(location), trace)
+            info = copy.deepcopy(trace.info)
+            if spans == "artifacts":  # as the workspace tags a trace the MLflow client logged
+                info.tags.pop(SPANS_LOCATION_TAG, None)
+                info.tags[ARTIFACT_LOCATION_TAG] = f"dbfs:/databricks/mlflow-tracking/{location}/{info.trace_id}/artifacts"
+            else:
+                info.tags[SPANS_LOCATION_TAG] = "TRACKING_STORE"
+            self.traces[info.trace_id] = StoredTrace(str(location), Trace(info=info, data=trace.data), spans)
+
+    def unserved(self) -> list[Request]:
+        """Requests the fake had no endpoint for (404 ENDPOINT_NOT_FOUND)."""
+        return [r for r in self.requests if r.unserved]
+
+    def assessments(self, trace_id: str) -> list[Any]:
+        return list(self.traces[trace_id].info.assessments or [])
 
     def batch_get_locations(self) -> list[str]:
         """The location of every batch-get call so far, as it appeared in the path."""
@@ -197,15 +256,20 @@ class _Handler(BaseHTTPRequestHandler):
         lists = parse_qs(parts.query)
         query = {k: v[-1] for k, v in lists.items()}
         header = self.headers.get("Authorization") or ""
-        authorized = header.startswith("Bearer ") and header[len("Bearer "):] in {self.state.token, *self.state.extra_tokens}
+        bearer = header[len("Bearer "):] if header.startswith("Bearer ") else None
+        authorized = bearer is not None and bearer in {self.state.token, *self.state.extra_tokens}
         body = self._read_body()
         headers = {k.lower(): v for k, v in self.headers.items() if k.lower() != "authorization"}
-        self.state.requests.append(Request(method, unquote(parts.path), query, authorized, body, headers))
+        self._request = Request(method, unquote(parts.path), query, authorized, body, headers, credential_id(bearer) if bearer else None)
+        with self.state._lock:
+            self.state.requests.append(self._request)
         if parts.path == WELL_KNOWN and method == "GET":  # host metadata, asked before any auth
             return self._json(200, {"oidc_endpoint": f"{self.state.url}/oidc", "workspace_id": "1234567890"})
+        path = unquote(parts.path)
+        if path.startswith(PRESIGNED + "/") and method == "GET":  # a cloud store's URL: the signature is the credential
+            return self._presigned(path[len(PRESIGNED) + 1 :])
         if not authorized:
             return self._error(401, "UNAUTHENTICATED", "Invalid access token.")
-        path = unquote(parts.path)
         for prefix, handler in ((FILES, self._files), (DIRECTORIES, self._directories)):
             if path.startswith(prefix + "/"):
                 target = normpath(path[len(prefix):])
@@ -223,8 +287,22 @@ class _Handler(BaseHTTPRequestHandler):
             return self._search_traces(json.loads(body or b"{}"))
         if path == FM_API_MESSAGES and method == "POST":
             return self._message(json.loads(body or b"{}"))
+        if path == CHAT_COMPLETIONS and method == "POST":
+            return self._judge(json.loads(body or b"{}"))
         if path.startswith(TRACES_V4 + "/") and path.endswith("/batchGet") and method == "GET":
-            return self._batch_get(path[len(TRACES_V4) + 1 : -len("/batchGet")], lists.get("trace_ids", []))
+            return self._batch_get(path[len(TRACES_V4) + 1 : -len("/batchGet")], lists.get("trace_ids", []), query)
+        if path.startswith(RUNS + "/"):
+            return self._runs(method, path[len(RUNS) + 1 :], query, json.loads(body or b"{}"))
+        if path == LINK_TO_RUN and method == "POST":
+            return self._link_to_run(json.loads(body or b"{}"))
+        for prefix in TRACES_V3:
+            if path.startswith(prefix + "/tr-"):
+                return self._trace_v3(method, path[len(prefix) + 1 :], json.loads(body or b"{}") if method != "GET" else {})
+        if path == EVAL_USAGE_EVENTS and method == "POST":
+            return self._json(200, {})
+        if path.startswith(WAREHOUSES + "/") and method == "GET":
+            return self._warehouse(path[len(WAREHOUSES) + 1 :])
+        self._request.unserved = True
         return self._error(404, "ENDPOINT_NOT_FOUND", f"No API found for '{method} {path}'")
 
     def _read_body(self) -> bytes:
@@ -232,6 +310,8 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def _reply(self, status: int, body: bytes = b"", content_type: str = "application/json") -> None:
+        if getattr(self, "_request", None) is not None:
+            self._request.status = status
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -324,8 +404,10 @@ class _Handler(BaseHTTPRequestHandler):
                 wanted.add(str(location["mlflow_experiment"]["experiment_id"]))
             elif "uc_schema" in location:
                 wanted.add(f"{location['uc_schema']['catalog_name']}.{location['uc_schema']['schema_name']}")
+        if any("uc_schema" in loc for loc in request.get("locations", [])) and (problem := self._warehouse_problem(request.get("sql_warehouse_id"))):
+            return problem
         try:
-            keep = _trace_filter(request.get("filter"))
+            keep = _trace_filter(request.get("filter"), {t: st.runs for t, st in self.state.traces.items()})
         except ValueError as exc:
             return self._error(400, "INVALID_PARAMETER_VALUE", str(exc))
         found = [s for s in self.state.traces.values() if s.location in wanted and keep(s.info)]
@@ -352,17 +434,158 @@ class _Handler(BaseHTTPRequestHandler):
             "usage": {"input_tokens": 5, "output_tokens": 1},
         })
 
-    def _batch_get(self, location: str, trace_ids: list[str]) -> None:
-        stored = [s for s in self.state.traces.values() if s.location == location]
+    def _judge(self, request: dict[str, Any]) -> None:
+        """The chat-completions endpoint MLflow's `databricks` judges call: every verdict is "yes"."""
+        content = json.dumps({"result": "yes", "rationale": "The fake workspace's judge says yes to everything."})
+        return self._json(200, {
+            "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": request.get("model", ""),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+        })
+
+    def _batch_get(self, location: str, trace_ids: list[str], query: dict[str, str]) -> None:
+        stored = [s for s in self.state.traces.values() if s.location == location and s.spans == "tracking_store"]
         if not stored and location not in self.state.experiments:
             return self._error(404, "RESOURCE_DOES_NOT_EXIST", f"Trace location {location} does not exist.")
         if len(trace_ids) > 10:
             return self._error(400, "INVALID_PARAMETER_VALUE", "At most 10 trace ids per batch get.")
+        if "." in location and (problem := self._warehouse_problem(query.get("sql_warehouse_id"))):
+            return problem
         by_id = {s.info.trace_id: s for s in stored}
         for s in stored:  # UC-located traces are asked for by their OTel id, without the trace:/ prefix
             by_id.setdefault(s.info.trace_id.rsplit("/", 1)[-1], s)
         traces = [_v4_trace(by_id[t].trace) for t in trace_ids if t in by_id]
         return self._json(200, {"traces": traces})
+
+    # --- SQL warehouses (what MLflow reads UC-located traces through) ----------------------------------
+    def _warehouse_problem(self, warehouse_id: str | None) -> Any:
+        """None when `warehouse_id` names a running warehouse; else the answer the workspace gives."""
+        if not warehouse_id:
+            return self._error(400, "INVALID_PARAMETER_VALUE", "Could not resolve a SQL warehouse ID for reading traces in Unity Catalog.")
+        if self.state.warehouses.get(warehouse_id) != "RUNNING":
+            return self._error(404, "RESOURCE_DOES_NOT_EXIST", f"SQL warehouse {warehouse_id} does not exist or is not running.")
+        return None
+
+    def _warehouse(self, warehouse_id: str) -> None:
+        state = self.state.warehouses.get(warehouse_id)
+        if state is None:
+            return self._error(404, "RESOURCE_DOES_NOT_EXIST", f"SQL warehouse {warehouse_id} does not exist.")
+        return self._json(200, {"id": warehouse_id, "name": f"warehouse {warehouse_id}", "state": state})
+
+    # --- traces through the v3 API (experiment traces) ----------------------------------------------
+    def _trace_v3(self, method: str, rest: str, body: dict[str, Any]) -> None:
+        trace_id, _, verb = rest.partition("/")
+        stored = self.state.traces.get(trace_id)
+        if stored is None:
+            return self._error(404, "RESOURCE_DOES_NOT_EXIST", f"Trace with ID {trace_id} is not found.")
+        if method == "GET" and verb == "":
+            return self._json(200, {"trace": {"trace_info": _v3_info(stored.info)}})
+        if method == "GET" and verb == "credentials-for-data-download":
+            if stored.spans != "artifacts":
+                return self._error(404, "RESOURCE_DOES_NOT_EXIST", f"Trace {trace_id} has no trace data in the artifact store.")
+            signed = f"{self.state.url}{PRESIGNED}/{trace_id}/traces.json?signature={uuid.uuid4().hex}"
+            return self._json(200, {"credential_info": {"signed_uri": signed, "type": "AWS_PRESIGNED_URL"}})
+        if method == "POST" and verb == "assessments":
+            return self._create_assessment(stored, body.get("assessment") or {})
+        if method == "PATCH" and verb == "tags":
+            stored.info.tags[body["key"]] = body.get("value", "")
+            return self._json(200, {})
+        return self._error(404, "ENDPOINT_NOT_FOUND", f"No API found for '{method} traces/{rest}'")
+
+    def _presigned(self, rest: str) -> None:
+        trace_id, _, name = rest.partition("/")
+        stored = self.state.traces.get(trace_id)
+        if stored is None or stored.spans != "artifacts" or name != "traces.json":
+            return self._reply(404, b"<Error><Code>NoSuchKey</Code></Error>", "application/xml")
+        return self._reply(200, json.dumps(stored.trace.data.to_dict(), default=str).encode(), "application/octet-stream")
+
+    def _create_assessment(self, stored: StoredTrace, payload: dict[str, Any]) -> None:
+        from google.protobuf.json_format import MessageToDict, ParseDict
+        from mlflow.entities.assessment import Assessment
+        from mlflow.protos.assessments_pb2 import Assessment as ProtoAssessment
+
+        proto = ParseDict(payload, ProtoAssessment(), ignore_unknown_fields=True)
+        proto.assessment_id = f"a-{uuid.uuid4().hex}"
+        proto.trace_id = stored.info.trace_id
+        now = int(time.time() * 1000)
+        proto.create_time.FromMilliseconds(now)
+        proto.last_update_time.FromMilliseconds(now)
+        with self.state._lock:
+            stored.info.assessments = [*(stored.info.assessments or []), Assessment.from_proto(proto)]
+        return self._json(200, {"assessment": MessageToDict(proto, preserving_proto_field_name=True)})
+
+    def _link_to_run(self, body: dict[str, Any]) -> None:
+        run_id = body.get("run_id", "")
+        if run_id not in self.state.runs:
+            return self._error(404, "RESOURCE_DOES_NOT_EXIST", f"Run {run_id} does not exist.")
+        unknown = [t for t in body.get("trace_ids", []) if t not in self.state.traces]
+        if unknown:
+            return self._error(404, "RESOURCE_DOES_NOT_EXIST", f"Traces {unknown[:3]} do not exist.")
+        for trace_id in body.get("trace_ids", []):
+            self.state.traces[trace_id].runs.add(run_id)
+        return self._json(200, {})
+
+    # --- runs (the MLflow REST API the workspace serves) -----------------------------------------------
+    def _runs(self, method: str, verb: str, query: dict[str, str], body: dict[str, Any]) -> None:
+        state = self.state
+        if verb == "create" and method == "POST":
+            experiment_id = str(body.get("experiment_id", ""))
+            if experiment_id not in state.experiments:
+                return self._error(404, "RESOURCE_DOES_NOT_EXIST", f"Experiment {experiment_id} does not exist.")
+            run_id = uuid.uuid4().hex
+            tags = {t["key"]: t.get("value", "") for t in body.get("tags", [])}
+            name = body.get("run_name") or tags.get("mlflow.runName") or f"run-{run_id[:6]}"
+            tags.setdefault("mlflow.runName", name)
+            with state._lock:
+                state.runs[run_id] = {
+                    "info": {"run_id": run_id, "run_uuid": run_id, "experiment_id": experiment_id, "run_name": name,
+                             "user_id": body.get("user_id", ""), "status": "RUNNING", "start_time": int(body.get("start_time") or time.time() * 1000),
+                             "lifecycle_stage": "active",
+                             "artifact_uri": f"dbfs:/databricks/mlflow-tracking/{experiment_id}/{run_id}/artifacts"},
+                    "params": {}, "tags": tags, "metrics": {}, "inputs": [], "outputs": [],
+                }
+            return self._json(200, {"run": _run_payload(state.runs[run_id])})
+        run_id = query.get("run_id") if method == "GET" else (body.get("run_id") or body.get("run_uuid"))
+        run = state.runs.get(run_id or "")
+        if run is None:
+            return self._error(404, "RESOURCE_DOES_NOT_EXIST", f"Run '{run_id}' not found.")
+        with state._lock:
+            if verb == "get" and method == "GET":
+                return self._json(200, {"run": _run_payload(run)})
+            if verb == "update" and method == "POST":
+                run["info"].update({k: body[k] for k in ("status", "end_time", "run_name") if k in body})
+                return self._json(200, {"run_info": run["info"]})
+            if verb == "log-batch" and method == "POST":
+                for p in body.get("params", []):
+                    if p["key"] in run["params"] and run["params"][p["key"]] != p.get("value", ""):
+                        return self._error(400, "INVALID_PARAMETER_VALUE", f"Changing param values is not allowed. Param with key='{p['key']}' was already logged.")
+                    run["params"][p["key"]] = p.get("value", "")
+                run["tags"].update({t["key"]: t.get("value", "") for t in body.get("tags", [])})
+                for m in body.get("metrics", []):
+                    run["metrics"][m["key"]] = m
+                return self._json(200, {})
+            if verb == "log-parameter" and method == "POST":
+                run["params"][body["key"]] = body.get("value", "")
+                return self._json(200, {})
+            if verb == "log-metric" and method == "POST":
+                run["metrics"][body["key"]] = {k: body.get(k) for k in ("key", "value", "timestamp", "step")}
+                return self._json(200, {})
+            if verb == "set-tag" and method == "POST":
+                run["tags"][body["key"]] = body.get("value", "")
+                return self._json(200, {})
+            if verb == "delete-tag" and method == "POST":
+                if body.get("key") not in run["tags"]:
+                    return self._error(404, "RESOURCE_DOES_NOT_EXIST", f"No tag with name: {body.get('key')} in run with id {run_id}")
+                del run["tags"][body["key"]]
+                return self._json(200, {})
+            if verb == "log-inputs" and method == "POST":
+                run["inputs"] += body.get("datasets", [])
+                return self._json(200, {})
+            if verb == "outputs" and method == "POST":
+                run["outputs"] += body.get("models", [])
+                return self._json(200, {})
+        self._request.unserved = True
+        return self._error(404, "ENDPOINT_NOT_FOUND", f"No API found for '{method} runs/{verb}'")
 
     def do_GET(self) -> None:
         self._route("GET")
@@ -379,8 +602,29 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._route("POST")
 
+    def do_PATCH(self) -> None:
+        self._route("PATCH")
+
 
 # --- MLflow payloads ---------------------------------------------------------------------------
+def _v3_info(info: Any) -> dict[str, Any]:
+    from google.protobuf.json_format import MessageToDict
+
+    return MessageToDict(info.to_proto(), preserving_proto_field_name=True)
+
+
+def _run_payload(run: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "info": run["info"],
+        "data": {
+            "params": [{"key": k, "value": v} for k, v in run["params"].items()],
+            "tags": [{"key": k, "value": v} for k, v in run["tags"].items()],
+            "metrics": list(run["metrics"].values()),
+        },
+        "inputs": {"dataset_inputs": run["inputs"]},
+    }
+
+
 def _v4_info(info: Any) -> dict[str, Any]:
     from google.protobuf.json_format import MessageToDict
     from mlflow.utils.databricks_tracing_utils import trace_info_to_v4_proto
@@ -399,16 +643,20 @@ def _v4_trace(trace: Any) -> dict[str, Any]:
 
 _TIMESTAMP = re.compile(r"^\s*(?:trace\.)?timestamp_ms\s*>=\s*(\d+)\s*$")
 _STATUS = re.compile(r"^\s*(?:attributes|trace)\.status\s*=\s*'([A-Z_]+)'\s*$")
+_RUN = re.compile(r"^\s*(?:attributes?|trace)\.run_id\s*=\s*'([0-9a-f]+)'\s*$")
 
 
-def _trace_filter(text: str | None) -> Any:
-    """The filters the fake understands (AND of timestamp and status conditions); others are a 400."""
+def _trace_filter(text: str | None, runs: dict[str, set[str]] | None = None) -> Any:
+    """The filters the fake understands (AND of timestamp, status and run conditions); others are a 400."""
+    runs = runs or {}
     tests = []
     for part in re.split(r"\s+AND\s+", text or "", flags=re.I) if (text or "").strip() else []:
         if match := _TIMESTAMP.match(part):
             tests.append(lambda info, ms=int(match.group(1)): info.request_time >= ms)
         elif match := _STATUS.match(part):
             tests.append(lambda info, state=match.group(1): str(getattr(info.state, "value", info.state)) == state)
+        elif match := _RUN.match(part):  # traces linked to a run (mlflow.genai.evaluate reads its own back)
+            tests.append(lambda info, run=match.group(1): run in runs.get(info.trace_id, ()))
         else:
             raise ValueError(f"The fake workspace does not understand the filter {part!r}.")
     return lambda info: all(test(info) for test in tests)

@@ -25,24 +25,31 @@ def analyze(
     max_traces: Annotated[int | None, typer.Option("--max-traces", min=1, help="Profile at most this many traces (the most recent).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the profile as one JSON document (schema: docs/profile-schema.md).")] = False,
     tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (env MLFLOW_TRACKING_URI).")] = None,
+    trace_location: Annotated[str | None, typer.Option("--trace-location", help="Traces stored in Unity Catalog: <catalog>.<schema>[.<table_prefix>] (Databricks; instead of -e).")] = None,
+    engine: Annotated[str, typer.Option("--engine", help="Profile engine: auto, sql, api, or spark (Spark SQL over Unity Catalog trace tables; needs --trace-location and a SparkSession).")] = "auto",
+    sql_warehouse_id: Annotated[str | None, typer.Option("--sql-warehouse-id", help="SQL warehouse MLflow reads Unity Catalog traces through (env MLFLOW_TRACING_SQL_WAREHOUSE_ID).")] = None,
 ) -> None:
     """Profile every matching trace: states, latency, spans, error signatures, tools, tokens, and more."""
     root_flags = dict((ctx.obj or {}).get(ROOT_FLAGS, {}))
-    flags = {**root_flags, **{k: v for k, v in {"experiment_id": experiment_id, "tracking_uri": tracking_uri}.items() if v}}
+    given = {"experiment_id": experiment_id, "tracking_uri": tracking_uri, "trace_location": trace_location, "sql_warehouse_id": sql_warehouse_id}
+    flags = {**root_flags, **{k: v for k, v in given.items() if v}}
     with user_errors():
         settings = settings_from(flags)
-        profile = run_profile(settings.tracking_uri, settings.experiment_id, filter_string, since, max_traces, show_progress=not as_json)
+        where = settings.trace_location or settings.experiment_id  # a UC location is read where it is
+        profile = run_profile(settings.tracking_uri, where, filter_string, since, max_traces, show_progress=not as_json,
+                              engine=engine, trace_location=settings.trace_location)
         if as_json:
             sys.stdout.write(profile.model_dump_json(indent=2) + "\n")
         else:
             render(profile, Console(soft_wrap=False))
 
 
-def run_profile(tracking_uri: str | None, experiment: str | None, filter_string: str | None, since: str | None, max_traces: int | None, show_progress: bool = True) -> Any:
+def run_profile(tracking_uri: str | None, experiment: str | None, filter_string: str | None, since: str | None, max_traces: int | None, show_progress: bool = True,
+                engine: str = "auto", trace_location: str | None = None) -> Any:
     """The profile, or a UserError: exit 2 for a mistake in the request, 1 for a server failure."""
     from ..progress import ConsoleSteps
     from ..steps import NO_STEPS
-    from ..traces.profile import build_profile
+    from ..traces.spark_engine import profile_with_engine
     from ..traces.source import TraceSourceError, parse_since
 
     if not experiment:
@@ -52,7 +59,8 @@ def run_profile(tracking_uri: str | None, experiment: str | None, filter_string:
     try:
         since_ms = parse_since(since) if since else None
         steps.start("Profiling traces", unit="traces")
-        profile = build_profile(tracking_uri, experiment, filter_string, since_ms, max_traces, progress=steps.update)
+        profile = profile_with_engine(tracking_uri, experiment, filter_string, since_ms, max_traces, engine=engine,
+                                      trace_location=trace_location, progress=steps.update)
     except TraceSourceError as exc:
         usage = exc.user_error or str(exc).startswith(UNREACHABLE)  # a server that is not there: configuration (exit 2)
         raise UserError(str(exc), EXIT_USAGE if usage else EXIT_FAILED) from None

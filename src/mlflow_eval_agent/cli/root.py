@@ -7,15 +7,18 @@ from typing import Annotated, Any
 import typer
 
 from ..databricks import adapt_settings
-from ..settings import Settings, resolve_settings
+from ..settings import Settings, apply_tracing_environment, resolve_settings
 from ._errors import EXIT_USAGE, fail, user_errors
 
 ROOT_FLAGS = "root_flags"
 
 
 def settings_from(flags: dict[str, Any]) -> Settings:
-    """Resolve settings once per command (flags > env/.env > defaults), then adapt them for Databricks."""
-    return adapt_settings(resolve_settings({k: v for k, v in flags.items() if k != "anthropic_base_url"}), base_url=flags.get("anthropic_base_url"))
+    """Resolve settings once per command (flags > env/.env > defaults), then adapt them for Databricks
+    (and give MLflow the SQL warehouse for Unity Catalog traces)."""
+    settings = adapt_settings(resolve_settings({k: v for k, v in flags.items() if k != "anthropic_base_url"}), base_url=flags.get("anthropic_base_url"))
+    apply_tracing_environment(settings)
+    return settings
 
 
 def root(
@@ -40,6 +43,7 @@ def root(
     secret_key: Annotated[str | None, typer.Option("--secret-key", help="Key of the model token in that scope (env EVAL_AGENT_SECRET_KEY).")] = None,
     model_auth: Annotated[str | None, typer.Option("--model-auth", help="Databricks: 'secret' (the token in --secret-scope/--secret-key) or 'job' (the job's own identity, a token refreshed as it runs).")] = None,
     anthropic_base_url: Annotated[str | None, typer.Option("--anthropic-base-url", help="Model gateway URL (env ANTHROPIC_BASE_URL); on Databricks default https://<workspace>/serving-endpoints/anthropic.")] = None,
+    sql_warehouse_id: Annotated[str | None, typer.Option("--sql-warehouse-id", help="Databricks SQL warehouse MLflow reads Unity Catalog traces through (env MLFLOW_TRACING_SQL_WAREHOUSE_ID).")] = None,
 ) -> None:
     flags = {
         "experiment_id": experiment_id,
@@ -60,6 +64,7 @@ def root(
         "secret_key": secret_key,
         "model_auth": model_auth,
         "anthropic_base_url": anthropic_base_url,
+        "sql_warehouse_id": sql_warehouse_id,
     }
     ctx.obj = {ROOT_FLAGS: flags}
     if ctx.invoked_subcommand:

@@ -49,8 +49,13 @@ def fetch_traces(experiment_id: str, trace_ids: Sequence[str]) -> list[Any]:
     """MLflow Trace objects for these ids, in the same order; DatasetError names any missing."""
     import mlflow
 
+    from ..traces.drilldown import load_traces
+    from ..traces.locations import on_databricks_store
+
     found: dict[str, Any] = {}
-    for start in range(0, len(trace_ids), FETCH_CHUNK):
+    if on_databricks_store(None):  # the workspace: each trace from its location (traces/locations.py)
+        found = {t.info.trace_id: t for t in load_traces(None, list(trace_ids), experiment_id)}
+    for start in range(0, len(trace_ids) if not found else 0, FETCH_CHUNK):
         chunk = list(trace_ids[start : start + FETCH_CHUNK])
         quoted = ", ".join(f"'{t}'" for t in chunk)
         try:

@@ -85,6 +85,12 @@ def load_traces(tracking_uri: str | None, trace_ids: list[str], experiment_id: s
     for location, ids in grouped.items():
         for i in range(0, len(ids), 10):  # batch-get endpoints take at most 10 ids
             found.update({t.info.trace_id: t for t in client.batch_get_traces(ids[i : i + 10], location)})
+    if databricks:  # experiment traces with their spans in the artifact repository: MLflow's own read
+        for trace_id in [t for t in trace_ids if t not in found]:
+            try:
+                found[trace_id] = client.get_trace(trace_id)
+            except Exception:  # missing: skipped, as documented
+                continue
     return [found[t] for t in trace_ids if t in found]
 
 

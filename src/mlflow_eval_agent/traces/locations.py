@@ -5,9 +5,12 @@
   `<catalog>.<schema>.<table_prefix>`), in its trace location and in its v4 id
   `trace:/<location>/<otel trace id>`. That location goes with it on every store.
 - On the Databricks tracking store (`databricks`, `databricks://<profile>`) the batch-get endpoint
-  is `/api/4.0/mlflow/traces/<location>/batchGet`, and an experiment's own traces live at the
-  experiment: its id. Without one MLflow builds `/traces/None/batchGet`, which the workspace
-  refuses.
+  is `/api/4.0/mlflow/traces/<location>/batchGet`, and an experiment's own traces whose spans the
+  store keeps (tag `mlflow.trace.spansLocation` = TRACKING_STORE) live at the experiment: its id.
+  Without one MLflow builds `/traces/None/batchGet`, which the workspace refuses. An experiment
+  trace without that tag has its spans in the artifact repository (the trace data file MLflow's
+  client uploads, `mlflow.artifactLocation`): `ARTIFACTS`, read the way MLflow's own
+  `search_traces(include_spans=True)` reads it (a presigned download), never a batch get.
 - Every other store (sqlite and SQL databases, a tracking server) takes None: MLflow then finds
   each trace's spans itself (tracking store, artifact repository or archive); a location there
   would skip that.
@@ -18,6 +21,9 @@ from __future__ import annotations
 from typing import Any
 
 from .source import effective_tracking_uri
+
+ARTIFACTS = "<artifact repository>"  # not a batch-get location: the trace's data file is downloaded
+_SPANS_LOCATION = "mlflow.trace.spansLocation"
 
 
 def on_databricks_store(tracking_uri: str | None) -> bool:
@@ -35,12 +41,16 @@ def location_of(info: Any, *, databricks: bool) -> str | None:
     if getattr(where, "uc_table_prefix", None) is not None:
         return where.uc_table_prefix.full_table_prefix
     if databricks and getattr(where, "mlflow_experiment", None) is not None:
-        return str(where.mlflow_experiment.experiment_id)
+        if (getattr(info, "tags", None) or {}).get(_SPANS_LOCATION) == "TRACKING_STORE":
+            return str(where.mlflow_experiment.experiment_id)
+        return ARTIFACTS
     return None
 
 
 def location_of_id(trace_id: str, experiment_id: str, *, databricks: bool) -> str | None:
-    """The batch-get location of a trace known by id only, in experiment `experiment_id`."""
+    """The batch-get location of a trace known by id only, in experiment `experiment_id` (on
+    Databricks an experiment trace whose spans are in the artifact repository is not returned by
+    that batch get: callers fall back to `TracingClient.get_trace`, which downloads them)."""
     from mlflow.tracing.utils import parse_trace_id_v4
 
     location, _ = parse_trace_id_v4(trace_id)

@@ -120,6 +120,16 @@ def redact_uri(uri: str | None) -> str | None:
     return re.sub(r"(://[^:/@]+):[^@/]+@", r"\1:***@", uri)
 
 
+def is_uc_trace_location(tracking_uri: str | None, text: str) -> bool:
+    """True for `<catalog>.<schema>[.<table_prefix>]` on the Databricks store: traces stored in Unity
+    Catalog, which MLflow searches and batch-gets at that location (through a SQL warehouse)."""
+    from mlflow.utils.uri import is_databricks_uri
+
+    from ..settings import UC_TRACE_LOCATION
+
+    return bool(UC_TRACE_LOCATION.match(text.strip())) and is_databricks_uri(effective_tracking_uri(tracking_uri))
+
+
 def resolve_experiment(tracking_uri: str | None, experiment: str, client: Any = None) -> ExperimentRef:
     """An experiment by id or by name; ExperimentNotFound with a clear sentence otherwise."""
     from mlflow.exceptions import MlflowException
@@ -127,6 +137,8 @@ def resolve_experiment(tracking_uri: str | None, experiment: str, client: Any = 
     experiment = (experiment or "").strip()
     if not experiment:
         raise ExperimentNotFound("No experiment given: pass -e/--experiment-id with an experiment id or name.")
+    if is_uc_trace_location(tracking_uri, experiment):
+        return ExperimentRef(experiment, experiment)  # read through MLflow at that location (locations=[...])
     client = client or mlflow_client(tracking_uri)
     found = None
     try:
@@ -183,6 +195,11 @@ def _translate(exc: Exception, tracking_uri: str | None) -> TraceSourceError:
     """An MLflow exception as one of ours: the user's mistake, or the server's failure."""
     code = str(getattr(exc, "error_code", ""))
     message = _first_line(getattr(exc, "message", None) or str(exc))
+    if "SQL warehouse" in message:  # traces in Unity Catalog are read through a SQL warehouse
+        return InvalidQuery(
+            f"Reading traces stored in Unity Catalog needs a running SQL warehouse: pass --sql-warehouse-id "
+            f"(or set MLFLOW_TRACING_SQL_WAREHOUSE_ID) ({message})"
+        )
     if code in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE"):
         return InvalidQuery(f"MLflow rejected the query (check the filter): {message}")
     if _is_not_found(exc):

@@ -134,8 +134,10 @@ def load_trace(client: MlflowClient, trace_id: str, experiment_id: str | None = 
             from mlflow.tracing.client import TracingClient
 
             location = location_of_id(trace_id, experiment_id, databricks=True)
-            found = TracingClient(client.tracking_uri).batch_get_traces([trace_id], location)
-            trace = found[0] if found else None
+            tracing = TracingClient(client.tracking_uri)
+            found = tracing.batch_get_traces([trace_id], location)
+            # Not there: an experiment trace with its spans in the artifact repository (MLflow's own read).
+            trace = found[0] if found else tracing.get_trace(trace_id)
         else:
             trace = client.get_trace(trace_id)
     except MlflowException as exc:
