@@ -79,7 +79,7 @@ class DataError(Exception):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=f"Run the {SUITE_NAME} evaluation suite.")
-    parser.add_argument("--experiment-id", help="Evaluate the latest traces of this experiment instead of the built-in dataset.")
+    parser.add_argument("--experiment-id", help="Evaluate the latest traces of this experiment instead of the built-in dataset (with --predict-fn/--endpoint: the experiment the fresh traces and the run go to).")
     parser.add_argument("--filter", dest="filter_string", help="MLflow trace filter with --experiment-id, e.g. \"attributes.timestamp_ms > 1700000000000\".")
     parser.add_argument("--max-traces", type=int, default=500, help="Most traces to evaluate with --experiment-id (default 500).")
     parser.add_argument("--dataset", help="An MLflow evaluation dataset (id or name) or a dataset JSON file to evaluate instead.")
@@ -99,8 +99,8 @@ def parse_args(argv):
     parser.add_argument("--keep-earlier-verdicts", action="store_true", help="Add this run's verdicts beside earlier runs' on the same traces instead of replacing them.")
     parser.add_argument("--max-new-failures", type=int, default=0, help="Newly failing records a scorer may have before the gate fails (default 0).")
     args = parser.parse_args(argv)
-    if (args.predict_fn or args.endpoint) and (args.experiment_id or args.filter_string):
-        parser.error("--predict-fn/--endpoint run the dataset's inputs through the agent; --experiment-id/--filter select stored traces instead (use one or the other)")
+    if (args.predict_fn or args.endpoint) and args.filter_string:
+        parser.error("--predict-fn/--endpoint run the dataset's inputs through the agent; --filter selects stored traces instead (use one or the other)")
     if args.max_new_failures < 0:
         parser.error("--max-new-failures must be 0 or more")
     return args
@@ -194,14 +194,19 @@ def check_store(uri):
 def reach(base, uri):
     import urllib.error
     import urllib.request
+    from urllib.parse import urlsplit, urlunsplit
 
+    parts = urlsplit(base)
+    netloc = parts.hostname and (f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname) + (f":{parts.port}" if parts.port else "")
+    plain = urlunsplit((parts.scheme, netloc or "", parts.path.rstrip("/"), "", ""))  # never a user or password, in the request or the message
+    shown = plain if uri.startswith(("http://", "https://")) else uri
     try:
-        urllib.request.urlopen(base.rstrip("/") + "/health", timeout=STORE_TIMEOUT_S).close()  # noqa: S310 (the store you named)
+        urllib.request.urlopen(plain + "/health", timeout=STORE_TIMEOUT_S).close()  # noqa: S310 (the store you named)
     except urllib.error.HTTPError:
-        return  # it answered (a proxy or a workspace without /health): reachable
+        return  # it answered (a proxy, auth, or a workspace without /health): reachable
     except (OSError, ValueError) as exc:
         why = getattr(exc, "reason", None) or exc
-        raise DataError(f"the tracking store {uri} did not answer within {STORE_TIMEOUT_S:.0f} s ({_one_line(why)}): start it or set MLFLOW_TRACKING_URI") from None
+        raise DataError(f"the tracking store {shown} did not answer within {STORE_TIMEOUT_S:.0f} s ({_one_line(why)}): start it or set MLFLOW_TRACKING_URI") from None
 
 
 def select_data(args):
@@ -241,13 +246,18 @@ def agent_records(args):
     import mlflow
 
     check_store(str(mlflow.get_tracking_uri()))
+    experiment_id = args.experiment_id or EXPERIMENT_ID
+    try:
+        mlflow.MlflowClient().get_experiment(experiment_id)
+    except Exception as exc:
+        raise DataError(f"experiment {experiment_id} cannot be used in this tracking store ({_one_line(exc)}): set MLFLOW_TRACKING_URI to its store, or pass --experiment-id for the fresh traces") from None
     if args.dataset:
         path = Path(args.dataset)
         if path.suffix == ".json" or path.exists():
             payload = load_dataset_file(path)
-            return payload.get("records", []), EXPERIMENT_ID, args.dataset, payload.get("mlflow_dataset_id")
-        return mlflow_dataset_records(args.dataset), EXPERIMENT_ID, args.dataset, args.dataset
-    return load_dataset_file(HERE / DATASET_FILE).get("records", []), EXPERIMENT_ID, f"dataset {DATASET_FILE}", MLFLOW_DATASET_ID
+            return payload.get("records", []), experiment_id, args.dataset, payload.get("mlflow_dataset_id")
+        return mlflow_dataset_records(args.dataset), experiment_id, args.dataset, args.dataset
+    return load_dataset_file(HERE / DATASET_FILE).get("records", []), experiment_id, f"dataset {DATASET_FILE}", MLFLOW_DATASET_ID
 
 
 # --- judges ------------------------------------------------------------------------------------
