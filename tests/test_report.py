@@ -148,3 +148,22 @@ def test_summary_commands_use_uv_in_a_checkout_and_this_interpreter_elsewhere(tm
     assert summary.ui_command("sqlite:////x/mlflow.db").endswith(" -m mlflow ui --backend-store-uri sqlite:////x/mlflow.db")
     assert summary.cli_command() == "mlflow-eval-agent"
     assert summary.ui_command("http://127.0.0.1:5000") is None and summary.ui_command("databricks") is None
+
+
+def test_a_run_against_the_agent_shows_its_regression_view():
+    data = sample_input()
+    results = {"run_id": "run-agent", "run_name": "eval-agent-s-20261202-1000", "mode": "agent", "gate": "FAIL", "agent": "predict_fn my_app:predict",
+               "data": "3 records", "baseline": "evaluation run run-base", "max_new_failures": 0,
+               "records": {"tr-a": f"Where is my order 1? {HOSTILE}", "tr-b": "Refund?"}, "fresh_traces": {"tr-a": "tr-fresh-a", "tr-b": "tr-fresh-b"},
+               "scorers": [{"scorer": "tools_seen", "status": "N/A", "reason": "not applicable: the agent recorded no TOOL span(s) on any of the 2 records"}],
+               "regression": {"no_timeouts": {"baseline": True, "newly_failing": ["tr-a"], "newly_passing": [], "unchanged": 1, "not_comparable": 0, "regressed": True},
+                              "answered": {"baseline": True, "newly_failing": [], "newly_passing": ["tr-b"], "unchanged": 1, "not_comparable": 0, "regressed": False},
+                              "safety": {"baseline": False, "newly_failing": [], "newly_passing": [], "unchanged": 0, "not_comparable": 2, "regressed": False}}}
+    page = render(ReportInput(**{**data.__dict__, "results": results}))
+    section = page[page.index("Against the agent"):]
+    text = re.sub(r"<[^>]+>", " ", section)
+    assert "predict_fn my_app:predict" in text and "gate FAIL" in text and "REGRESSED" in text
+    assert "no_timeouts: newly failing records" in text and "selectedEvaluationId=tr-fresh-a" in section
+    assert "not applicable: the agent recorded no TOOL span(s)" in text and "not in the baseline" in text
+    assert HOSTILE not in page
+    assert "Against the agent" not in render(sample_input()), "no such section for a run on the stored traces"
