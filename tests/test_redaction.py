@@ -256,7 +256,8 @@ def test_cli_environment_blanks_inherited_credentials(tmp_path: Path) -> None:
     env = cli_environment(settings, tmp_path, inherited)
     assert env["DATABRICKS_TOKEN"] == "" and env["MY_SERVICE_PASSWORD"] == "" and env["GITHUB_TOKEN"] == ""
     assert env["ANTHROPIC_API_KEY"] == "the-model-key-1234"  # what the CLI needs is set on purpose
-    assert "HOME" not in env and "DATABRICKS_HOST" not in env  # ordinary variables are inherited untouched
+    assert "DATABRICKS_HOST" not in env  # ordinary variables are inherited untouched
+    assert Path(env["HOME"]).is_relative_to(tmp_path)  # except HOME: the CLI's caches stay in its private folder
 
 
 def test_cli_environment_keeps_the_provider_passthrough(tmp_path: Path) -> None:
