@@ -194,6 +194,11 @@ def run_child(kind: str, uri: str, experiment_id: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--engine" in argv or any(a.startswith("--engine=") for a in argv):  # the spark engine's bench: benchmarks/profile_spark.py
+        from benchmarks.profile_spark import main as spark_main
+
+        return spark_main(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,20000", help="Comma-separated trace counts.")
     parser.add_argument("--paths", default="sql,api,naive", help="Which of sql, api, naive, raw to measure.")

@@ -77,7 +77,7 @@ class Health:
 
 def build_offline(settings: Settings, store: SessionStore, steps: Steps = NO_STEPS) -> TaskPlan:
     """Profile, plan, build and validate a suite without a model; returns the final plan."""
-    from ..traces.profile import build_profile
+    from ..traces.spark_engine import profile_with_engine
     from ..traces.source import TraceSourceError
 
     if not settings.experiment_id:
@@ -93,7 +93,9 @@ def build_offline(settings: Settings, store: SessionStore, steps: Steps = NO_STE
     tracking_uri = effective_tracking_uri(settings.tracking_uri)
     steps.start("Profiling every trace", unit="traces")
     try:
-        profile = build_profile(tracking_uri, settings.experiment_id, progress=steps.update)
+        # auto: Spark SQL over the UC tables when the traces live in Unity Catalog and Spark is here.
+        profile = profile_with_engine(tracking_uri, settings.experiment_id, progress=steps.update,
+                                      trace_location=getattr(settings, "trace_location", None))
     except TraceSourceError as exc:
         if not exc.user_error:
             raise

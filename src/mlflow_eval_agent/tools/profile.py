@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from ..store import CorruptStateError
 from ..traces.drilldown import hidden_failure_examples, signature_examples, slowest_traces, stratified_sample
-from ..traces.profile import build_profile
+from ..traces.spark_engine import profile_with_engine
 from ..traces.profile_model import TraceProfile
 from ..traces.profile_summary import compact_profile
 from ..traces.source import TraceSourceError, mlflow_client, parse_since
@@ -43,7 +43,9 @@ def load_profile(ctx: ToolContext, experiment: str | None = None, filter_string:
         if cached is not None and experiment in (cached.experiment_id, cached.experiment_name) and _is_default_scope(cached):
             return cached
     try:
-        profile = build_profile(ctx.settings.tracking_uri, experiment, filter_string, parse_since(since) if since else None, max_traces)
+        # The engine: Spark SQL over the UC tables when the traces live in Unity Catalog and Spark is here.
+        profile = profile_with_engine(ctx.settings.tracking_uri, experiment, filter_string, parse_since(since) if since else None, max_traces,
+                                      trace_location=getattr(ctx.settings, "trace_location", None))
     except TraceSourceError as exc:
         raise ToolError(str(exc)) from None
     if default_scope:

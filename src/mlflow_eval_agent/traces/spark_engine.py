@@ -1,0 +1,83 @@
+"""Which profile engine runs: `sql` / `api` (build_profile, one Python process) or `spark` (Spark SQL
+aggregates over Unity Catalog tables, spark_profile.py).
+
+`auto` (the default for `analyze`, the agent's profile tool and the offline planner) takes spark when
+the trace location is a Unity Catalog location (`catalog.schema.prefix`) and a SparkSession is active
+(the Databricks job's own, or Databricks Connect's); otherwise what build_profile chooses today.
+`spark` asked for explicitly without a UC location or without Spark is an error that says what to do.
+Not built: the SQL-warehouse fallback (statement execution API) for a UC location with no Spark;
+there `auto` uses build_profile, which reads UC traces through MLflow's API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .trajectory import DEFAULT_SCAN
+from .uc_schema import UcLocation, looks_like_uc_location
+
+ENGINES = ("auto", "sql", "api", "spark")
+
+
+def _prefixed(trace_location: str | None) -> bool:
+    """A `catalog.schema.prefix` location: the v2 tables (`<prefix>_otel_*`, VARIANT attributes) this engine reads."""
+    return looks_like_uc_location(trace_location) and UcLocation.parse(trace_location or "").prefix is not None
+
+
+def choose_engine(engine: str, trace_location: str | None, spark: Any = None) -> str:
+    """The engine that will run: "spark", or "sql"/"api"/"auto" handed to build_profile."""
+    from .source import InvalidQuery
+
+    engine = (engine or "auto").lower()
+    if engine not in ENGINES:
+        raise InvalidQuery(f"--engine {engine!r} is not one of {', '.join(ENGINES)}.")
+    if engine == "spark":
+        if not looks_like_uc_location(trace_location):
+            raise InvalidQuery("--engine spark reads Unity Catalog trace tables: pass --trace-location <catalog>.<schema>.<table_prefix>.")
+        if not _prefixed(trace_location):
+            raise InvalidQuery("--engine spark reads the <prefix>_otel_* tables of a catalog.schema.table_prefix location; the older "
+                               "catalog.schema location (mlflow_experiment_trace_otel_*, MAP attributes) is read with --engine api.")
+        return "spark"
+    if engine == "auto" and _prefixed(trace_location) and spark is not None:
+        return "spark"
+    return engine
+
+
+def profile_with_engine(tracking_uri: str | None, experiment: str, filter_string: str | None = None, since_ms: int | None = None,
+                        max_traces: int | None = None, *, engine: str = "auto", trace_location: str | None = None,
+                        progress: Callable[[int], None] | None = None, trajectory_scan: int = DEFAULT_SCAN,
+                        spark: Any = None) -> Any:
+    """The profile by the chosen engine (see the module doc). Raises TraceSourceError subclasses."""
+    from .profile import build_profile
+    from .source import InvalidQuery
+
+    wanted = (engine or "auto").lower()
+    if wanted in ("spark", "auto") and _prefixed(trace_location) and spark is None:
+        from .spark_profile import active_spark
+
+        spark = active_spark()
+    chosen = choose_engine(wanted, trace_location, spark)
+    if chosen == "spark":
+        if spark is None:
+            raise InvalidQuery("--engine spark needs a SparkSession: run on Databricks (a job or notebook), install databricks-connect "
+                               "with a configured workspace, or use --engine api (MLflow's API through a SQL warehouse).")
+        from .spark_profile import spark_profile
+
+        location = UcLocation.parse(trace_location or "")
+        profile = spark_profile(spark, location, experiment if experiment != trace_location else None, filter_string=filter_string,
+                                since_ms=since_ms, max_traces=max_traces, trajectory_scan=trajectory_scan)
+        if progress:
+            progress(profile.trace_count)
+        return profile
+    path = None
+    if chosen == "api":
+        path = "api"
+    elif chosen == "sql":
+        from .source import mlflow_client
+        from .sql_reader import sql_store
+
+        if sql_store(mlflow_client(tracking_uri)) is None:
+            raise InvalidQuery("--engine sql reads a local SQL tracking store's tables (sqlite, postgres, mysql); this store is not one: use --engine api.")
+        path = "sql+search" if filter_string else "sql"
+    return build_profile(tracking_uri, experiment, filter_string, since_ms, max_traces, path=path, progress=progress, trajectory_scan=trajectory_scan)

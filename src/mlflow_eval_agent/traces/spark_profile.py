@@ -1,0 +1,784 @@
+"""The third profile engine: the same `TraceProfile` as Spark SQL aggregates over Unity Catalog tables.
+
+The sql and api engines stream `TraceRecord`s through `ProfileBuilder` in one Python process; this one
+leaves the spans where they are (Delta tables in UC, `uc_schema.py`) and asks Spark for aggregates:
+per-name counts, exact nearest-rank percentiles (a window rank per group, so the picked value is
+one of the observed ones, as in percentiles.py), capped example lists (the k most recent traces per
+group, by the builder's own order), top-k and hash samples. Only those rows come to the driver.
+
+Definitions are shared with the builder, not rewritten: the error of a span, its signature
+normalisation, payload emptiness and shapes, JSON-looking text, assessment value labels and the
+trajectory facts are the very Python functions the builder calls (signatures.py, spans.py,
+accumulators.py, trajectory.py), applied by Spark as UDFs over DISTINCT values only (distinct
+messages, distinct payload texts, distinct assessment values), never row by row over spans. Error
+propagation and "a model call with no model call below it" are ancestor walks done as iterated
+self-joins on (trace_id, span_id) -> parent_span_id. The trajectory section reads the spans of
+the `trajectory_scan` most recent traces whole, as the other engines do (a bounded fetch).
+
+Where the engines differ, by construction (see also uc_schema.py's open points):
+- Trace ids are the v4 ids MLflow shows for UC traces: `trace:/<catalog.schema.prefix>/<otel id>`.
+- Traces exist only through their spans here, so `traces_without_spans` is always 0; rows without a
+  span id count as `unparseable_spans`; names beyond the caps are not folded into "(other)" (the
+  builder folds by arrival order, which no aggregate has) and `folded_*` stay 0.
+- MLflow's load-time type inference for spans stored without a type (mlflow.tracing.otel.translation)
+  is not applied: such spans stay UNKNOWN.
+- A filter string is MLflow search syntax, which Spark does not speak: `--since` and `--max-traces`
+  work, `--filter` is refused with the reason.
+pyspark is imported only inside functions: the base package never needs it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from .accumulators import EXAMPLES, MANY_EXAMPLES, MAX_VALUES, MESSAGE_CHARS, ODD_KEYS, OTHER, SAMPLE_SIZE, SLOWEST, _value_label
+from .percentiles import QUANTILES, CountDistribution, rank_index
+from .profile_model import (
+    AssessmentSummary,
+    CountStats,
+    ErrorSignature,
+    HiddenFailures,
+    HistogramBin,
+    LatencyStats,
+    LlmUsage,
+    NamedCount,
+    NumericStats,
+    OddCount,
+    Outputs,
+    ProfileSource,
+    Retrieval,
+    RetrieverStats,
+    Sessions,
+    Shape,
+    Shapes,
+    SlowTrace,
+    SpanCount,
+    SpanStats,
+    TimeBucket,
+    TimeRange,
+    TokenTotals,
+    ToolStats,
+    TraceProfile,
+)
+from .signatures import error_from_span, signature_id
+from .spans import HUGE_PAYLOAD_CHARS, LLM_TYPES, Payload, SpanRow, is_empty_value, looks_like_json, shape_of
+from .uc_schema import (
+    ASSESSMENT_TYPES,
+    INPUTS_KEY,
+    INVOCATION_PARAMS_KEY,
+    MODEL_KEYS,
+    OUTPUTS_KEY,
+    SESSION_METADATA_KEY,
+    SPAN_TYPE_KEY,
+    TOKEN_USAGE_METADATA_KEY,
+    UcLocation,
+)
+
+ENGINE = "spark"
+MAX_DEPTH = 64  # ancestor walks stop here (a span tree deeper than this is not an agent's)
+TIMELINE_BUCKETS = 30
+HISTOGRAM_BINS = 24
+
+
+class SparkEngineError(Exception):
+    """The Spark engine cannot run here; the message says what to do instead."""
+
+
+def active_spark() -> Any:
+    """The active SparkSession (a Databricks job's own, or Databricks Connect's), else None; None also
+    when pyspark is not installed."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        return None
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        return session
+    try:  # Databricks Connect off-cluster: a session from the SDK's configuration, when installed
+        from databricks.connect import DatabricksSession  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    try:
+        return DatabricksSession.builder.getOrCreate()
+    except Exception:  # no workspace configured: there is no Spark here
+        return None
+
+
+# --- SQL building blocks -----------------------------------------------------------------------
+
+
+def _attr(key: str) -> str:
+    """An attribute of `attributes` (VARIANT) as text: the stored JSON-encoded string, or the JSON of a
+    value stored parsed (uc_schema.py: which of the two Databricks writes is not documented)."""
+    return f"variant_get(attributes, '$[\"{key}\"]', 'string')"
+
+
+def plain_string_sql(expr: str) -> str:
+    """A JSON-encoded string value ('"TOOL"') decoded; other text unchanged (spans._plain_string)."""
+    return f"coalesce(get_json_object(concat('[', {expr}, ']'), '$[0]'), {expr})"
+
+
+def _status_sql(code: str) -> str:
+    """spans.status_code in SQL: STATUS_CODE_ERROR/ERROR -> ERROR, .._OK -> OK, anything else UNSET."""
+    norm = f"upper(regexp_replace(coalesce({code}, ''), '^(?i)STATUS_CODE_', ''))"
+    return f"CASE WHEN {norm} IN ('OK', 'ERROR') THEN {norm} ELSE 'UNSET' END"
+
+
+def _ex_attr(key: str) -> str:
+    return f"variant_get(e.attributes, '$[\"{key}\"]', 'string')"
+
+
+def _model_sql() -> str:
+    """spans.model_name over columns: MLflow's and other conventions' attributes, invocation params,
+    then a `model` field of the inputs."""
+    parts = [f"nullif({plain_string_sql(_attr(k))}, '')" for k in MODEL_KEYS]
+    params = _attr(INVOCATION_PARAMS_KEY)
+    parts += [f"nullif(get_json_object({plain_string_sql(params)}, '$.model'), '')",
+              f"nullif(get_json_object({plain_string_sql(params)}, '$.model_name'), '')",
+              f"CASE WHEN length(inputs_raw) <= {HUGE_PAYLOAD_CHARS} AND ltrim(inputs_raw) LIKE '{{%' "
+              f"AND left(get_json_object(inputs_raw, '$.model'), 1) NOT IN ('[', '{{') "
+              f"THEN nullif(get_json_object(inputs_raw, '$.model'), '') END"]
+    return f"coalesce({', '.join(parts)})"
+
+
+# --- shared definitions, as UDFs over distinct values -------------------------------------------
+
+
+def _error_parts(exc_type: str | None, exc_message: str | None, status_message: str | None) -> tuple[str | None, str, str]:
+    """(exception type, message, normalised message) exactly as signatures.error_from_span reads a span."""
+    events = []
+    if exc_type is not None or exc_message is not None:
+        attrs = {k: v for k, v in (("exception.type", exc_type), ("exception.message", exc_message)) if v is not None}
+        events.append({"name": "exception", "attributes": attrs})
+    info = error_from_span({"events": events}, status_message)
+    return info.exception_type, info.message, info.normalized
+
+
+def _payload_facts(raw: str | None) -> tuple[bool, bool, str, list[str], bool]:
+    """(has a non-null value, is empty, shape kind, shape keys, looks like JSON) of one stored payload,
+    with the builder's own functions (spans.Payload, is_empty_value, shape_of, looks_like_json)."""
+    if raw is None:
+        return False, True, "null", [], True
+    payload = Payload.of(raw)
+    kind, keys = shape_of(payload)
+    empty = not payload.is_huge and is_empty_value(payload.value)
+    return payload.value is not None, empty, kind, list(keys), looks_like_json(raw)
+
+
+def _value_facts(value_json: str | None, value_type: str | None) -> tuple[str, float | None]:
+    """An assessment value's label (accumulators._value_label) and its number, if it is one. VARIANT
+    keeps 0.0 as a decimal whose JSON is `0`: its type says it was a float (label "0.0", as MLflow's)."""
+    value = None if value_json is None else json.loads(value_json)
+    if isinstance(value, int) and not isinstance(value, bool) and (value_type or "").upper().startswith(("DECIMAL", "DOUBLE", "FLOAT")):
+        value = float(value)
+    number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return _value_label(value), number
+
+
+# --- the engine --------------------------------------------------------------------------------
+
+
+class SparkProfile:
+    """One profile of one UC location. `tables` names the spans and annotations tables when they are
+    not at the location's own names (tests: temp views over parquet)."""
+
+    def __init__(self, spark: Any, location: UcLocation, *, since_ms: int | None = None, max_traces: int | None = None,
+                 tables: dict[str, str | None] | None = None):
+        self.spark = spark
+        self.location = location
+        self.since_ms = since_ms
+        self.max_traces = max_traces
+        tables = tables or {}
+        self.spans_table = tables.get("spans") or location.spans_table
+        self.annotations_table = tables["annotations"] if "annotations" in tables else location.annotations_table
+        self.truncated = False
+        self._udfs()
+
+    def _udfs(self) -> None:
+        from pyspark.sql import functions as F
+        from pyspark.sql import types as T
+
+        self.error_udf = F.udf(_error_parts, T.StructType([
+            T.StructField("exception_type", T.StringType()), T.StructField("message", T.StringType()),
+            T.StructField("normalized", T.StringType())]))
+        self.payload_udf = F.udf(_payload_facts, T.StructType([
+            T.StructField("has_value", T.BooleanType()), T.StructField("empty", T.BooleanType()),
+            T.StructField("kind", T.StringType()), T.StructField("keys", T.ArrayType(T.StringType())),
+            T.StructField("looks_json", T.BooleanType())]))
+        self.value_udf = F.udf(_value_facts, T.StructType([
+            T.StructField("label", T.StringType()), T.StructField("number", T.DoubleType())]))
+
+    # --- the spans and traces, as DataFrames (lazy) ----------------------------------------------
+    def _frames(self) -> None:
+        from pyspark.sql import Window
+        from pyspark.sql import functions as F
+
+        loc = self.location.name.replace("'", "")
+        raw = self.spark.table(self.spans_table)
+        spans = raw.selectExpr(
+            f"concat('trace:/{loc}/', trace_id) AS trace_id",
+            "nullif(span_id, '') AS span_id",
+            "nullif(parent_span_id, '') AS parent_id",
+            "coalesce(name, '(unnamed)') AS name",
+            f"coalesce(nullif({plain_string_sql(_attr(SPAN_TYPE_KEY))}, ''), 'UNKNOWN') AS span_type",
+            f"{_status_sql('status.code')} AS status",
+            "coalesce(status.message, '') AS status_message",
+            "start_time_unix_nano AS start_ns",
+            "nullif(end_time_unix_nano, 0) AS end_ns",
+            f"{_attr(INPUTS_KEY)} AS inputs_raw",
+            f"{_attr(OUTPUTS_KEY)} AS outputs_raw",
+            "try_element_at(filter(events, e -> e.name = 'exception' AND (coalesce(" + _ex_attr("exception.type") + ", '') != '' OR coalesce("
+            + _ex_attr("exception.message") + ", '') != '')), -1) AS exc",
+            "attributes",
+        ).selectExpr(
+            "*",
+            f"CASE WHEN exc IS NULL THEN NULL ELSE variant_get(exc.attributes, '$[\"exception.type\"]', 'string') END AS exc_type_raw",
+            f"CASE WHEN exc IS NULL THEN NULL ELSE variant_get(exc.attributes, '$[\"exception.message\"]', 'string') END AS exc_message_raw",
+        ).drop("exc")
+        unparseable = spans.where("span_id IS NULL")
+        spans = spans.where("span_id IS NOT NULL").withColumn("model", F.expr(_model_sql())).drop("attributes")
+        unparseable = unparseable.drop("attributes")
+        traces = spans.groupBy("trace_id").agg(
+            F.expr("min(start_ns) AS min_start"),
+            F.expr("max(end_ns) AS max_end"),
+            F.expr("count(*) AS span_count"),
+            F.expr("sum(CASE WHEN parent_id IS NULL THEN 1 ELSE 0 END) AS roots"),
+            F.expr("max(CASE WHEN parent_id IS NULL AND status = 'ERROR' THEN 1 ELSE 0 END) AS root_error"),
+        ).selectExpr(
+            "trace_id",
+            "min_start div 1000000 AS ts",  # integer division: a double cannot hold nanoseconds since 1970
+            "CASE WHEN max_end IS NULL THEN NULL ELSE max_end div 1000000 - min_start div 1000000 END AS execution_ms",
+            "span_count", "roots",
+            "CASE WHEN roots = 0 THEN 'IN_PROGRESS' WHEN root_error = 1 THEN 'ERROR' ELSE 'OK' END AS state",
+        )
+        if self.since_ms is not None:
+            traces = traces.where(F.col("ts") >= int(self.since_ms))
+        if self.max_traces is not None:
+            ranked = traces.withColumn("recency", F.row_number().over(Window.orderBy(F.col("ts").desc(), F.col("trace_id").asc())))
+            self.truncated = ranked.where(F.col("recency") > self.max_traces).limit(1).count() > 0
+            traces = ranked.where(F.col("recency") <= self.max_traces).drop("recency")
+        meta = self._metadata()
+        if meta is not None:
+            traces = traces.join(meta, "trace_id", "left")
+        else:
+            traces = traces.selectExpr("*", "CAST(NULL AS STRING) AS session_id", "CAST(NULL AS STRING) AS token_usage",
+                                       "CAST(NULL AS STRING) AS synthetic_timing")
+        # Materialised once (checkpointed on the executors, lineage cut): every later aggregate starts
+        # from these two small plans instead of re-reading and re-parsing the VARIANT columns.
+        self.traces = traces.localCheckpoint()
+        keep = self.traces.select("trace_id", "ts", "state")
+        self.spans = spans.join(keep, "trace_id").localCheckpoint()
+        self.unparseable = unparseable.join(keep, "trace_id")
+
+    def _annotations(self) -> Any:
+        """The live annotation rows: the latest per annotation_id, soft-deleted ones dropped."""
+        from pyspark.sql import Window
+        from pyspark.sql import functions as F
+
+        if not self.annotations_table:
+            return None
+        rows = self.spark.table(self.annotations_table)
+        latest = Window.partitionBy("annotation_id").orderBy(F.col("updated_at").desc_nulls_last())
+        return rows.withColumn("_rn", F.row_number().over(latest)).where("_rn = 1 AND deleted_at IS NULL").drop("_rn")
+
+    def _metadata(self) -> Any:
+        live = self._annotations()
+        if live is None:
+            return None
+        loc = self.location.name.replace("'", "")
+        self.live_annotations = live
+        return live.where("annotation_type = 'METADATA'").selectExpr(
+            f"concat('trace:/{loc}/', target_id) AS trace_id",
+            f"variant_get(value, '$.trace_metadata[\"{SESSION_METADATA_KEY}\"]', 'string') AS session_id",
+            f"variant_get(value, '$.trace_metadata[\"{TOKEN_USAGE_METADATA_KEY}\"]', 'string') AS token_usage",
+            "variant_get(value, '$.trace_metadata[\"eval_agent.import.timing\"]', 'string') AS synthetic_timing",
+        ).dropDuplicates(["trace_id"])
+
+    # --- helpers that return small results -------------------------------------------------------
+    @staticmethod
+    def _percentiles(df: Any, keys: list[str], value: str) -> dict[tuple, dict[int | str, int]]:
+        """Exact nearest-rank p50/p90/p99 and max of `value` per group: {key: {50: v, 90: v, 99: v, "max": v}}."""
+        from pyspark.sql import Window
+        from pyspark.sql import functions as F
+
+        values = df.where(F.col(value).isNotNull()).select(*keys, F.col(value).alias("v"))
+        part = Window.partitionBy(*keys) if keys else Window.partitionBy(F.lit(1))
+        ranked = values.select(*keys, "v",
+                               F.row_number().over(part.orderBy("v")).alias("rn"), F.count(F.lit(1)).over(part).alias("n"))
+        ranks = {q: f"greatest(1, (n * {q} + 99) div 100)" for q in QUANTILES}  # rank_index + 1, in integers
+        picked = ranked.where(" OR ".join([f"rn = {r}" for r in ranks.values()] + ["rn = n"]))
+        aggs = [F.expr(f"max(CASE WHEN rn = {r} THEN v END)").alias(f"p{q}") for q, r in ranks.items()] + [F.expr("max(v)").alias("vmax")]
+        grouped = picked.groupBy(*keys).agg(*aggs) if keys else picked.agg(*aggs)
+        out = {}
+        for row in grouped.collect():
+            key = tuple(row[k] for k in keys)
+            out[key] = {**{q: int(row[f"p{q}"]) for q in QUANTILES}, "max": int(row["vmax"])}
+        return out
+
+    @staticmethod
+    def _latency(found: dict[int | str, int] | None, scale: float = 1.0) -> LatencyStats:
+        if not found:
+            return LatencyStats()
+        conv = (lambda v: round(v / scale, 3)) if scale != 1.0 else float
+        return LatencyStats(**{f"p{q}": conv(found[q]) for q in QUANTILES}, max=conv(found["max"]))
+
+    @staticmethod
+    def _examples(df: Any, keys: list[str], k: int) -> dict[tuple, list[str]]:
+        """The k most recent distinct traces per group (timestamp desc, then id desc: accumulators.Examples)."""
+        from pyspark.sql import Window
+        from pyspark.sql import functions as F
+
+        distinct = df.select(*keys, "trace_id", F.coalesce(F.col("ts"), F.lit(0)).alias("ets")).distinct()
+        part = Window.partitionBy(*keys) if keys else Window.partitionBy(F.lit(1))
+        top = distinct.withColumn("_rn", F.row_number().over(part.orderBy(F.col("ets").desc(), F.col("trace_id").desc()))).where(f"_rn <= {k}")
+        out: dict[tuple, list[str]] = {}
+        for row in top.orderBy("_rn").collect():
+            out.setdefault(tuple(row[c] for c in keys), []).append(row["trace_id"])
+        return out
+
+    @staticmethod
+    def _distribution(pairs: list[tuple[int, int]]) -> CountStats:
+        """percentiles.CountDistribution from (value, how many) pairs counted by Spark."""
+        dist = CountDistribution()
+        for value, count in pairs:
+            dist._counts[int(value)] += int(count)
+            dist._n += int(count)
+            dist._total += int(value) * int(count)
+        return CountStats(**dist.summary())
+
+    def _ancestors(self, start: Any, cols: list[str]) -> Any:
+        """(trace_id, *cols, ancestor_id) for every ancestor of each start row (whose parent is `parent_id`)."""
+        from pyspark.sql import functions as F
+
+        parents = self.spans.select(F.col("trace_id").alias("_tid"), F.col("span_id").alias("_sid"), F.col("parent_id").alias("_pid"))
+        frontier = start.select("trace_id", *cols, F.col("parent_id").alias("ancestor_id")).where("ancestor_id IS NOT NULL")
+        found = None
+        for _ in range(MAX_DEPTH):
+            frontier = frontier.localCheckpoint(eager=False)
+            if frontier.count() == 0:  # one job per level: it also materialises the checkpoint
+                break
+            found = frontier if found is None else found.unionByName(frontier)
+            frontier = (frontier.join(parents, (frontier.trace_id == parents._tid) & (frontier.ancestor_id == parents._sid))
+                        .select("trace_id", *cols, F.col("_pid").alias("ancestor_id"))
+                        .where("ancestor_id IS NOT NULL"))
+        if found is None:
+            return start.select("trace_id", *cols, F.col("parent_id").alias("ancestor_id")).limit(0)
+        return found.localCheckpoint()
+
+    # --- the profile -------------------------------------------------------------------------------
+    def build(self, experiment_id: str, experiment_name: str | None = None, trajectory_scan: int = 0) -> TraceProfile:
+        from pyspark.sql import functions as F
+
+        started = time.perf_counter()
+        self._frames()
+        spans, traces = self.spans, self.traces
+        summary = traces.agg(
+            F.count(F.lit(1)).alias("n"), F.sum("span_count").alias("spans"), F.min("ts").alias("first"), F.max("ts").alias("last"),
+        ).collect()[0]
+        trace_count = int(summary["n"] or 0)
+        status = {r["state"]: int(r["count"]) for r in traces.groupBy("state").count().collect()}
+        latency = self._percentiles(traces, [], "execution_ms").get((), None)
+        slowest = traces.where("execution_ms IS NOT NULL").orderBy(F.col("execution_ms").desc(), F.col("trace_id").desc(), F.col("state").desc()).limit(SLOWEST).collect()
+
+        durations = spans.withColumn("duration", F.expr("CASE WHEN start_ns IS NOT NULL AND end_ns IS NOT NULL AND end_ns >= start_ns THEN end_ns - start_ns END"))
+        span_rows = durations.groupBy("name", "span_type").agg(
+            F.count(F.lit(1)).alias("count"), F.expr("sum(CASE WHEN status = 'ERROR' THEN 1 ELSE 0 END) AS errors")).collect()
+        span_pcts = self._percentiles(durations, ["name", "span_type"], "duration")
+        tools = durations.where("span_type = 'TOOL'")
+        tool_rows = tools.groupBy("name").agg(
+            F.count(F.lit(1)).alias("calls"), F.expr("sum(CASE WHEN status = 'ERROR' THEN 1 ELSE 0 END) AS errors"),
+            F.countDistinct("trace_id").alias("traces")).collect()
+        tool_pcts = self._percentiles(tools, ["name"], "duration")
+
+        roots = self.roots_df = self._roots()
+        errors = self._errors()
+        llm = self._llm(trace_count)
+        retrieval = self._retrieval()
+        outputs, shapes = self._root_payloads(roots)
+        odd = self._odd(roots)
+        profile = TraceProfile(
+            experiment_id=experiment_id,
+            experiment_name=experiment_name,
+            generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            source=ProfileSource(tracking_uri=None, path=ENGINE, since_ms=self.since_ms, max_traces=self.max_traces, truncated=self.truncated),
+            trace_count=trace_count,
+            span_count=int(summary["spans"] or 0),
+            time_range=TimeRange(first_ms=_int(summary["first"]), last_ms=_int(summary["last"]), first=_iso(summary["first"]), last=_iso(summary["last"])),
+            status_counts=dict(sorted(status.items(), key=lambda kv: (-kv[1], kv[0]))),
+            latency_ms=self._latency(latency),
+            latency_histogram=self._histogram(traces),
+            timeline=self._timeline(traces, summary["first"], summary["last"]),
+            spans_per_trace=self._distribution([(r["span_count"], r["count"]) for r in traces.groupBy("span_count").count().collect()]),
+            trace_names=_named(Counter({r["name"]: int(r["count"]) for r in roots.groupBy("name").count().collect()})),
+            spans=sorted(
+                (SpanStats(name=r["name"], span_type=r["span_type"], count=int(r["count"]), error_count=int(r["errors"]),
+                           latency_ms=self._latency(span_pcts.get((r["name"], r["span_type"])), 1e6)) for r in span_rows),
+                key=lambda s: (-s.count, s.name, s.span_type),
+            ),
+            traces_with_error_spans=errors["traces_with_error_spans"],
+            error_signatures=errors["signatures"],
+            hidden_failures=errors["hidden"],
+            tools=sorted(
+                (ToolStats(name=r["name"], calls=int(r["calls"]), errors=int(r["errors"]), trace_count=int(r["traces"]),
+                           latency_ms=self._latency(tool_pcts.get((r["name"],)), 1e6)) for r in tool_rows),
+                key=lambda t: (-t.calls, t.name),
+            ),
+            tokens=self._tokens(traces),
+            llm=llm,
+            retrieval=retrieval,
+            outputs=outputs,
+            shapes=shapes,
+            sessions=self._sessions(traces),
+            assessments=self._assessments(),
+            slowest_traces=[SlowTrace(trace_id=r["trace_id"], latency_ms=float(r["execution_ms"]), state=r["state"]) for r in slowest],
+            sample_trace_ids=self._sample(errors["error_traces"]),
+            odd_data=odd,
+        )
+        limit = min(trajectory_scan, self.max_traces or trajectory_scan, trace_count)
+        if limit > 0:
+            profile.trajectory = self._trajectory(limit)
+        profile.source.seconds = round(time.perf_counter() - started, 3)
+        return profile
+
+    def _roots(self) -> Any:
+        """One root per trace: the real root (earliest start, then name, then end), else an orphan
+        whose parent never arrived (the builder's `_root`)."""
+        from pyspark.sql import Window
+        from pyspark.sql import functions as F
+
+        ids = self.spans.select("trace_id", F.col("span_id").alias("parent_id")).distinct()
+        orphans = self.spans.where("parent_id IS NOT NULL").join(ids, ["trace_id", "parent_id"], "left_anti")
+        candidates = self.spans.where("parent_id IS NULL").unionByName(
+            orphans.join(self.traces.where("roots = 0").select("trace_id"), "trace_id"))
+        order = Window.partitionBy("trace_id").orderBy(F.coalesce(F.col("start_ns"), F.lit(0)), F.col("name"), F.coalesce(F.col("end_ns"), F.lit(0)))
+        return candidates.withColumn("_rn", F.row_number().over(order)).where("_rn = 1").drop("_rn").localCheckpoint()
+
+    def _errors(self) -> dict[str, Any]:
+        from pyspark.sql import functions as F
+
+        failed = self.spans.where("status = 'ERROR'")
+        parts = failed.select(F.col("exc_type_raw").alias("_t"), F.col("exc_message_raw").alias("_m"), F.col("status_message").alias("_s")).distinct()
+        parts = parts.withColumn("info", self.error_udf("_t", "_m", "_s"))
+        keyed = failed.join(parts, failed.exc_type_raw.eqNullSafe(parts._t) & failed.exc_message_raw.eqNullSafe(parts._m)
+                            & failed.status_message.eqNullSafe(parts._s)).select(
+            "trace_id", "span_id", "parent_id", "name", "ts", "state",
+            F.col("info.exception_type").alias("exc_type"), F.col("info.message").alias("message"), F.col("info.normalized").alias("normalized"),
+        ).localCheckpoint()
+        # An error re-raised by a parent is counted once, where it began: drop each failed span that
+        # has a failed descendant with the same (type, normalised message).
+        ups = self._ancestors(keyed, ["exc_type", "normalized"])
+        propagated = ups.select(F.col("trace_id").alias("_tid"), F.col("ancestor_id").alias("_sid"), F.col("exc_type").alias("_et"),
+                                F.col("normalized").alias("_nm")).distinct()
+        origins = keyed.join(propagated, (keyed.trace_id == propagated._tid) & (keyed.span_id == propagated._sid)
+                             & keyed.exc_type.eqNullSafe(propagated._et) & (keyed.normalized == propagated._nm), "left_anti").localCheckpoint()
+        sig_keys = ["exc_type", "name", "normalized"]
+        sig_rows = origins.groupBy(*sig_keys).agg(
+            F.count(F.lit(1)).alias("count"), F.countDistinct("trace_id").alias("traces"),
+            F.max(F.struct(F.coalesce(F.col("ts"), F.lit(0)), F.col("trace_id"), F.substring("message", 1, MESSAGE_CHARS))).alias("latest"),
+        ).collect()
+        examples = self._examples(origins, sig_keys, EXAMPLES)
+        signatures = sorted(
+            (ErrorSignature(
+                id=signature_id(r["exc_type"], r["name"], r["normalized"]),
+                signature=f"{r['exc_type']}: {r['normalized']}" if r["exc_type"] else r["normalized"],
+                exception_type=r["exc_type"], span_name=r["name"], count=int(r["count"]), trace_count=int(r["traces"]),
+                trace_ids=examples.get((r["exc_type"], r["name"], r["normalized"]), []), example_message=r["latest"][2],
+            ) for r in sig_rows),
+            key=lambda s: (-s.count, s.signature, s.span_name),
+        )
+        error_traces = keyed.select("trace_id", "ts", "state").distinct().localCheckpoint()
+        totals = error_traces.agg(F.count(F.lit(1)).alias("n"), F.expr("sum(CASE WHEN state = 'OK' THEN 1 ELSE 0 END) AS ok")).collect()[0]
+        hidden = origins.where("state = 'OK'")
+        hidden_traces = error_traces.where("state = 'OK'")
+        by_span = [SpanCount(span_name=r["name"], count=int(r["count"]))
+                   for r in hidden.select("trace_id", "name").distinct().groupBy("name").count().collect()]
+        return {
+            "traces_with_error_spans": int(totals["n"] or 0),
+            "signatures": signatures,
+            "hidden": HiddenFailures(count=int(totals["ok"] or 0), trace_ids=self._examples(hidden_traces, [], MANY_EXAMPLES).get((), []),
+                                     by_span=sorted(by_span, key=lambda b: (-b.count, b.span_name))),
+            "error_traces": error_traces,
+        }
+
+    def _llm(self, trace_count: int) -> LlmUsage:
+        from pyspark.sql import functions as F
+
+        calls_all = self.spans.where(F.col("span_type").isin(*sorted(LLM_TYPES)))
+        ups = self._ancestors(calls_all.select("trace_id", "span_id", "parent_id"), [])
+        wrappers = ups.join(calls_all.select("trace_id", F.col("span_id").alias("ancestor_id")), ["trace_id", "ancestor_id"]).select(
+            "trace_id", F.col("ancestor_id").alias("span_id")).distinct()
+        calls = calls_all.join(wrappers, ["trace_id", "span_id"], "left_anti").localCheckpoint()
+        per_trace = calls.groupBy("trace_id").count()
+        hist = Counter({int(r["count"]): int(r["n"]) for r in per_trace.groupBy("count").agg(F.count(F.lit(1)).alias("n")).collect()})
+        with_calls = sum(hist.values())
+        hist[0] += trace_count - with_calls
+        models = Counter({r["model"]: int(r["count"]) for r in calls.where("model IS NOT NULL").groupBy("model").count().collect()})
+        total = sum(v * c for v, c in hist.items())
+        return LlmUsage(
+            calls=total, traces_with_calls=with_calls,
+            calls_per_trace=self._distribution([(v, c) for v, c in hist.items() if c]),
+            models=_named(models), calls_without_model=total - sum(models.values()),
+        )
+
+    def _retrieval(self) -> Retrieval:
+        from pyspark.sql import functions as F
+
+        spans = self.spans.where("span_type = 'RETRIEVER'").select("trace_id", "ts", "name", "outputs_raw")
+        facts = self._payloads(spans, "outputs_raw")
+        marked = facts.withColumn("empty", F.expr("outputs_raw IS NULL OR (NOT huge AND p.empty)"))
+        by_name = marked.groupBy("name").agg(F.count(F.lit(1)).alias("spans"), F.expr("sum(CASE WHEN empty THEN 1 ELSE 0 END) AS empty")).collect()
+        per_trace = marked.groupBy("trace_id", "ts").agg(F.expr("max(CASE WHEN empty THEN 1 ELSE 0 END) AS any_empty"))
+        counts = per_trace.agg(F.count(F.lit(1)).alias("traces"), F.sum("any_empty").alias("empty")).collect()[0]
+        n_spans = sum(int(r["spans"]) for r in by_name)
+        n_empty = sum(int(r["empty"]) for r in by_name)
+        return Retrieval(
+            spans=n_spans, empty=n_empty, empty_share=round(n_empty / n_spans, 4) if n_spans else None,
+            traces_with_retrieval=int(counts["traces"] or 0), traces_with_empty_retrieval=int(counts["empty"] or 0),
+            empty_trace_ids=self._examples(per_trace.where("any_empty = 1"), [], MANY_EXAMPLES).get((), []),
+            by_name=sorted((RetrieverStats(name=r["name"], spans=int(r["spans"]), empty=int(r["empty"])) for r in by_name), key=lambda r: (-r.spans, r.name)),
+        )
+
+    def _payload_table(self) -> Any:
+        """The payload facts of every distinct text the profile reads (root inputs and outputs, retriever
+        outputs, the payloads of failed spans), computed in one UDF pass and kept."""
+        from pyspark.sql import functions as F
+
+        if getattr(self, "_texts", None) is None:
+            read = self.spans.where("parent_id IS NULL OR span_type = 'RETRIEVER' OR status = 'ERROR'")
+            if getattr(self, "roots_df", None) is not None:
+                read = read.unionByName(self.roots_df.select(*read.columns))
+            texts = read.select(F.col("inputs_raw").alias("_text")).unionByName(read.select(F.col("outputs_raw").alias("_text")))
+            texts = texts.where(f"_text IS NOT NULL AND length(_text) <= {HUGE_PAYLOAD_CHARS}").distinct()
+            self._texts = texts.withColumn("p", self.payload_udf("_text")).localCheckpoint()
+        return self._texts
+
+    def _payloads(self, df: Any, column: str) -> Any:
+        """`df` with `p` (the payload facts of `column`, from the one payload table) and `huge`."""
+        from pyspark.sql import functions as F
+
+        texts = self._payload_table()
+        joined = df.join(texts, df[column].eqNullSafe(texts["_text"]), "left").drop("_text")
+        return joined.withColumn("huge", F.expr(f"coalesce(length({column}) > {HUGE_PAYLOAD_CHARS}, false)"))
+
+    def _root_payloads(self, roots: Any) -> tuple[Outputs, Shapes]:
+        from pyspark.sql import functions as F
+
+        base = self.traces.select("trace_id", "ts", "state").join(roots.select("trace_id", "inputs_raw", "outputs_raw"), "trace_id", "left")
+        inp = self._payloads(base, "inputs_raw").withColumnRenamed("p", "pin").withColumnRenamed("huge", "in_huge")
+        both = self._payloads(inp, "outputs_raw").withColumnRenamed("p", "pout").withColumnRenamed("huge", "out_huge")
+        cases = both.selectExpr(
+            "trace_id", "ts", "state",
+            "NOT (inputs_raw IS NOT NULL AND (in_huge OR pin.has_value)) AS inputs_missing",
+            "NOT (outputs_raw IS NOT NULL AND (out_huge OR pout.has_value)) AS missing",
+            "outputs_raw IS NOT NULL AND (out_huge OR pout.has_value) AND NOT out_huge AND pout.empty AS empty",
+            "CASE WHEN in_huge THEN 'huge' ELSE pin.kind END AS in_kind", "CASE WHEN in_huge THEN array() ELSE pin.keys END AS in_keys",
+            "CASE WHEN out_huge THEN 'huge' ELSE pout.kind END AS out_kind", "CASE WHEN out_huge THEN array() ELSE pout.keys END AS out_keys",
+        ).localCheckpoint()
+        c = cases.agg(*[F.expr(f"sum(CASE WHEN {cond} THEN 1 ELSE 0 END)").alias(name) for name, cond in (
+            ("missing", "missing"), ("empty", "empty"), ("missing_ok", "missing AND state = 'OK'"), ("empty_ok", "empty AND state = 'OK'"),
+            ("inputs_missing", "inputs_missing"))]).collect()[0]
+        ex_missing = self._examples(cases.where("missing AND state = 'OK'"), [], MANY_EXAMPLES).get((), [])
+        ex_empty = self._examples(cases.where("empty AND state = 'OK'"), [], MANY_EXAMPLES).get((), [])
+        outputs = Outputs(missing=int(c["missing"] or 0), empty=int(c["empty"] or 0), missing_ok=int(c["missing_ok"] or 0), empty_ok=int(c["empty_ok"] or 0),
+                          missing_ok_trace_ids=ex_missing, empty_ok_trace_ids=ex_empty, inputs_missing=int(c["inputs_missing"] or 0))
+
+        def shapes(side: str, present: str) -> list[Shape]:
+            rows = cases.where(present).groupBy(f"{side}_kind", f"{side}_keys").agg(
+                F.count(F.lit(1)).alias("count"), F.max(F.struct(F.coalesce(F.col("ts"), F.lit(0)), F.col("trace_id"))).alias("ex")).collect()
+            out = [Shape(kind=r[f"{side}_kind"], keys=list(r[f"{side}_keys"] or []), count=int(r["count"]), example_trace_id=r["ex"][1]) for r in rows]
+            return sorted(out, key=lambda s: (-s.count, s.kind, s.keys))
+
+        return outputs, Shapes(inputs=shapes("in", "NOT inputs_missing"), outputs=shapes("out", "NOT missing"))
+
+    def _odd(self, roots: Any) -> dict[str, OddCount]:
+        from pyspark.sql import functions as F
+
+        spans = self.spans
+        inspected = spans.where("parent_id IS NULL OR span_type = 'RETRIEVER' OR status = 'ERROR'")
+        payloads = inspected.select("trace_id", "ts", F.col("inputs_raw").alias("raw")).unionByName(
+            inspected.select("trace_id", "ts", F.col("outputs_raw").alias("raw"))).where("raw IS NOT NULL")
+        non_json = self._payloads(payloads, "raw").where("NOT huge AND NOT p.looks_json").select("trace_id", "ts")
+        huge = spans.select("trace_id", "ts", F.col("inputs_raw").alias("raw")).unionByName(spans.select("trace_id", "ts", F.col("outputs_raw").alias("raw"))) \
+            .where(f"length(raw) > {HUGE_PAYLOAD_CHARS}").select("trace_id", "ts")
+        traces = self.traces
+        rootless = traces.where("roots = 0")
+        has_orphan_root = roots.select("trace_id")
+        sources = {
+            "traces_without_root": rootless.select("trace_id", "ts"),
+            "traces_with_multiple_roots": traces.where("roots > 1").select("trace_id", "ts"),
+            "traces_without_duration": traces.where("execution_ms IS NULL").select("trace_id", "ts"),
+            "spans_missing_end_time": spans.where("end_ns IS NULL").select("trace_id", "ts"),
+            "spans_negative_duration": spans.where("end_ns IS NOT NULL AND start_ns IS NOT NULL AND end_ns < start_ns").select("trace_id", "ts"),
+            "spans_unset_status": spans.where("status = 'UNSET'").select("trace_id", "ts"),
+            "unparseable_spans": self.unparseable.select("trace_id", "ts"),
+            "non_json_payloads": non_json,
+            "huge_payloads": huge,
+        }
+        del has_orphan_root
+        union = None
+        for key, df in sources.items():
+            df = df.select(F.lit(key).alias("odd"), "trace_id", "ts")
+            union = df if union is None else union.unionByName(df)
+        union = union.localCheckpoint()
+        counts = {r["odd"]: int(r["count"]) for r in union.groupBy("odd").count().collect()}
+        examples = self._examples(union, ["odd"], EXAMPLES)
+        return {key: OddCount(count=counts.get(key, 0), trace_ids=examples.get((key,), [])) for key in ODD_KEYS}
+
+    def _tokens(self, traces: Any) -> TokenTotals:
+        from pyspark.sql import functions as F
+
+        usage = traces.where("token_usage IS NOT NULL").selectExpr(
+            *[f"CAST(get_json_object(token_usage, '$.{k}') AS BIGINT) AS {k}" for k in ("input_tokens", "output_tokens", "total_tokens")])
+        usage = usage.where("input_tokens IS NOT NULL OR output_tokens IS NOT NULL OR total_tokens IS NOT NULL")
+        r = usage.agg(F.sum("input_tokens").alias("i"), F.sum("output_tokens").alias("o"), F.sum("total_tokens").alias("t"), F.count(F.lit(1)).alias("n")).collect()[0]
+        return TokenTotals(input=int(r["i"] or 0), output=int(r["o"] or 0), total=int(r["t"] or 0), traces_with_usage=int(r["n"] or 0))
+
+    def _sessions(self, traces: Any) -> Sessions:
+        from pyspark.sql import functions as F
+
+        with_session = traces.where("session_id IS NOT NULL AND session_id != ''")
+        per = with_session.groupBy("session_id").count().localCheckpoint()
+        dist = [(int(r["count"]), int(r["n"])) for r in per.groupBy("count").agg(F.count(F.lit(1)).alias("n")).collect()]
+        examples = [r["session_id"] for r in per.orderBy("session_id").limit(EXAMPLES).collect()]
+        return Sessions(traces_with_session=sum(v * c for v, c in dist), distinct_sessions=sum(c for _, c in dist),
+                        traces_per_session=self._distribution(dist), example_session_ids=examples)
+
+    def _assessments(self) -> list[AssessmentSummary]:
+        from pyspark.sql import functions as F
+
+        if getattr(self, "live_annotations", None) is None:
+            return []
+        loc = self.location.name.replace("'", "")
+        kinds = "CASE annotation_type " + " ".join(f"WHEN '{t}' THEN '{k}'" for t, k in ASSESSMENT_TYPES.items()) + " END"
+        rows = self.live_annotations.where(F.col("annotation_type").isin(*ASSESSMENT_TYPES)).where("valid IS NULL OR valid").selectExpr(
+            f"concat('trace:/{loc}/', target_id) AS trace_id", "name", f"{kinds} AS kind",
+            "coalesce(source.source_type, 'UNKNOWN') AS source_type",
+            f"CASE WHEN annotation_type = 'ISSUE' THEN NULL ELSE to_json(value) END AS value_json",
+            f"CASE WHEN annotation_type = 'ISSUE' THEN NULL ELSE schema_of_variant(value) END AS value_type",
+        ).join(self.traces.select("trace_id"), "trace_id")
+        values = rows.select(F.col("value_json").alias("_v"), F.col("value_type").alias("_vt")).distinct().withColumn("f", self.value_udf("_v", "_vt"))
+        rows = rows.join(values, rows.value_json.eqNullSafe(values._v) & rows.value_type.eqNullSafe(values._vt)).drop("_v", "_vt").localCheckpoint()
+        base = {(r["name"], r["kind"]): r for r in rows.groupBy("name", "kind").agg(
+            F.count(F.lit(1)).alias("count"), F.countDistinct("trace_id").alias("traces"),
+            F.count("f.number").alias("nn"), F.min("f.number").alias("lo"), F.max("f.number").alias("hi"), F.sum("f.number").alias("total"),
+        ).collect()}
+        sources: dict[tuple, dict[str, int]] = {}
+        for r in rows.groupBy("name", "kind", "source_type").count().collect():
+            sources.setdefault((r["name"], r["kind"]), {})[r["source_type"]] = int(r["count"])
+        labels: dict[tuple, Counter[str]] = {}
+        for r in rows.groupBy("name", "kind", "f.label").count().collect():
+            labels.setdefault((r["name"], r["kind"]), Counter())[r["label"]] = int(r["count"])
+        out = []
+        for key, r in base.items():
+            counted = labels.get(key, Counter())
+            if len(counted) > MAX_VALUES:  # the builder folds by arrival order; here the most frequent are kept
+                kept = dict(counted.most_common(MAX_VALUES))
+                kept[OTHER] = kept.get(OTHER, 0) + sum(counted.values()) - sum(kept.values())
+                counted = Counter(kept)
+            n = int(r["nn"] or 0)
+            numeric = NumericStats(count=n, min=r["lo"], max=r["hi"], mean=round(r["total"] / n, 6)) if n else None
+            out.append(AssessmentSummary(name=key[0], kind=key[1], count=int(r["count"]), trace_count=int(r["traces"]), sources=sources.get(key, {}),
+                                         values=dict(counted.most_common()), numeric=numeric, errors=0))
+        return sorted(out, key=lambda a: (-a.count, a.name, a.kind))
+
+    def _sample(self, error_traces: Any) -> list[str]:
+        clean = self.traces.where("state = 'OK'").select("trace_id").join(error_traces.select("trace_id"), "trace_id", "left_anti")
+        picked = clean.selectExpr("trace_id", "crc32(encode(trace_id, 'utf-8')) AS h").orderBy("h", "trace_id").limit(SAMPLE_SIZE).collect()
+        return [r["trace_id"] for r in sorted(picked, key=lambda r: (r["h"], r["trace_id"]))]
+
+    def _histogram(self, traces: Any) -> list[HistogramBin]:
+        """percentiles.histogram: the same edges (numpy, from the exact min and max), bins counted by Spark."""
+        from pyspark.sql import functions as F
+
+        timed = traces.where("execution_ms IS NOT NULL").select(F.col("execution_ms").cast("double").alias("v"))
+        r = timed.agg(F.count(F.lit(1)).alias("n"), F.min("v").alias("lo"), F.max("v").alias("hi")).collect()[0]
+        n = int(r["n"] or 0)
+        if n == 0:
+            return []
+        low, high = float(r["lo"]), float(r["hi"])
+        if high <= low:
+            return [HistogramBin(lower_ms=low, upper_ms=high, count=n)]
+        edges = np.geomspace(low, high, HISTOGRAM_BINS + 1) if (low > 0 and high / low > 20) else np.linspace(low, high, HISTOGRAM_BINS + 1)
+        inner = F.array(*[F.lit(float(e)) for e in edges[1:-1]])
+        binned = timed.select(F.size(F.filter(inner, lambda e: e <= F.col("v"))).alias("b")).groupBy("b").count().collect()
+        counts = [0] * HISTOGRAM_BINS
+        for row in binned:
+            counts[min(int(row["b"]), HISTOGRAM_BINS - 1)] += int(row["count"])
+        return [HistogramBin(lower_ms=round(float(edges[i]), 3), upper_ms=round(float(edges[i + 1]), 3), count=c) for i, c in enumerate(counts)]
+
+    def _timeline(self, traces: Any, first: Any, last: Any) -> list[TimeBucket]:
+        if first is None or last is None:
+            return []
+        first, last = int(first), int(last)
+        span = max(1, last - first + 1)
+        width = -(-span // TIMELINE_BUCKETS)
+        rows = traces.where("ts IS NOT NULL").selectExpr(f"(ts - {first}) div {width} AS b", "state").groupBy("b", "state").count().collect()
+        counts: list[Counter[str]] = [Counter() for _ in range(-(-span // width))]
+        for r in rows:
+            counts[int(r["b"])][r["state"]] += int(r["count"])
+        return [TimeBucket(start_ms=first + i * width, end_ms=first + (i + 1) * width, states=dict(sorted(c.items()))) for i, c in enumerate(counts)]
+
+    def _trajectory(self, limit: int) -> Any:
+        """trajectory.py's facts over the `limit` most recent traces, read whole (a bounded fetch)."""
+        from pyspark.sql import functions as F
+
+        from . import trajectory
+
+        recent = self.traces.orderBy(F.col("ts").desc(), F.col("trace_id").asc()).limit(limit).select("trace_id", "ts", "synthetic_timing").collect()
+        ids = [r["trace_id"] for r in recent]
+        loc = self.location.name.replace("'", "")
+        raw = self.spark.table(self.spans_table).selectExpr(
+            f"concat('trace:/{loc}/', trace_id) AS trace_id", "span_id", "nullif(parent_span_id, '') AS parent_id", "coalesce(name, '(unnamed)') AS name",
+            f"coalesce(nullif({plain_string_sql(_attr(SPAN_TYPE_KEY))}, ''), 'UNKNOWN') AS span_type", f"{_status_sql('status.code')} AS status",
+            "start_time_unix_nano AS start_ns", "nullif(end_time_unix_nano, 0) AS end_ns", "to_json(attributes) AS attrs",
+        ).where(F.col("trace_id").isin(ids)).where("nullif(span_id, '') IS NOT NULL")
+        by_trace: dict[str, list[SpanRow]] = {}
+        for r in raw.collect():
+            attrs = json.loads(r["attrs"]) if r["attrs"] else {}
+            attrs = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in attrs.items()}
+            by_trace.setdefault(r["trace_id"], []).append(
+                SpanRow(r["span_id"], r["parent_id"], r["name"], r["span_type"], r["status"], r["start_ns"], r["end_ns"], raw={"attributes": attrs}))
+        counts = trajectory.TrajectoryCounts()
+        for r in recent:
+            meta = {trajectory.SYNTHETIC_TIMING_KEY: r["synthetic_timing"]} if r["synthetic_timing"] else {}
+            view = trajectory.record_view(SimpleNamespace(trace_id=r["trace_id"], metadata=meta, rows=by_trace.get(r["trace_id"], [])))
+            counts.add(r["trace_id"], trajectory.trajectory_facts(view))
+        return trajectory.as_model(counts)
+
+
+def spark_profile(spark: Any, location: UcLocation | str, experiment_id: str | None = None, *, experiment_name: str | None = None,
+                  filter_string: str | None = None, since_ms: int | None = None, max_traces: int | None = None,
+                  trajectory_scan: int = 0, tables: dict[str, str | None] | None = None) -> TraceProfile:
+    """The profile of the traces at a UC location, computed by Spark. Raises SparkEngineError for what
+    this engine cannot do (a filter string)."""
+    from .source import InvalidQuery
+
+    if filter_string:
+        raise InvalidQuery("The spark engine does not take --filter (MLflow search syntax): use --since / --max-traces, or --engine sql|api.")
+    if max_traces is not None and max_traces < 1:
+        raise InvalidQuery("--max-traces must be at least 1.")
+    location = UcLocation.parse(location) if isinstance(location, str) else location
+    engine = SparkProfile(spark, location, since_ms=since_ms, max_traces=max_traces, tables=tables)
+    return engine.build(experiment_id or location.name, experiment_name, trajectory_scan)
+
+
+def _named(counter: Counter[str]) -> list[NamedCount]:
+    return [NamedCount(name=n, count=c) for n, c in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _iso(ms: Any) -> str | None:
+    return datetime.fromtimestamp(int(ms) / 1000, tz=timezone.utc).isoformat(timespec="seconds") if ms is not None else None
+
+
+_ = rank_index  # the nearest-rank definition the SQL above writes out in integers
