@@ -39,6 +39,7 @@ def demo(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # sets up the demo (module fixture) and runs the suite once more: >300 s on a loaded 2-core machine
 def test_demo_builds_a_suite_and_prints_the_command_that_runs_it(demo):
     proc, env, tmp_path = demo["proc"], demo["env"], demo["folder"]
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
