@@ -13,7 +13,7 @@ from typing import Any
 
 from .records import TraceRecord, assessment_from_row, record_from_trace
 from .query import TraceQuery, page_size
-from .spans import stored_span_row
+from .spans import HUGE_PAYLOAD_CHARS, stored_span_row
 
 SQL_PAGE = 500
 SPANS_LOCATION_TAG = "mlflow.trace.spansLocation"
@@ -138,18 +138,28 @@ class SqlReader:
             columns = (spans.c.trace_id, spans.c.span_id, spans.c.parent_span_id, spans.c.name, spans.c.type, spans.c.status,
                        spans.c.start_time_unix_nano, spans.c.end_time_unix_nano, spans.c.model_name,
                        spans.c.content if self.full_content else _content_if_needed(spans), sa.func.length(spans.c.content))
-            stmt = sa.select(*columns).where(spans.c.trace_id.in_(ids), sa.func.length(spans.c.content) > 0)
-            fetched = conn.execute(stmt, {"ids": list(by_id)}).cursor.fetchall()
+            # length(content) reads the whole stored text: it is computed once per span, in the select list.
+            fetched = conn.execute(sa.select(*columns).where(spans.c.trace_id.in_(ids)), {"ids": list(by_id)}).cursor.fetchall()
             if self.full_content:  # the trajectory scan reads spans as SpanRows
                 for record in records:
                     record.rows = []
                 for trace_id, span_id, parent, name, span_type, status, start, end, model, content, size in fetched:
-                    by_id[trace_id].rows.append(stored_span_row(span_id, parent, name, span_type, status, start, end, model, content, size))
+                    if size:
+                        by_id[trace_id].rows.append(stored_span_row(span_id, parent, name, span_type, status, start, end, model, content, size))
             else:  # the profile reads the database's own row tuples: no object per span
                 for record in records:
                     record.columns = []
+                huge = []
                 for row in fetched:
-                    by_id[row[0]].columns.append(row)
+                    if row[10]:
+                        if row[10] > HUGE_PAYLOAD_CHARS and row[9] is None:
+                            huge.append(row)
+                        else:
+                            by_id[row[0]].columns.append(row)
+                if huge:  # spans big enough to hold a huge payload: their JSON too (rare)
+                    texts = _contents(conn, spans, [(r[0], r[1]) for r in huge])
+                    for row in huge:
+                        by_id[row[0]].columns.append((*row[:9], texts.get((row[0], row[1])), row[10]))
             if self.full_content:
                 meta = self.m.SqlTraceMetadata.__table__
                 for row in conn.execute(sa.select(meta.c.request_id, meta.c.key, meta.c.value).where(meta.c.request_id.in_(ids)), {"ids": list(by_id)}):
@@ -169,11 +179,10 @@ class SqlReader:
 
 def _content_if_needed(spans: Any) -> Any:
     """The stored JSON only for spans the profile reads: roots, retrievers, failed spans, spans of
-    unknown type, model calls without a model column, and any big enough to hold a huge payload.
-    Other spans (most tool and model calls) are profiled from their columns alone."""
+    unknown type and model calls without a model column (and, fetched after, by `_contents`, any
+    big enough to hold a huge payload). Other spans (most tool and model calls) are profiled from
+    their columns alone."""
     import sqlalchemy as sa
-
-    from .spans import HUGE_PAYLOAD_CHARS
 
     needed = sa.or_(
         spans.c.parent_span_id.is_(None),
@@ -181,9 +190,19 @@ def _content_if_needed(spans: Any) -> Any:
         spans.c.type.in_(["UNKNOWN", "RETRIEVER"]),
         spans.c.status == "ERROR",
         sa.and_(spans.c.type.in_(["LLM", "CHAT_MODEL"]), spans.c.model_name.is_(None)),
-        sa.func.length(spans.c.content) > HUGE_PAYLOAD_CHARS,
     )
     return sa.case((needed, spans.c.content), else_=sa.null())
+
+
+def _contents(conn: Any, spans: Any, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """The stored JSON of these (trace id, span id) spans."""
+    import sqlalchemy as sa
+
+    found: dict[tuple[str, str], str] = {}
+    for trace_id, span_id in keys:
+        for row in conn.execute(sa.select(spans.c.content).where(spans.c.trace_id == trace_id, spans.c.span_id == span_id)):
+            found[(trace_id, span_id)] = row[0]
+    return found
 
 
 def _tokens(input_tokens: int | None, output_tokens: int | None, total_tokens: int | None) -> dict[str, int] | None:
