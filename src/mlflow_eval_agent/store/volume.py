@@ -305,6 +305,10 @@ class FilesApiLockMedium:
         except _Missing:
             return None
 
+    def replace(self, name: str, data: bytes) -> None:
+        remote = f"{self.backend.remote_dir}/{name}"
+        self.backend._call(lambda: self.backend._upload(remote, data), f"renew {remote}")
+
     def delete(self, name: str) -> None:
         remote = f"{self.backend.remote_dir}/{name}"
         try:
