@@ -19,6 +19,9 @@ Each measurement runs in a fresh Python process, so one does not warm the other'
 - raw:   the floor: the same span rows read with plain SQL (sqlite3) and every span's JSON parsed
          with orjson, nothing computed (benchmarks/raw_read.py); printed as the ratio sql/raw.
 `--corpus realistic` uses benchmarks/corpus.py's agent corpus (20-40 spans and ~100 KB per trace).
+`--server` reads the api and naive paths through `mlflow server` on 127.0.0.1 (the same sqlite file,
+copied to a temporary folder, as its backend): what a remote tracking server or Databricks costs,
+HTTP and the server's own work included; sql and raw still read the file. Prints api vs naive.
 Printed per path (the fastest of --repeat runs, all runs listed): wall seconds, peak RSS growth
 during the call (MB, VmHWM reset before the call), and whether its trace count, status counts,
 span count and p50/p99 latency agree with the sql profile.
@@ -27,6 +30,7 @@ span count and p50/p99 latency agree with the sql profile.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -205,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=2, help="Runs per path; the fastest is reported (the machine may be shared).")
     parser.add_argument("--cache-dir", default="/tmp/mlflow-eval-agent-bench", help="Where corpora are kept between runs.")
     parser.add_argument("--corpus", choices=("light", "realistic"), default="light", help="Corpus: light (above) or realistic (benchmarks/corpus.py).")
+    parser.add_argument("--server", action="store_true", help="Read the api and naive paths through a local `mlflow server` (HTTP).")
+    parser.add_argument("--server-workers", type=int, default=4, help="With --server: the server's worker processes (mlflow server's default, 4).")
     parser.add_argument("--child", nargs=3, metavar=("KIND", "URI", "EXPERIMENT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -222,7 +228,11 @@ def main(argv: list[str] | None = None) -> int:
 
             uri, experiment_id = corpora.build(args.corpus, n, Path(args.cache_dir))
             print(f"{args.corpus} corpus: {corpora.describe(uri)}")
-        runs = {kind: [run_child(kind, uri, experiment_id) for _ in range(args.repeat)] for kind in kinds}
+        with tracking_server(uri, args.server_workers) if args.server else _no_server() as url:
+            where = {kind: (url if url and kind in HTTP_PATHS else uri) for kind in kinds}
+            if url:
+                print(f"api and naive read through mlflow server at {url} ({args.server_workers} workers, sqlite backend)")
+            runs = {kind: [run_child(kind, where[kind], experiment_id) for _ in range(args.repeat)] for kind in kinds}
         results = {kind: min(rs, key=lambda r: r["seconds"]) for kind, rs in runs.items()}
         reference = results.get("sql")
         print(f"\n{n:,} traces (best of {args.repeat} runs each)")
@@ -236,7 +246,63 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  sql/raw = {reference['seconds'] / raw['seconds']:.2f} (RSS growth: sql {reference['rss_growth_mb']:.1f} MB, raw {raw['rss_growth_mb']:.1f} MB)")
         if reference and "naive" in results:
             print(f"  sql profile is {results['naive']['seconds'] / reference['seconds']:.1f}x faster than the naive path")
+        if "api" in results and "naive" in results:
+            over = "over HTTP" if args.server else "on the local store"
+            print(f"  api path is {results['naive']['seconds'] / results['api']['seconds']:.2f}x faster than the naive path ({over})")
     return 0
+
+
+HTTP_PATHS = ("api", "naive")  # the paths a remote store serves (sql and raw read the file itself)
+
+
+@contextlib.contextmanager
+def _no_server():
+    yield None
+
+
+@contextlib.contextmanager
+def tracking_server(uri: str, workers: int):
+    """`mlflow server` on 127.0.0.1 over a copy of this sqlite store; yields its URL."""
+    import shutil
+    import signal
+    import socket
+    import tempfile
+    import urllib.request
+
+    with tempfile.TemporaryDirectory(prefix="profile-bench-server-") as tmp:
+        copy = Path(tmp) / "mlflow.db"
+        shutil.copyfile(uri.removeprefix("sqlite:///"), copy)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
+        log = open(Path(tmp) / "server.log", "wb")
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{copy}", "--default-artifact-root", str(Path(tmp) / "artifacts"),
+             "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"mlflow server did not start: {(Path(tmp) / 'server.log').read_text()[-2000:]}")
+                try:
+                    with urllib.request.urlopen(f"{url}/health", timeout=2):
+                        break
+                except OSError:
+                    time.sleep(0.3)
+            yield url
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
+            log.close()
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ from .records import TraceRecord, record_from_trace
 from .query import TraceQuery, page_size
 
 API_PAGE = 200
-BATCH_GET = 10
-API_THREADS = 4
+BATCH_GET = 10  # the Databricks endpoints take at most 10 ids per batch get
+STORE_BATCH = 100  # a tracking server's (or SQL store's) own batch get takes more: fewer round trips
+API_THREADS = 2  # measured over HTTP on mlflow server: more threads only queue on the server (and broke connections)
 
 
 class ApiReader:
@@ -58,19 +59,41 @@ def batch_get(tracing: Any, infos: list[Any], *, databricks: bool, mapper: Calla
     one location (the endpoints take at most 10, Databricks among them), through `mapper`; traces
     whose spans are in the artifact repository (locations.ARTIFACTS) are downloaded one each."""
     by_id = {i.trace_id: i for i in infos}
-    grouped = group_by_location([(i.trace_id, location_of(i, databricks=databricks)) for i in infos])
+    grouped = group_by_location([(i.trace_id, _route(i, databricks)) for i in infos])
     downloads = grouped.pop(ARTIFACTS, [])
+    in_store = grouped.pop(IN_STORE, [])
     chunks = [(where, ids[i : i + BATCH_GET]) for where, ids in grouped.items() for i in range(0, len(ids), BATCH_GET)]
-    jobs = [("batch", chunk) for chunk in chunks] + [("download", by_id[t]) for t in downloads]
+    jobs = [("batch", chunk) for chunk in chunks] + [("store", in_store[i : i + STORE_BATCH]) for i in range(0, len(in_store), STORE_BATCH)]
+    jobs += [("download", by_id[t]) for t in downloads]
 
     def run(job: tuple[str, Any]) -> list[Any]:
         kind, what = job
         if kind == "batch":
             return tracing.batch_get_traces(what[1], what[0])
+        if kind == "store":  # spans kept by the store itself: its batch get, as MLflow's search_traces does
+            return tracing.store.batch_get_traces(what, None)
         found = from_artifacts(tracing, what)
         return [found] if found is not None else []
 
     return {t.info.trace_id: t for batch in mapper(run, jobs) for t in batch}
+
+
+IN_STORE = "<tracking store>"  # off Databricks: spans the store keeps, read by its own batch get
+_SPANS_LOCATION = "mlflow.trace.spansLocation"
+
+
+def _route(info: Any, databricks: bool) -> str | None:
+    """Where this trace's spans are read: a batch-get location (locations.py), ARTIFACTS, or
+    IN_STORE for a store other than Databricks that keeps them itself (no trace-info round trip:
+    the search already returned the infos); None lets MLflow decide (archived traces)."""
+    where = location_of(info, databricks=databricks)
+    if where is None and not databricks:
+        tag = (getattr(info, "tags", None) or {}).get(_SPANS_LOCATION)
+        if tag == "TRACKING_STORE":
+            return IN_STORE
+        if tag in (None, "ARTIFACT_REPO"):
+            return ARTIFACTS
+    return where
 
 
 def from_artifacts(tracing: Any, info: Any) -> Any | None:
