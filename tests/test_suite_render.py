@@ -286,10 +286,11 @@ def test_a_run_replaces_its_own_earlier_verdicts_and_keeps_human_feedback(suite,
     run()
     run()
     counts = verdicts()
-    code = {k: n for k, n in counts.items() if k[2] == "CODE"}
+    ours = {"no_hidden_failures", "answered", "says_thanks"}  # (earlier tests' hand-written 'mine' verdicts are not this suite's)
+    code = {k: n for k, n in counts.items() if k[2] == "CODE" and k[1] in ours}
     assert code and set(code.values()) == {1}, "one verdict per scorer per trace, whatever the number of runs"
-    assert {k[1] for k in code} == {"no_hidden_failures", "answered", "says_thanks"}
+    assert {k[1] for k in code} == ours
     human = [k for k in counts if k[2] == "HUMAN"]
     assert len(human) == 2 and all(k[1] == "no_hidden_failures" for k in human), "human feedback of the same name is kept"
     run("--keep-earlier-verdicts")
-    assert set(n for k, n in verdicts().items() if k[2] == "CODE") == {2}
+    assert set(n for k, n in verdicts().items() if k[2] == "CODE" and k[1] in ours) == {2}

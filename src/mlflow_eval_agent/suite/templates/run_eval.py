@@ -69,7 +69,8 @@ NOT_APPLICABLE = "requires the following fields"
 NO_VERDICT = "no verdict recorded (MLflow could not score or log it; see its warnings above)"
 FETCH_CHUNK = 50
 # The suite's own files, logged with every run (not caches, not results written here).
-SUITE_FILES = ("run_eval.py", "scorers.py", "_engine.py", "_redaction.py", "dataset.json", "README.md", "test_suite.py", "conftest.py")
+SUITE_FILES = ("run_eval.py", "scorers.py", "_engine.py", "_redaction.py", "dataset.json", "README.md", "test_suite.py", "conftest.py", "tiers.json")
+TIERS_FILE = "tiers.json"  # written by the product's validation: each scorer's tier from its agreement with people
 TAG = "eval_agent."
 
 
@@ -576,7 +577,7 @@ def verdict(value):
 
 
 def human_labels(traces, names):
-    """Existing human feedback with a scorer's name: {scorer: {trace_id: passed}}."""
+    """Existing human feedback with a scorer's name: {scorer: {trace_id: {annotator: passed}}}."""
     labels = {}
     for trace in traces:
         for assessment in trace.info.assessments or []:
@@ -584,8 +585,28 @@ def human_labels(traces, names):
             if assessment.name in names and assessment.feedback is not None and source == "HUMAN":
                 passed = verdict(assessment.feedback.value)
                 if passed is not None:
-                    labels.setdefault(assessment.name, {})[trace.info.trace_id] = passed
+                    who = str(getattr(assessment.source, "source_id", None) or "human")
+                    labels.setdefault(assessment.name, {}).setdefault(trace.info.trace_id, {})[who] = passed
     return labels
+
+
+def majority(by_annotator):
+    """The label most annotators gave a trace (None when they split evenly)."""
+    passed = sum(1 for v in by_annotator.values() if v)
+    return None if passed * 2 == len(by_annotator) else passed * 2 > len(by_annotator)
+
+
+def load_tiers():
+    """{scorer: tier} from tiers.json; a scorer it does not name (or no file) gates, as before."""
+    path = HERE / TIERS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        tiers = json.loads(path.read_text(encoding="utf-8")).get("tiers", {})
+        return {str(k): str(v.get("tier")) for k, v in tiers.items() if isinstance(v, dict)}
+    except (OSError, ValueError, AttributeError) as exc:
+        print(f"note: {TIERS_FILE} unreadable ({_one_line(exc)}): every scorer gates", file=sys.stderr)
+        return {}
 
 
 def summarize(result_df, names, thresholds, skipped, labels, keys=None, inapplicable=None):
@@ -616,7 +637,8 @@ def summarize(result_df, names, thresholds, skipped, labels, keys=None, inapplic
             else:
                 outcomes[trace_id] = "pass" if passed else "fail"
         per_trace[name] = outcomes
-        rows.append(score_row(name, outcomes, thresholds.get(name), first_error, labels.get(name, {})))
+        voted = {t: majority(by) if isinstance(by, dict) else by for t, by in labels.get(name, {}).items()}
+        rows.append(score_row(name, outcomes, thresholds.get(name), first_error, {t: v for t, v in voted.items() if v is not None}))
     return rows, per_trace
 
 
@@ -652,6 +674,8 @@ def print_table(rows, label, run_id, name=None):
         minimum = "-" if row["threshold"] is None else f"{row['threshold']:.1%}"
         human = row.get("human") or {}
         notes = row["reason"]
+        if row.get("tier", "gate") != "gate":
+            notes = (notes + "; " if notes else "") + f"{row['tier']}: reported, does not gate"
         if human.get("labels"):
             notes = (notes + "; " if notes else "") + f"agrees with {human['agreement']:.0%} of {human['labels']} human labels"
         print(f"{row['scorer']:<36} {row['status']:<8} {row['passed']:>5} {row['failed']:>5} {row['errors']:>4} {rate:>7} {minimum:>7}  {notes}")
@@ -783,14 +807,20 @@ def main(argv=None):
             import pandas as pd
 
             result_df = pd.DataFrame({"trace_id": []})
-        rows, per_trace = summarize(result_df, names, thresholds, skipped, human_labels(traces, set(names)), keys, inapplicable)
-        failed = [r for r in rows if r["status"] in ("FAIL", "ERROR") or (args.require_judges and r["status"] == "SKIPPED")]
+        labels = human_labels(traces, set(names))
+        rows, per_trace = summarize(result_df, names, thresholds, skipped, labels, keys, inapplicable)
+        tiers = load_tiers()
+        for row in rows:
+            row["tier"] = tiers.get(row["scorer"], "gate")
+        # only `gate` scorers fail the run; monitor/explore ones are reported (tiers.json, from validation)
+        failed = [r for r in rows if r["tier"] == "gate" and (r["status"] in ("FAIL", "ERROR") or (args.require_judges and r["status"] == "SKIPPED"))]
         view = regression(per_trace, baseline, names, args.max_new_failures) if predict_fn is not None else {}
-        regressed = [n for n, r in view.items() if r["regressed"]]
+        regressed = [n for n, r in view.items() if r["regressed"] and tiers.get(n, "gate") == "gate"]
         gate = "FAIL" if failed or regressed else "PASS"
         mlflow.set_tag(TAG + "gate", gate)
         report = {"suite": SUITE_NAME, "session_id": SESSION_ID, "data": label, "experiment_id": experiment_id, "run_id": run_id,
-                  "run_name": name, "gate": gate, "judge_model": model, "dataset": registered, "scorers": rows, "per_trace": per_trace}
+                  "run_name": name, "gate": gate, "judge_model": model, "dataset": registered, "scorers": rows, "per_trace": per_trace,
+                  "human_labels": labels}
         if predict_fn is not None:
             report.update({"mode": "agent", "agent": agent, "fresh_traces": {k: t.info.trace_id for k, t in fresh.items()},
                            "records": record_labels, "baseline": baseline_label if baseline is not None else None,
