@@ -302,6 +302,10 @@ def test_no_canary_leaves_an_agent_run(fake_anthropic, tmp_path: Path) -> None:
     client = MlflowClient(tracking_uri=uri)
     experiment_id = client.create_experiment("target")
     agent_experiment = client.create_experiment("agent-self")
+    from tests.fakes.trace_writer import SpanSpec, TraceSpec, write_traces
+
+    # one trace: an empty experiment is refused before any session (issue 11)
+    write_traces(uri, experiment_id, [TraceSpec(SpanSpec("agent", "AGENT", inputs={"q": "hi"}, outputs={"a": "hello"}), start_ms=1_767_225_600_000)])
     all_of_them = f"{DB_TOKEN} {PASSWORD} {DOTENV_VALUE} {SHAPED_KEY}"
     fake_anthropic.script(
         tool_use("mcp__eval__save_analysis", {
