@@ -154,6 +154,16 @@ def test_write_artifact_refuses_reserved_and_hidden_names(tmp_path: Path, path: 
     assert store.list() == []
 
 
+@pytest.mark.parametrize("path", ["notes/user_scorers.py", "agent.PY", "notes/run.sh", "x/site.pth", "notes/n.ipynb"])
+def test_write_artifact_refuses_files_that_could_run(tmp_path: Path, path: str) -> None:
+    """Nothing the model writes may later be run or imported (e.g. as --user-scorers or --predict-fn)."""
+    store = open_session_store(str(tmp_path), "s")
+    ctx = ToolContext(resolve_settings({"experiment_id": "1"}, {}), store)
+    text, is_error = run_tool(write_artifact, ctx, {"path": path, "content": "import os"})
+    assert is_error and "never code" in text and "\n" not in text, text
+    assert store.list() == []
+
+
 def test_write_artifact_still_writes_notes(tmp_path: Path) -> None:
     store = open_session_store(str(tmp_path), "s")
     ctx = ToolContext(resolve_settings({"experiment_id": "1"}, {}), store)

@@ -20,6 +20,9 @@ MAX_ARTIFACT_BYTES = 1_000_000
 # lock, temp files) are never the model's to write.
 RESERVED_FILES = (PLAN_FILE, LOG_FILE)
 RESERVED = (*RESERVED_FILES, *(f"{d}/" for d in RESERVED_DIRS))
+# Files something could later run or import (a user's --user-scorers/--predict-fn, a shell, Jupyter,
+# site's .pth): the model never writes them. Checks are data; the suite's code is rendered by us.
+CODE_SUFFIXES = (".py", ".pyw", ".pyc", ".pyi", ".pth", ".pyx", ".so", ".sh", ".bash", ".zsh", ".ps1", ".bat", ".cmd", ".ipynb", ".js", ".mjs")
 
 
 def reserved_reason(rel: str) -> str | None:
@@ -33,6 +36,9 @@ def reserved_reason(rel: str) -> str | None:
                 f"choose another path, e.g. notes/{parts[-1]}{'.md' if len(parts) == 1 else ''}.")
     if any(p.startswith(".") for p in parts):
         return f"'{rel}' is a hidden name, which the session keeps for itself; choose a visible one, e.g. notes/{parts[-1].lstrip('.') or 'notes'}.md."
+    if parts[-1].lower().endswith(CODE_SUFFIXES):
+        return (f"'{rel}' would be a program: artifacts are notes and data, never code (checks are data: add them with "
+                f"the suite tools); write it as text, e.g. notes/{PurePosixPath(parts[-1]).stem}.md.")
     return None
 
 
