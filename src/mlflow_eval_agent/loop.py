@@ -154,37 +154,29 @@ class AutonomousLoop:
             budget = self.remaining_budget()
             if budget is not None and budget <= 0:
                 return self.report(plan, "budget", f"(spent ${used.spent_usd:.2f} over {used.runs} run(s) of this session)")
+            # A tracking-store outage (before a session, or the reason one failed) is never charged
+            # to the initializer or a task: every path that finds one ends in the one block below.
             down = self.probe()
+            if not down and plan is None:
+                outcome = await self.initializer(budget)
+                plan = self.load_plan()
+                if plan is None and not outcome.retryable:
+                    down = self.probe()  # the initializer could not read the traces: not its fault
+                    if not down:
+                        init_failures += 1
+                        if init_failures >= INITIALIZER_ATTEMPTS:
+                            why = outcome.error or "it ended without calling write_plan"
+                            return self.report(None, "no_plan", f"{init_failures} initializer sessions failed; last: {why}")
+            elif not down:
+                task = plan.next_task()
+                assert task is not None  # plan.done was checked above
+                outcome, plan, down = await self.worker(plan, task, budget)
             if down:
                 store_failures += 1
                 if store_failures > STORE_RETRIES:
                     return self.report(plan, "store_unavailable", f"Last: {down}")
                 await self.store_wait(down, store_failures)
                 continue
-            if plan is None:
-                outcome = await self.initializer(budget)
-                plan = self.load_plan()
-                if plan is None and not outcome.retryable and (down := self.probe()):
-                    store_failures += 1  # the initializer could not read the traces: not its fault
-                    if store_failures > STORE_RETRIES:
-                        return self.report(plan, "store_unavailable", f"Last: {down}")
-                    await self.store_wait(down, store_failures)
-                    continue
-                if plan is None and not outcome.retryable:
-                    init_failures += 1
-                    if init_failures >= INITIALIZER_ATTEMPTS:
-                        why = outcome.error or "it ended without calling write_plan"
-                        return self.report(None, "no_plan", f"{init_failures} initializer sessions failed; last: {why}")
-            else:
-                task = plan.next_task()
-                assert task is not None  # plan.done was checked above
-                outcome, plan, down = await self.worker(plan, task, budget)
-                if down:
-                    store_failures += 1
-                    if store_failures > STORE_RETRIES:
-                        return self.report(plan, "store_unavailable", f"Last: {down}")
-                    await self.store_wait(down, store_failures)
-                    continue
             store_failures = 0
             if outcome.retryable:
                 api_failures += 1
