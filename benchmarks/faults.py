@@ -23,7 +23,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false")
 from tests.agent_harness import INITIALIZER, WORKER, CliRun, cli_env, run_cli  # noqa: E402
 from tests.conftest import REPO_ROOT  # noqa: E402
 from tests.fakes.anthropic_server import FakeAnthropic, text, tool_results_in, tool_use  # noqa: E402
+from tests.fakes.profile_fixtures import free_port, kill_server, start_mlflow_server  # noqa: E402
 
 FAULTS_PATH = str(REPO_ROOT / "tests" / "fault_inject")
 PLAN_TWO = {"tasks": [
@@ -181,14 +181,13 @@ class Bench:
 
 # --- the faults ---------------------------------------------------------------------------------------
 def store_outage(b: Bench) -> Outcome:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = {"proc": _server(b.db, port)}
+    port = free_port()
+    artifacts = b.db.parent / "artifacts"
+    server = {"handle": start_mlflow_server(f"sqlite:///{b.db}", artifacts, b.db.parent / "server.log", timeout_s=120, port=port)}
     uri = f"http://127.0.0.1:{port}"
 
     def outage(body):
-        _stop(server["proc"])
+        kill_server(server["handle"])
         return text("I could not read the traces: 7 trace id(s) not found in experiment 1.")
 
     try:
@@ -198,37 +197,14 @@ def store_outage(b: Bench) -> Outcome:
         run = run_cli(b.args("outage", "--max-attempts", "1"), env)
         stopped = run.code == 1 and "tracking store kept failing" in run.stdout and clean(run)
         charged = statuses(b.session("outage")) != {"notes": ("pending", 0), "validate": ("pending", 0)}
-        server["proc"] = _server(b.db, port)
+        server["handle"] = start_mlflow_server(f"sqlite:///{b.db}", artifacts, b.db.parent / "server2.log", timeout_s=120, port=port)
         b.fake.script(*complete("notes"), *fail_validate(), match=WORKER)
         again = run_cli(b.args("outage", "--max-attempts", "1"), env)
         done = statuses(b.session("outage")) == {"notes": ("completed", 1), "validate": ("failed", 1)}
         return Outcome(stopped and not charged and done and clean(again), note="stopped, nothing charged; resume finished")
     finally:
-        if server["proc"].poll() is None:
-            _stop(server["proc"])
-
-
-def _server(db: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}", "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", "1", "--default-artifact-root", str(db.parent / "artifacts")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                return proc
-        except OSError:
-            time.sleep(0.5)
-    _stop(proc)
-    raise RuntimeError("mlflow server did not start")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(10)
+        if server["handle"].process.poll() is None:
+            kill_server(server["handle"])
 
 
 def concurrent_run(b: Bench) -> Outcome:

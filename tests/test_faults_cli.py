@@ -6,7 +6,6 @@ redone, nothing written outside the session folder and the private config folder
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import pytest
 from tests.agent_harness import INITIALIZER, WORKER, cli_env, run_cli, task_status
 from tests.conftest import REPO_ROOT
 from tests.fakes.anthropic_server import FakeAnthropic, text, tool_results_in, tool_use
+from tests.fakes.profile_fixtures import free_port, kill_server, start_mlflow_server
 
 pytestmark = pytest.mark.slow
 
@@ -226,47 +226,14 @@ def test_a_corrupt_plan_on_resume_keeps_completed_work(seeded, fake_anthropic: F
     assert any(p.name.startswith("eval_tasks.json.corrupt-") for p in session.iterdir())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_server(db: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1", "--default-artifact-root", str(db.parent / "artifacts")],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    import urllib.request
-
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                return proc
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise AssertionError("mlflow server did not start")
-
-
-def _stop_server(proc: subprocess.Popen) -> None:
-    import signal
-
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(10)
-
-
 def test_a_tracking_store_outage_is_not_charged_and_a_resume_finishes(seeded, fake_anthropic: FakeAnthropic, tmp_path: Path) -> None:
     _, experiment_id, folder = seeded
-    port = _free_port()
-    server = {"proc": _start_server(folder / "mlflow.db", port)}
+    port = free_port()
+    server = {"handle": start_mlflow_server(f"sqlite:///{folder / 'mlflow.db'}", folder / "artifacts", tmp_path / "server.log", port=port)}
     uri = f"http://127.0.0.1:{port}"
 
     def outage(body):
-        _stop_server(server["proc"])  # the server dies during the worker's session
+        kill_server(server["handle"])  # the server dies during the worker's session
         return text("I could not read the traces: 7 trace id(s) not found in experiment 1.")
 
     fake_anthropic.script(tool_use("mcp__eval__write_plan", PLAN_TWO), text("Plan saved."), match=INITIALIZER)
@@ -279,7 +246,7 @@ def test_a_tracking_store_outage_is_not_charged_and_a_resume_finishes(seeded, fa
         assert "Traceback" not in run.output
         assert "tracking store kept failing" in run.stdout and "no task was charged" in run.stdout, run.output
         assert task_status(session) == {"notes": ("pending", 0), "validate": ("pending", 0)}
-        server["proc"] = _start_server(folder / "mlflow.db", port)
+        server["handle"] = start_mlflow_server(f"sqlite:///{folder / 'mlflow.db'}", folder / "artifacts", tmp_path / "server2.log", port=port)
         fake_anthropic.script(
             tool_use("mcp__eval__complete_task", {"task_id": "notes", "summary": "notes are written"}), text("done"),
             tool_use("mcp__eval__fail_task", {"task_id": "validate", "reason": "no suite in this test"}), text("stop"),
@@ -289,5 +256,5 @@ def test_a_tracking_store_outage_is_not_charged_and_a_resume_finishes(seeded, fa
         assert "Resuming session out" in again.stdout, again.output
         assert task_status(session) == {"notes": ("completed", 1), "validate": ("failed", 1)}
     finally:
-        if server["proc"].poll() is None:
-            _stop_server(server["proc"])
+        if server["handle"].process.poll() is None:
+            kill_server(server["handle"])

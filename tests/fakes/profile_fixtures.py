@@ -120,8 +120,9 @@ class ServerHandle:
     process: subprocess.Popen
 
 
-def start_mlflow_server(backend_uri: str, artifacts: Path, log_path: Path, timeout_s: float = 90) -> ServerHandle:
-    port = free_port()
+def start_mlflow_server(backend_uri: str, artifacts: Path, log_path: Path, timeout_s: float = 90, port: int | None = None) -> ServerHandle:
+    """A real `mlflow server` on 127.0.0.1 (on `port`, e.g. to restart one after an outage)."""
+    port = port or free_port()
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     log = log_path.open("wb")
     process = subprocess.Popen(
@@ -141,6 +142,17 @@ def start_mlflow_server(backend_uri: str, artifacts: Path, log_path: Path, timeo
             time.sleep(0.3)
     process.kill()
     raise RuntimeError(f"mlflow server did not start in {timeout_s}s; see {log_path}")
+
+
+def kill_server(handle: ServerHandle) -> None:
+    """The server dies at once (SIGKILL to its process group): a tracking-store outage."""
+    import signal
+
+    try:
+        os.killpg(handle.process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    handle.process.wait(10)
 
 
 def stop_server(handle: ServerHandle) -> None:
