@@ -142,7 +142,8 @@ class FakeChatServer:
         self.stop()
 
     # --- building responses ----------------------------------------------------------------
-    def record(self, request: dict[str, Any]) -> None:
+    def record(self, request: dict[str, Any], headers: Any = None) -> None:
+        """Keep the request body (`headers`: the request's headers, for subclasses that check them)."""
         with self._lock:
             self.requests.append(request)
 
@@ -215,7 +216,7 @@ def _handler_for(server: FakeChatServer) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 self._json(400, _error_body(400, "The request body is not JSON."))
                 return
-            server.record(request)
+            server.record(request, self.headers)
             reply = server.responder(request)
             if reply.delay_s:
                 time.sleep(reply.delay_s)
