@@ -32,17 +32,18 @@ def validate_command(
     pass_env: Annotated[list[str] | None, typer.Option("--pass-env", help="Also pass this environment variable to the suite (the judge provider's own are passed already); repeatable.")] = None,
     timeout: Annotated[float, typer.Option("--timeout", min=10, help="Seconds before the run is stopped.")] = 900,
     max_judge_usd: Annotated[float | None, typer.Option("--max-judge-usd", min=0, envvar="EVAL_AGENT_MAX_JUDGE_USD", help="Run the judges only when their forecast cost fits (printed before any judge call).")] = None,
+    align: Annotated[bool, typer.Option("--align", help="Then align each make_judge judge that has enough human labels (Judge.align with worked examples) and keep it only when it agrees better on held-out labels.")] = False,
 ) -> None:
     """Re-run a session's evaluation suite and compare it with the baseline run."""
     with user_errors():
         flags: dict[str, Any] = dict(ctx.obj[ROOT_FLAGS]) if ctx.obj else {}
         flags.update({k: v for k, v in {"session_id": session_id, "volume_path": volume_path, "tracking_uri": tracking_uri, "judge_model": judge_model}.items() if v})
         settings = settings_from(flags)
-        code = _run(settings, flags.get("tracking_uri"), pass_env or [], timeout, max_judge_usd)
+        code = _run(settings, flags.get("tracking_uri"), pass_env or [], timeout, max_judge_usd, align)
     raise typer.Exit(code)
 
 
-def _run(settings: Any, explicit_uri: str | None, pass_env: list[str], timeout: float, max_judge_usd: float | None = None) -> int:
+def _run(settings: Any, explicit_uri: str | None, pass_env: list[str], timeout: float, max_judge_usd: float | None = None, align: bool = False) -> int:
     from ..store import open_session_store
     from ..store.local import local_session_exists
     from ..suite.spec import SPEC_FILE, SuiteSpec
@@ -71,7 +72,7 @@ def _run(settings: Any, explicit_uri: str | None, pass_env: list[str], timeout: 
         if cost is not None:
             over = cost.over(max_judge_usd)
             console.print(cost.line() + (f"; judges skipped: {over}" if over else ""), highlight=False, markup=False, soft_wrap=True)
-    report = validate_suite(spec, store, tracking, timeout_s=timeout, judge_model=judge.model, skip_judges=judge.skip_reason, max_judge_usd=max_judge_usd,
+    report = validate_suite(spec, store, tracking, timeout_s=timeout, judge_model=judge.model, skip_judges=judge.skip_reason, max_judge_usd=max_judge_usd, align=align,
                             extra_env={**judge.child_env(), **{n: os.environ[n] for n in pass_env}}, steps=ConsoleSteps(console))
     published = publish_report(store, tracking)
     store.sync()
@@ -91,6 +92,7 @@ def _run(settings: Any, explicit_uri: str | None, pass_env: list[str], timeout: 
     console.print(redact(run.summary) + ".", highlight=False)
     for note in run.notes:
         console.print(f"[yellow]note:[/yellow] {redact(note)}", highlight=False)
+    _print_alignment(console, run.alignment, redact)
     if is_baseline:
         console.print("This run passed its gate and is the baseline (tagged eval_agent.baseline).", highlight=False)
     elif baseline is None:
@@ -101,6 +103,17 @@ def _run(settings: Any, explicit_uri: str | None, pass_env: list[str], timeout: 
         console.print(f"[red]Gate scorers that failed:[/red] {', '.join(failed)}", highlight=False)
     _print_where(console, published, tracking, redact)
     return EXIT_FAILED if worse or missing_evidence or failed else EXIT_OK
+
+
+def _print_alignment(console: Console, alignment: dict[str, Any], redact: Callable[[str], str]) -> None:
+    from ..suite.align import AlignmentResult
+
+    for raw in alignment.values():
+        result = AlignmentResult.model_validate(raw)
+        console.print(redact(result.line()), highlight=False, markup=False, soft_wrap=True)
+    if any(r.get("status") == "kept" for r in alignment.values()):
+        console.print("The aligned instructions are in the suite (evaluation/scorers.py); the next validate measures them, leaving out "
+                      "their training labels.", highlight=False, markup=False, soft_wrap=True)
 
 
 def _print_where(console: Console, published: Any, tracking: str, redact: Callable[[str], str]) -> None:

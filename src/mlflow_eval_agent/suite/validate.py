@@ -88,6 +88,7 @@ class ValidationRun(BaseModel):
     calibrated: bool = Field(False, description="The offline planner set the thresholds from this run's pass rates.")
     judge_model: str | None = None
     judge_cost: CostForecast | None = Field(None, description="The judges' forecast tokens and dollars, made before any judge call.")
+    alignment: dict[str, Any] = Field(default_factory=dict, description="validate --align: per judge, agreement on held-out human labels before and after (suite/align.py).")
     data: str = ""
     error: str | None = None
     scorers: dict[str, ScorerValidation] = Field(default_factory=dict)
@@ -136,13 +137,16 @@ def validate_suite(
     show_gate: bool = True,
     skip_judges: str | None = None,
     max_judge_usd: float | None = None,
+    align: bool = False,
 ) -> ValidationReport:
     """Run the rendered suite, measure it, save `state/validation.json` (keeping the baseline).
 
     `calibrated`: this run is the offline planner's run of the suite whose thresholds it set from the
     measured pass rates; it becomes the baseline whatever came before. `skip_judges`: the judges
     cannot run, and why (settings.JudgeAccess.skip_reason); they are reported skipped with it.
-    `max_judge_usd`: the judges run only when their forecast (cost.py) fits; else skipped, saying why."""
+    `max_judge_usd`: the judges run only when their forecast (cost.py) fits; else skipped, saying why.
+    `align`: afterwards, align each make_judge judge that has enough human labels (suite/align.py) and
+    keep the aligned instructions (spec, re-rendered suite) only when they agree better on held-out labels."""
     script = store.path(f"{EVAL_DIR}/run_eval.py")
     if not script.is_file():
         raise FileNotFoundError("evaluation/run_eval.py does not exist yet: render the suite first")
@@ -169,7 +173,7 @@ def validate_suite(
     if results.is_file():
         store.write_text(RUN_RESULTS_FILE, results.read_text(encoding="utf-8"))  # push to the backend
         data = json.loads(results.read_text(encoding="utf-8"))
-        run = measure(spec, data, outcome.returncode, outcome.seconds, skip_judges)
+        run = measure(spec, data, outcome.returncode, outcome.seconds, skip_judges, exclude=_aligned_training(store))
     else:
         why = f"timed out after {timeout_s:.0f} s" if outcome.timed_out else outcome.exit_reason()
         run = ValidationRun(
@@ -194,6 +198,9 @@ def validate_suite(
         if problems:
             run = run.model_copy(update={"notes": [*run.notes, *problems]})
             baseline = run if baseline is not None and baseline.validated_at == run.validated_at else baseline
+    if run.ok and align:
+        run = _align(spec, store, tracking_uri, run, data, None if skip_judges else judge_model, extra_env, steps)
+        baseline = run if baseline is not None and baseline.validated_at == run.validated_at else baseline
     report = ValidationReport(latest=run, baseline=baseline)
     store.write_model(VALIDATION_FILE, report)
     if run.ok:
@@ -202,6 +209,39 @@ def validate_suite(
         steps.update(traces)
     steps.finish(("" if not show_gate else f"gate {run.gate}") if run.ok else "did not run")
     return report
+
+
+def _aligned_training(store: SessionStore) -> dict[str, set[str]]:
+    """Per aligned judge, the traces whose labels are worked examples in its prompt (alignment.json)."""
+    from ..store import CorruptStateError
+    from .align import ALIGNMENT_FILE, training_traces
+
+    try:
+        return training_traces(store.read_json(ALIGNMENT_FILE)) if store.exists(ALIGNMENT_FILE) else {}
+    except (CorruptStateError, ValueError):
+        return {}
+
+
+def _align(spec: SuiteSpec, store: SessionStore, tracking_uri: str, run: ValidationRun, data: dict, judge_model: str | None,
+           env: Mapping[str, str] | None, steps: Steps) -> ValidationRun:
+    """validate --align: align the judges with enough human labels, keep the better ones (spec,
+    re-rendered suite, alignment.json), and record before/after in the run."""
+    from .align import ALIGNMENT_FILE, alignment_record, align_judges
+    from .spec import SPEC_FILE
+    from .user_edits import render_keeping_edits
+
+    steps.start("Aligning the judges with the human labels")
+    new_spec, results = align_judges(spec, tracking_uri, data, judge_model, env=env)
+    kept = [n for n, r in results.items() if r.status == "kept"]
+    notes = list(run.notes)
+    if kept:
+        store.write_model(SPEC_FILE, new_spec)
+        _, edited = render_keeping_edits(new_spec, store, notice=notes.append)
+        previous = store.read_json(ALIGNMENT_FILE) if store.exists(ALIGNMENT_FILE) else {}
+        record = {"judges": {**(previous.get("judges", {}) if isinstance(previous, dict) else {}), **alignment_record(results)["judges"]}}
+        store.write_json(ALIGNMENT_FILE, record)
+    steps.finish(f"{len(kept)} of {len(results)} judges aligned" if results else "no judges")
+    return run.model_copy(update={"alignment": {n: r.model_dump(mode="json") for n, r in results.items()}, "notes": notes})
 
 
 def judge_forecast(spec: SuiteSpec, judge_model: str | None, skip_judges: str | None = None) -> CostForecast | None:
@@ -214,11 +254,13 @@ def judge_forecast(spec: SuiteSpec, judge_model: str | None, skip_judges: str | 
 def tiers_json(run: ValidationRun) -> str:
     """evaluation/tiers.json: each scorer's tier and why, as measured by this validation. run_eval.py
     lets only `gate` scorers (and scorers it has no tier for) fail its gate; the rest are reported."""
-    tiers = {
-        name: {"tier": s.agreement.tier, "reason": s.agreement.reason, "labels_from": s.agreement.labels_from, "labels": s.agreement.n,
-               "kappa": s.agreement.kappa, "mcc": s.agreement.mcc}
-        for name, s in run.scorers.items()
-    }
+    tiers = {}
+    for name, s in run.scorers.items():
+        a, aligned = s.agreement, (run.alignment.get(name) or {})
+        if aligned.get("status") == "kept" and aligned.get("after"):  # the judge now in the suite, on held-out labels
+            a = Agreement.model_validate(aligned["after"])
+            a = a.model_copy(update={"reason": f"aligned, on {a.n} held-out labels: {a.reason}"})
+        tiers[name] = {"tier": a.tier, "reason": a.reason, "labels_from": a.labels_from, "labels": a.n, "kappa": a.kappa, "mcc": a.mcc}
     return json.dumps({"measured_at": run.validated_at, "tiers": tiers}, indent=2) + "\n"
 
 
@@ -236,13 +278,18 @@ def load_report(store: SessionStore) -> ValidationReport | None:
     return store.read_model(VALIDATION_FILE, ValidationReport)
 
 
-def measure(spec: SuiteSpec, results: dict, exit_code: int | None, seconds: float, skip_judges: str | None = None) -> ValidationRun:
-    """Turn run_eval.py's JSON into per-scorer validation with evidence agreement."""
+def measure(spec: SuiteSpec, results: dict, exit_code: int | None, seconds: float, skip_judges: str | None = None,
+            exclude: Mapping[str, set[str]] | None = None) -> ValidationRun:
+    """Turn run_eval.py's JSON into per-scorer validation with evidence agreement. `exclude`: per
+    aligned judge, the traces whose labels are examples in its prompt, left out of its agreement."""
     rows = {row["scorer"]: row for row in results.get("scorers", [])}
     if skip_judges:  # skipped on purpose: say why in the product's words, not "--skip-judges"
         rows = {n: ({**r, "reason": f"skipped: {skip_judges}"} if r.get("status") == "SKIPPED" else r) for n, r in rows.items()}
     per_trace = results.get("per_trace", {})
-    labels = results.get("human_labels") or {}  # {scorer: {trace_id: {annotator: passed}}}
+    labels = dict(results.get("human_labels") or {})  # {scorer: {trace_id: {annotator: passed}}}
+    for name, ids in (exclude or {}).items():
+        if isinstance(labels.get(name), dict):
+            labels[name] = {t: v for t, v in labels[name].items() if t not in ids}
     scorers = {s.name: _scorer_validation(s, rows.get(s.name), per_trace.get(s.name, {}), labels.get(s.name)) for s in spec.scorers}
     missing = [n for n, v in scorers.items() if v.meets_evidence is False]
     skipped = [n for n, v in scorers.items() if v.status == "SKIPPED"]
@@ -260,7 +307,7 @@ def measure(spec: SuiteSpec, results: dict, exit_code: int | None, seconds: floa
     )
 
 
-def _scorer_validation(spec: ScorerSpec, row: dict | None, outcomes: dict[str, str], human: dict | None = None) -> ScorerValidation:
+def _scorer_validation(spec: ScorerSpec, row: dict | None, outcomes: dict[str, str], labels: dict | None = None) -> ScorerValidation:
     base = {"name": spec.name, "kind": spec.kind, "needs_judge": spec.needs_judge, "threshold": spec.threshold}
     if row is None:
         return ScorerValidation(**base, status="MISSING", meets_evidence=False, summary="the run reported nothing for this scorer",
@@ -271,7 +318,7 @@ def _scorer_validation(spec: ScorerSpec, row: dict | None, outcomes: dict[str, s
         errors=row.get("errors", 0), pass_rate=row.get("pass_rate"), human_labels=human.get("labels", 0), human_agreement=human.get("agreement"),
     )
     measured = measure_agreement(
-        spec.name, outcomes, human=_human_by_trace(human), must_fail=spec.evidence.must_fail, must_pass=spec.evidence.must_pass,
+        spec.name, outcomes, human=_human_by_trace(labels), must_fail=spec.evidence.must_fail, must_pass=spec.evidence.must_pass,
         deterministic=spec.deterministic, measured=result.status != "SKIPPED",
     )
     if result.status == "SKIPPED":
