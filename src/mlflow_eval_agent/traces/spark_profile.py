@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from .accumulators import EXAMPLES, MANY_EXAMPLES, MAX_VALUES, MESSAGE_CHARS, ODD_KEYS, OTHER, SAMPLE_SIZE, SLOWEST, _value_label
+from .accumulators import EXAMPLES, MANY_EXAMPLES, MAX_VALUES, MESSAGE_CHARS, ODD_KEYS, OTHER, SAMPLE_SIZE, SLOWEST
 from .percentiles import QUANTILES, CountDistribution, rank_index
 from .profile_model import (
     AssessmentSummary,
@@ -67,8 +67,8 @@ from .profile_model import (
     ToolStats,
     TraceProfile,
 )
-from .signatures import error_from_span, signature_id
-from .spans import HUGE_PAYLOAD_CHARS, LLM_TYPES, Payload, SpanRow, is_empty_value, looks_like_json, shape_of
+from .signatures import signature_id
+from .spans import HUGE_PAYLOAD_CHARS, LLM_TYPES, SpanRow
 from .uc_schema import (
     ASSESSMENT_TYPES,
     INPUTS_KEY,
@@ -85,6 +85,7 @@ ENGINE = "spark"
 MAX_DEPTH = 64  # ancestor walks stop here (a span tree deeper than this is not an agent's)
 TIMELINE_BUCKETS = 30
 HISTOGRAM_BINS = 24
+DUPLICATE_KEYS_CONF = "spark.sql.variant.allowDuplicateKeys"
 
 
 class SparkEngineError(Exception):
@@ -135,6 +136,12 @@ def _ex_attr(key: str) -> str:
     return f"variant_get(e.attributes, '$[\"{key}\"]', 'string')"
 
 
+def _plain_sql(expr: str) -> str:
+    """signatures._plain in SQL: NULL -> '', a double-quoted value loses its quotes."""
+    return (f"(CASE WHEN length({expr}) >= 2 AND startswith({expr}, '\"') AND endswith({expr}, '\"') "
+            f"THEN substr({expr}, 2, length({expr}) - 2) ELSE coalesce({expr}, '') END)")
+
+
 def _model_sql() -> str:
     """spans.model_name over columns: MLflow's and other conventions' attributes, invocation params,
     then a `model` field of the inputs."""
@@ -146,40 +153,6 @@ def _model_sql() -> str:
               f"AND left(get_json_object(inputs_raw, '$.model'), 1) NOT IN ('[', '{{') "
               f"THEN nullif(get_json_object(inputs_raw, '$.model'), '') END"]
     return f"coalesce({', '.join(parts)})"
-
-
-# --- shared definitions, as UDFs over distinct values -------------------------------------------
-
-
-def _error_parts(exc_type: str | None, exc_message: str | None, status_message: str | None) -> tuple[str | None, str, str]:
-    """(exception type, message, normalised message) exactly as signatures.error_from_span reads a span."""
-    events = []
-    if exc_type is not None or exc_message is not None:
-        attrs = {k: v for k, v in (("exception.type", exc_type), ("exception.message", exc_message)) if v is not None}
-        events.append({"name": "exception", "attributes": attrs})
-    info = error_from_span({"events": events}, status_message)
-    return info.exception_type, info.message, info.normalized
-
-
-def _payload_facts(raw: str | None) -> tuple[bool, bool, str, list[str], bool]:
-    """(has a non-null value, is empty, shape kind, shape keys, looks like JSON) of one stored payload,
-    with the builder's own functions (spans.Payload, is_empty_value, shape_of, looks_like_json)."""
-    if raw is None:
-        return False, True, "null", [], True
-    payload = Payload.of(raw)
-    kind, keys = shape_of(payload)
-    empty = not payload.is_huge and is_empty_value(payload.value)
-    return payload.value is not None, empty, kind, list(keys), looks_like_json(raw)
-
-
-def _value_facts(value_json: str | None, value_type: str | None) -> tuple[str, float | None]:
-    """An assessment value's label (accumulators._value_label) and its number, if it is one. VARIANT
-    keeps 0.0 as a decimal whose JSON is `0`: its type says it was a float (label "0.0", as MLflow's)."""
-    value = None if value_json is None else json.loads(value_json)
-    if isinstance(value, int) and not isinstance(value, bool) and (value_type or "").upper().startswith(("DECIMAL", "DOUBLE", "FLOAT")):
-        value = float(value)
-    number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-    return _value_label(value), number
 
 
 # --- the engine --------------------------------------------------------------------------------
@@ -199,30 +172,23 @@ class SparkProfile:
         self.spans_table = tables.get("spans") or location.spans_table
         self.annotations_table = tables["annotations"] if "annotations" in tables else location.annotations_table
         self.truncated = False
-        self._udfs()
+        self._kept: list[Any] = []
 
-    def _udfs(self) -> None:
-        from pyspark.sql import functions as F
-        from pyspark.sql import types as T
+    def _keep(self, df: Any) -> Any:
+        """Persist a (narrow) intermediate on the executors (memory, spilling to disk) for the aggregates
+        that read it; all are released when the profile is built."""
+        from pyspark import StorageLevel
 
-        self.error_udf = F.udf(_error_parts, T.StructType([
-            T.StructField("exception_type", T.StringType()), T.StructField("message", T.StringType()),
-            T.StructField("normalized", T.StringType())]))
-        self.payload_udf = F.udf(_payload_facts, T.StructType([
-            T.StructField("has_value", T.BooleanType()), T.StructField("empty", T.BooleanType()),
-            T.StructField("kind", T.StringType()), T.StructField("keys", T.ArrayType(T.StringType())),
-            T.StructField("looks_json", T.BooleanType())]))
-        self.value_udf = F.udf(_value_facts, T.StructType([
-            T.StructField("label", T.StringType()), T.StructField("number", T.DoubleType())]))
+        df = df.persist(StorageLevel.MEMORY_AND_DISK)
+        self._kept.append(df)
+        return df
 
     # --- the spans and traces, as DataFrames (lazy) ----------------------------------------------
-    def _frames(self) -> None:
-        from pyspark.sql import Window
-        from pyspark.sql import functions as F
-
+    def _raw(self, raw: Any) -> Any:
+        """The columns read from the spans table (payload text stays JVM-side and is dropped by _narrow)."""
         loc = self.location.name.replace("'", "")
-        raw = self.spark.table(self.spans_table)
-        spans = raw.selectExpr(
+        exc_type, exc_msg = _ex_attr("exception.type"), _ex_attr("exception.message")
+        return raw.selectExpr(
             f"concat('trace:/{loc}/', trace_id) AS trace_id",
             "nullif(span_id, '') AS span_id",
             "nullif(parent_span_id, '') AS parent_id",
@@ -234,17 +200,62 @@ class SparkProfile:
             "nullif(end_time_unix_nano, 0) AS end_ns",
             f"{_attr(INPUTS_KEY)} AS inputs_raw",
             f"{_attr(OUTPUTS_KEY)} AS outputs_raw",
-            "try_element_at(filter(events, e -> e.name = 'exception' AND (coalesce(" + _ex_attr("exception.type") + ", '') != '' OR coalesce("
-            + _ex_attr("exception.message") + ", '') != '')), -1) AS exc",
+            # signatures.error_from_span: the last exception event with a non-empty (unquoted) type or message
+            f"try_element_at(filter(events, e -> e.name = 'exception' AND ({_plain_sql(exc_type)} != '' OR {_plain_sql(exc_msg)} != '')), -1) AS exc",
             "attributes",
-        ).selectExpr(
+        )
+
+    def _narrow(self, cols: Any, all_roots: bool = False) -> Any:
+        """One row per span with only what the aggregates read: ids, name, type, status, times, model
+        (model calls), the error (failed spans: type, message, normalised message), payload sizes and
+        JSON-looking flags, and the payload facts of roots (every span when `all_roots`: the orphan
+        pass) and retriever outputs. Every fact is a Spark SQL expression (spark_sql.py)."""
+        from pyspark.sql import functions as F
+
+        from . import spark_sql as S
+
+        root = F.lit(True) if all_roots else F.col("parent_id").isNull()
+        failed = F.col("status") == "ERROR"
+        retriever = F.col("span_type") == "RETRIEVER"
+        inspected = F.col("parent_id").isNull() | retriever | failed
+        huge_in = F.coalesce(F.length("inputs_raw") > HUGE_PAYLOAD_CHARS, F.lit(False))
+        huge_out = F.coalesce(F.length("outputs_raw") > HUGE_PAYLOAD_CHARS, F.lit(False))
+        has_event = F.col("exc").isNotNull()
+        exc_type_raw = F.when(has_event, F.expr("variant_get(exc.attributes, '$[\"exception.type\"]', 'string')"))
+        exc_msg_raw = F.when(has_event, F.expr("variant_get(exc.attributes, '$[\"exception.message\"]', 'string')"))
+        staged = cols.select(
+            "trace_id", "span_id", "parent_id", "name", "span_type", "status", "start_ns", "end_ns", "inputs_raw", "outputs_raw",
+            F.when(F.col("span_type").isin(*sorted(LLM_TYPES)), F.expr(_model_sql())).alias("model"),
+            F.when(failed, exc_type_raw).alias("exc_type_raw"), F.when(failed, exc_msg_raw).alias("exc_message_raw"),
+            F.when(failed, F.col("status_message")).alias("status_message"), has_event.alias("has_event"),
+            huge_in.alias("in_huge"), huge_out.alias("out_huge"), inspected.alias("inspected"), root.alias("is_root"), retriever.alias("is_retriever"),
+        ).select(
             "*",
-            f"CASE WHEN exc IS NULL THEN NULL ELSE variant_get(exc.attributes, '$[\"exception.type\"]', 'string') END AS exc_type_raw",
-            f"CASE WHEN exc IS NULL THEN NULL ELSE variant_get(exc.attributes, '$[\"exception.message\"]', 'string') END AS exc_message_raw",
-        ).drop("exc")
-        unparseable = spans.where("span_id IS NULL")
-        spans = spans.where("span_id IS NOT NULL").withColumn("model", F.expr(_model_sql())).drop("attributes")
-        unparseable = unparseable.drop("attributes")
+            F.expr("CASE WHEN is_root AND NOT in_huge THEN try_parse_json(inputs_raw) END").alias("pin"),
+            F.expr("CASE WHEN (is_root OR is_retriever) AND NOT out_huge THEN try_parse_json(outputs_raw) END").alias("pout"),
+        )
+        exc_type, message = S.error_parts(F.col("exc_type_raw"), F.col("exc_message_raw"), F.col("status_message"), F.col("has_event"))
+        fin = S.payload_facts(F.col("inputs_raw"), "pin")
+        fout = S.payload_facts(F.col("outputs_raw"), "pout")
+        is_root, wants_out = F.col("is_root"), F.col("is_root") | F.col("is_retriever")
+        staged = staged.select(
+            "trace_id", "span_id", "parent_id", "name", "span_type", "status", "start_ns", "end_ns", "model", "in_huge", "out_huge",
+            F.when(F.col("status") == "ERROR", exc_type).alias("exc_type"), F.when(F.col("status") == "ERROR", message).alias("message"),
+            (F.col("inspected") & F.col("inputs_raw").isNotNull() & ~F.col("in_huge") & ~S.looks_like_json(F.col("inputs_raw"))).alias("in_nonjson"),
+            (F.col("inspected") & F.col("outputs_raw").isNotNull() & ~F.col("out_huge") & ~S.looks_like_json(F.col("outputs_raw"))).alias("out_nonjson"),
+            F.when(is_root, fin["has_value"]).alias("in_has_value"), F.when(is_root, fin["kind"]).alias("in_kind"), F.when(is_root, fin["keys"]).alias("in_keys"),
+            F.when(is_root, fout["has_value"]).alias("out_has_value"), F.when(is_root, fout["kind"]).alias("out_kind"),
+            F.when(is_root, fout["keys"]).alias("out_keys"), F.when(wants_out, fout["empty"]).alias("out_empty"),
+        )
+        return staged.withColumn("normalized", F.when(F.col("status") == "ERROR", S.normalized(F.col("message"))))
+
+    def _frames(self) -> None:
+        from pyspark.sql import Window
+        from pyspark.sql import functions as F
+
+        spans = self._keep(self._narrow(self._raw(self.spark.table(self.spans_table))))
+        unparseable = spans.where("span_id IS NULL").select("trace_id")
+        spans = spans.where("span_id IS NOT NULL")
         traces = spans.groupBy("trace_id").agg(
             F.expr("min(start_ns) AS min_start"),
             F.expr("max(end_ns) AS max_end"),
@@ -270,12 +281,15 @@ class SparkProfile:
         else:
             traces = traces.selectExpr("*", "CAST(NULL AS STRING) AS session_id", "CAST(NULL AS STRING) AS token_usage",
                                        "CAST(NULL AS STRING) AS synthetic_timing")
-        # Materialised once (checkpointed on the executors, lineage cut): every later aggregate starts
-        # from these two small plans instead of re-reading and re-parsing the VARIANT columns.
-        self.traces = traces.localCheckpoint()
+        # One row per trace and one narrow row per span (no payload text), kept for the ~40 aggregates below.
+        self.traces = self._keep(traces)
         keep = self.traces.select("trace_id", "ts", "state")
-        self.spans = spans.join(keep, "trace_id").localCheckpoint()
-        self.unparseable = unparseable.join(keep, "trace_id")
+        self.spans = self._keep(spans.join(keep, "trace_id"))
+        self.unparseable = self._keep(unparseable.join(keep, "trace_id"))
+        for df in (self.spans, self.unparseable):  # materialised; then the first narrow copy is released
+            df.count()
+        narrow = self._kept.pop(0)
+        narrow.unpersist()
 
     def _annotations(self) -> Any:
         """The live annotation rows: the latest per annotation_id, soft-deleted ones dropped."""
@@ -361,8 +375,8 @@ class SparkProfile:
         frontier = start.select("trace_id", *cols, F.col("parent_id").alias("ancestor_id")).where("ancestor_id IS NOT NULL")
         found = None
         for _ in range(MAX_DEPTH):
-            frontier = frontier.localCheckpoint(eager=False)
-            if frontier.count() == 0:  # one job per level: it also materialises the checkpoint
+            frontier = self._keep(frontier)
+            if frontier.count() == 0:  # one job per level: it also materialises the level
                 break
             found = frontier if found is None else found.unionByName(frontier)
             frontier = (frontier.join(parents, (frontier.trace_id == parents._tid) & (frontier.ancestor_id == parents._sid))
@@ -370,13 +384,30 @@ class SparkProfile:
                         .where("ancestor_id IS NOT NULL"))
         if found is None:
             return start.select("trace_id", *cols, F.col("parent_id").alias("ancestor_id")).limit(0)
-        return found.localCheckpoint()
+        return self._keep(found)
 
     # --- the profile -------------------------------------------------------------------------------
     def build(self, experiment_id: str, experiment_name: str | None = None, trajectory_scan: int = 0) -> TraceProfile:
         from pyspark.sql import functions as F
 
         started = time.perf_counter()
+        conf = self.spark.conf
+        before = conf.get(DUPLICATE_KEYS_CONF, None)
+        conf.set(DUPLICATE_KEYS_CONF, "true")  # Python's json keeps the last of duplicate keys; Spark refuses them by default
+        try:
+            return self._build(experiment_id, experiment_name, trajectory_scan, started)
+        finally:
+            if before is None:
+                conf.unset(DUPLICATE_KEYS_CONF)
+            else:
+                conf.set(DUPLICATE_KEYS_CONF, before)
+            for df in self._kept:
+                df.unpersist()
+            self._kept.clear()
+
+    def _build(self, experiment_id: str, experiment_name: str | None, trajectory_scan: int, started: float) -> TraceProfile:
+        from pyspark.sql import functions as F
+
         self._frames()
         spans, traces = self.spans, self.traces
         summary = traces.agg(
@@ -397,7 +428,7 @@ class SparkProfile:
             F.countDistinct("trace_id").alias("traces")).collect()
         tool_pcts = self._percentiles(tools, ["name"], "duration")
 
-        roots = self.roots_df = self._roots()
+        roots = self._roots()
         errors = self._errors()
         llm = self._llm(trace_count)
         retrieval = self._retrieval()
@@ -453,31 +484,36 @@ class SparkProfile:
         from pyspark.sql import Window
         from pyspark.sql import functions as F
 
-        ids = self.spans.select("trace_id", F.col("span_id").alias("parent_id")).distinct()
-        orphans = self.spans.where("parent_id IS NOT NULL").join(ids, ["trace_id", "parent_id"], "left_anti")
-        candidates = self.spans.where("parent_id IS NULL").unionByName(
-            orphans.join(self.traces.where("roots = 0").select("trace_id"), "trace_id"))
+        candidates = self.spans.where("parent_id IS NULL")
+        rootless = self.traces.where("roots = 0").select("trace_id")
+        if rootless.limit(1).count():
+            # Traces without a real root take an orphan (a span whose parent never arrived): its payload
+            # facts come from a second pass over the spans of those traces only.
+            loc_prefix = len(f"trace:/{self.location.name}/") + 1
+            hex_ids = rootless.select(F.expr(f"substring(trace_id, {loc_prefix})").alias("_hex"))
+            raw = self.spark.table(self.spans_table)
+            raw = raw.join(F.broadcast(hex_ids), raw.trace_id == hex_ids._hex, "left_semi")
+            theirs = self._narrow(self._raw(raw), all_roots=True).where("span_id IS NOT NULL")
+            ids = theirs.select("trace_id", F.col("span_id").alias("parent_id")).distinct()
+            orphans = theirs.where("parent_id IS NOT NULL").join(ids, ["trace_id", "parent_id"], "left_anti")
+            orphans = orphans.join(self.traces.select("trace_id", "ts", "state"), "trace_id")
+            candidates = candidates.unionByName(orphans.select(*candidates.columns))
         order = Window.partitionBy("trace_id").orderBy(F.coalesce(F.col("start_ns"), F.lit(0)), F.col("name"), F.coalesce(F.col("end_ns"), F.lit(0)))
-        return candidates.withColumn("_rn", F.row_number().over(order)).where("_rn = 1").drop("_rn").localCheckpoint()
+        return self._keep(candidates.withColumn("_rn", F.row_number().over(order)).where("_rn = 1").drop("_rn"))
 
     def _errors(self) -> dict[str, Any]:
         from pyspark.sql import functions as F
 
-        failed = self.spans.where("status = 'ERROR'")
-        parts = failed.select(F.col("exc_type_raw").alias("_t"), F.col("exc_message_raw").alias("_m"), F.col("status_message").alias("_s")).distinct()
-        parts = parts.withColumn("info", self.error_udf("_t", "_m", "_s"))
-        keyed = failed.join(parts, failed.exc_type_raw.eqNullSafe(parts._t) & failed.exc_message_raw.eqNullSafe(parts._m)
-                            & failed.status_message.eqNullSafe(parts._s)).select(
-            "trace_id", "span_id", "parent_id", "name", "ts", "state",
-            F.col("info.exception_type").alias("exc_type"), F.col("info.message").alias("message"), F.col("info.normalized").alias("normalized"),
-        ).localCheckpoint()
+        keyed = self._keep(self.spans.where("status = 'ERROR'").select(
+            "trace_id", "span_id", "parent_id", "name", "ts", "state", "exc_type", "message", "normalized"))
         # An error re-raised by a parent is counted once, where it began: drop each failed span that
         # has a failed descendant with the same (type, normalised message).
         ups = self._ancestors(keyed, ["exc_type", "normalized"])
         propagated = ups.select(F.col("trace_id").alias("_tid"), F.col("ancestor_id").alias("_sid"), F.col("exc_type").alias("_et"),
                                 F.col("normalized").alias("_nm")).distinct()
         origins = keyed.join(propagated, (keyed.trace_id == propagated._tid) & (keyed.span_id == propagated._sid)
-                             & keyed.exc_type.eqNullSafe(propagated._et) & (keyed.normalized == propagated._nm), "left_anti").localCheckpoint()
+                             & keyed.exc_type.eqNullSafe(propagated._et) & (keyed.normalized == propagated._nm), "left_anti")
+        origins = self._keep(origins)
         sig_keys = ["exc_type", "name", "normalized"]
         sig_rows = origins.groupBy(*sig_keys).agg(
             F.count(F.lit(1)).alias("count"), F.countDistinct("trace_id").alias("traces"),
@@ -493,7 +529,7 @@ class SparkProfile:
             ) for r in sig_rows),
             key=lambda s: (-s.count, s.signature, s.span_name),
         )
-        error_traces = keyed.select("trace_id", "ts", "state").distinct().localCheckpoint()
+        error_traces = self._keep(keyed.select("trace_id", "ts", "state").distinct())
         totals = error_traces.agg(F.count(F.lit(1)).alias("n"), F.expr("sum(CASE WHEN state = 'OK' THEN 1 ELSE 0 END) AS ok")).collect()[0]
         hidden = origins.where("state = 'OK'")
         hidden_traces = error_traces.where("state = 'OK'")
@@ -514,7 +550,7 @@ class SparkProfile:
         ups = self._ancestors(calls_all.select("trace_id", "span_id", "parent_id"), [])
         wrappers = ups.join(calls_all.select("trace_id", F.col("span_id").alias("ancestor_id")), ["trace_id", "ancestor_id"]).select(
             "trace_id", F.col("ancestor_id").alias("span_id")).distinct()
-        calls = calls_all.join(wrappers, ["trace_id", "span_id"], "left_anti").localCheckpoint()
+        calls = self._keep(calls_all.join(wrappers, ["trace_id", "span_id"], "left_anti"))
         per_trace = calls.groupBy("trace_id").count()
         hist = Counter({int(r["count"]): int(r["n"]) for r in per_trace.groupBy("count").agg(F.count(F.lit(1)).alias("n")).collect()})
         with_calls = sum(hist.values())
@@ -530,9 +566,7 @@ class SparkProfile:
     def _retrieval(self) -> Retrieval:
         from pyspark.sql import functions as F
 
-        spans = self.spans.where("span_type = 'RETRIEVER'").select("trace_id", "ts", "name", "outputs_raw")
-        facts = self._payloads(spans, "outputs_raw")
-        marked = facts.withColumn("empty", F.expr("outputs_raw IS NULL OR (NOT huge AND p.empty)"))
+        marked = self.spans.where("span_type = 'RETRIEVER'").select("trace_id", "ts", "name", F.col("out_empty").alias("empty"))
         by_name = marked.groupBy("name").agg(F.count(F.lit(1)).alias("spans"), F.expr("sum(CASE WHEN empty THEN 1 ELSE 0 END) AS empty")).collect()
         per_trace = marked.groupBy("trace_id", "ts").agg(F.expr("max(CASE WHEN empty THEN 1 ELSE 0 END) AS any_empty"))
         counts = per_trace.agg(F.count(F.lit(1)).alias("traces"), F.sum("any_empty").alias("empty")).collect()[0]
@@ -545,42 +579,18 @@ class SparkProfile:
             by_name=sorted((RetrieverStats(name=r["name"], spans=int(r["spans"]), empty=int(r["empty"])) for r in by_name), key=lambda r: (-r.spans, r.name)),
         )
 
-    def _payload_table(self) -> Any:
-        """The payload facts of every distinct text the profile reads (root inputs and outputs, retriever
-        outputs, the payloads of failed spans), computed in one UDF pass and kept."""
-        from pyspark.sql import functions as F
-
-        if getattr(self, "_texts", None) is None:
-            read = self.spans.where("parent_id IS NULL OR span_type = 'RETRIEVER' OR status = 'ERROR'")
-            if getattr(self, "roots_df", None) is not None:
-                read = read.unionByName(self.roots_df.select(*read.columns))
-            texts = read.select(F.col("inputs_raw").alias("_text")).unionByName(read.select(F.col("outputs_raw").alias("_text")))
-            texts = texts.where(f"_text IS NOT NULL AND length(_text) <= {HUGE_PAYLOAD_CHARS}").distinct()
-            self._texts = texts.withColumn("p", self.payload_udf("_text")).localCheckpoint()
-        return self._texts
-
-    def _payloads(self, df: Any, column: str) -> Any:
-        """`df` with `p` (the payload facts of `column`, from the one payload table) and `huge`."""
-        from pyspark.sql import functions as F
-
-        texts = self._payload_table()
-        joined = df.join(texts, df[column].eqNullSafe(texts["_text"]), "left").drop("_text")
-        return joined.withColumn("huge", F.expr(f"coalesce(length({column}) > {HUGE_PAYLOAD_CHARS}, false)"))
-
     def _root_payloads(self, roots: Any) -> tuple[Outputs, Shapes]:
         from pyspark.sql import functions as F
 
-        base = self.traces.select("trace_id", "ts", "state").join(roots.select("trace_id", "inputs_raw", "outputs_raw"), "trace_id", "left")
-        inp = self._payloads(base, "inputs_raw").withColumnRenamed("p", "pin").withColumnRenamed("huge", "in_huge")
-        both = self._payloads(inp, "outputs_raw").withColumnRenamed("p", "pout").withColumnRenamed("huge", "out_huge")
-        cases = both.selectExpr(
+        facts = ["in_has_value", "in_kind", "in_keys", "out_has_value", "out_empty", "out_kind", "out_keys"]
+        base = self.traces.select("trace_id", "ts", "state").join(roots.select("trace_id", *facts), "trace_id", "left")
+        cases = self._keep(base.selectExpr(
             "trace_id", "ts", "state",
-            "NOT (inputs_raw IS NOT NULL AND (in_huge OR pin.has_value)) AS inputs_missing",
-            "NOT (outputs_raw IS NOT NULL AND (out_huge OR pout.has_value)) AS missing",
-            "outputs_raw IS NOT NULL AND (out_huge OR pout.has_value) AND NOT out_huge AND pout.empty AS empty",
-            "CASE WHEN in_huge THEN 'huge' ELSE pin.kind END AS in_kind", "CASE WHEN in_huge THEN array() ELSE pin.keys END AS in_keys",
-            "CASE WHEN out_huge THEN 'huge' ELSE pout.kind END AS out_kind", "CASE WHEN out_huge THEN array() ELSE pout.keys END AS out_keys",
-        ).localCheckpoint()
+            "NOT coalesce(in_has_value, false) AS inputs_missing",
+            "NOT coalesce(out_has_value, false) AS missing",
+            "coalesce(out_has_value AND out_empty, false) AS empty",
+            "in_kind", "in_keys", "out_kind", "out_keys",
+        ))
         c = cases.agg(*[F.expr(f"sum(CASE WHEN {cond} THEN 1 ELSE 0 END)").alias(name) for name, cond in (
             ("missing", "missing"), ("empty", "empty"), ("missing_ok", "missing AND state = 'OK'"), ("empty_ok", "empty AND state = 'OK'"),
             ("inputs_missing", "inputs_missing"))]).collect()[0]
@@ -601,15 +611,10 @@ class SparkProfile:
         from pyspark.sql import functions as F
 
         spans = self.spans
-        inspected = spans.where("parent_id IS NULL OR span_type = 'RETRIEVER' OR status = 'ERROR'")
-        payloads = inspected.select("trace_id", "ts", F.col("inputs_raw").alias("raw")).unionByName(
-            inspected.select("trace_id", "ts", F.col("outputs_raw").alias("raw"))).where("raw IS NOT NULL")
-        non_json = self._payloads(payloads, "raw").where("NOT huge AND NOT p.looks_json").select("trace_id", "ts")
-        huge = spans.select("trace_id", "ts", F.col("inputs_raw").alias("raw")).unionByName(spans.select("trace_id", "ts", F.col("outputs_raw").alias("raw"))) \
-            .where(f"length(raw) > {HUGE_PAYLOAD_CHARS}").select("trace_id", "ts")
+        non_json = spans.where("in_nonjson").select("trace_id", "ts").unionByName(spans.where("out_nonjson").select("trace_id", "ts"))
+        huge = spans.where("in_huge").select("trace_id", "ts").unionByName(spans.where("out_huge").select("trace_id", "ts"))
         traces = self.traces
         rootless = traces.where("roots = 0")
-        has_orphan_root = roots.select("trace_id")
         sources = {
             "traces_without_root": rootless.select("trace_id", "ts"),
             "traces_with_multiple_roots": traces.where("roots > 1").select("trace_id", "ts"),
@@ -621,12 +626,11 @@ class SparkProfile:
             "non_json_payloads": non_json,
             "huge_payloads": huge,
         }
-        del has_orphan_root
         union = None
         for key, df in sources.items():
             df = df.select(F.lit(key).alias("odd"), "trace_id", "ts")
             union = df if union is None else union.unionByName(df)
-        union = union.localCheckpoint()
+        union = self._keep(union)
         counts = {r["odd"]: int(r["count"]) for r in union.groupBy("odd").count().collect()}
         examples = self._examples(union, ["odd"], EXAMPLES)
         return {key: OddCount(count=counts.get(key, 0), trace_ids=examples.get((key,), [])) for key in ODD_KEYS}
@@ -644,7 +648,7 @@ class SparkProfile:
         from pyspark.sql import functions as F
 
         with_session = traces.where("session_id IS NOT NULL AND session_id != ''")
-        per = with_session.groupBy("session_id").count().localCheckpoint()
+        per = self._keep(with_session.groupBy("session_id").count())
         dist = [(int(r["count"]), int(r["n"])) for r in per.groupBy("count").agg(F.count(F.lit(1)).alias("n")).collect()]
         examples = [r["session_id"] for r in per.orderBy("session_id").limit(EXAMPLES).collect()]
         return Sessions(traces_with_session=sum(v * c for v, c in dist), distinct_sessions=sum(c for _, c in dist),
@@ -653,6 +657,8 @@ class SparkProfile:
     def _assessments(self) -> list[AssessmentSummary]:
         from pyspark.sql import functions as F
 
+        from . import spark_sql as S
+
         if getattr(self, "live_annotations", None) is None:
             return []
         loc = self.location.name.replace("'", "")
@@ -660,11 +666,10 @@ class SparkProfile:
         rows = self.live_annotations.where(F.col("annotation_type").isin(*ASSESSMENT_TYPES)).where("valid IS NULL OR valid").selectExpr(
             f"concat('trace:/{loc}/', target_id) AS trace_id", "name", f"{kinds} AS kind",
             "coalesce(source.source_type, 'UNKNOWN') AS source_type",
-            f"CASE WHEN annotation_type = 'ISSUE' THEN NULL ELSE to_json(value) END AS value_json",
-            f"CASE WHEN annotation_type = 'ISSUE' THEN NULL ELSE schema_of_variant(value) END AS value_type",
+            "CASE WHEN annotation_type = 'ISSUE' THEN NULL ELSE value END AS v",
         ).join(self.traces.select("trace_id"), "trace_id")
-        values = rows.select(F.col("value_json").alias("_v"), F.col("value_type").alias("_vt")).distinct().withColumn("f", self.value_udf("_v", "_vt"))
-        rows = rows.join(values, rows.value_json.eqNullSafe(values._v) & rows.value_type.eqNullSafe(values._vt)).drop("_v", "_vt").localCheckpoint()
+        rows = self._keep(rows.select("trace_id", "name", "kind", "source_type", F.struct(
+            S.value_label("v").alias("label"), S.value_number("v").alias("number")).alias("f")))
         base = {(r["name"], r["kind"]): r for r in rows.groupBy("name", "kind").agg(
             F.count(F.lit(1)).alias("count"), F.countDistinct("trace_id").alias("traces"),
             F.count("f.number").alias("nn"), F.min("f.number").alias("lo"), F.max("f.number").alias("hi"), F.sum("f.number").alias("total"),
