@@ -23,6 +23,7 @@ from .. import redaction
 from ..settings import JUDGE_CREDENTIALS
 from ..store import SessionStore
 from ..store.base import check_session_id
+from . import cost_model
 from .checks import engine
 from .judges import BUILTINS
 from .spec import EVAL_DIR, BuiltinScorer, CheckScorer, GuidelinesScorer, JudgeScorer, ScorerSpec, SuiteSpec, suite_name
@@ -30,6 +31,7 @@ from .validate import ValidationReport
 
 ENGINE_FILE = "_engine.py"
 REDACTION_FILE = "_redaction.py"
+COST_FILE = "_cost.py"  # the judge cost model (cost_model.py), for run_eval.py's forecast before its judges run
 PYTEST_FILES = ("test_suite.py", "conftest.py")
 _CONSTANTS_START = "# --- suite constants (rendered) ---"
 _CONSTANTS_END = "# --- end of suite constants ---"
@@ -50,6 +52,7 @@ def render_suite(spec: SuiteSpec, store: SessionStore, validation: ValidationRep
         "run_eval.py": run_eval_source(spec, store.session_id),
         ENGINE_FILE: inspect.getsource(engine),
         REDACTION_FILE: inspect.getsource(redaction),
+        COST_FILE: inspect.getsource(cost_model),
         **{name: _template(name) for name in PYTEST_FILES},
     }
     for name, text in sources.items():
