@@ -1,6 +1,8 @@
 """report.html: one self-contained page (inline CSS and SVG, no script, nothing fetched) about a
-session: its suite's latest run against the threshold and the baseline, the traces each scorer
-failed, the judges that were skipped and why, and the trace profile behind the suite.
+session: its suite's latest run against the threshold and the baseline, each scorer's agreement with
+people (kappa and MCC with intervals, its tier, the disagreeing traces, false accepts first), what the
+judges covered and their cost forecast, alignment before and after, the traces each scorer failed, the
+judges that were skipped and why, and the trace profile behind the suite.
 
 Everything shown comes from the session's state files (profile, suite spec, validation, the run's
 per-trace results); trace text (error messages) is untrusted and only ever escaped into the page.
@@ -125,7 +127,8 @@ def _suite(data: ReportInput) -> str:
                    "Pass rate per scorer on the latest run (bar), its gate threshold (red tick) and the baseline run's pass rate (black diamond).")
     table = ("<table><thead><tr><th>scorer</th><th>status</th><th>pass rate</th><th>threshold</th><th>baseline</th><th>evidence</th></tr></thead>"
              f"<tbody>{''.join(rows)}</tbody></table>")
-    parts = [f"<section><h2>Suite: latest run {_gate(latest.gate)}</h2>", f"<p>{esc(latest.summary)}.</p>", chart, table, _failing(data, latest)]
+    parts = [f"<section><h2>Suite: latest run {_gate(latest.gate)}</h2>", f"<p>{esc(latest.summary)}.</p>", chart, table,
+             _agreement(data, latest), _coverage(data, latest), _alignment(latest), _failing(data, latest)]
     if skipped:
         items = "".join(f"<li><strong>{esc(n)}</strong>: {esc(r)}</li>" for n, r in skipped)
         parts.append(f"<h3>Judges skipped</h3><ul>{items}</ul>")
@@ -134,6 +137,77 @@ def _suite(data: ReportInput) -> str:
         parts.append(f"<h3>Scorers dropped while building the suite</h3><ul>{items}</ul>")
     parts.append("</section>")
     return "\n".join(parts)
+
+
+def _agreement(data: ReportInput, latest: Any) -> str:
+    """Per scorer: its tier, what it was measured against, the confusion matrix, kappa and MCC with
+    their 95% intervals, and the traces it disagrees on (false accepts first)."""
+    rows, disagreements = [], []
+    for name, s in latest.scorers.items():
+        a = s.agreement
+        tier = f'<span class="tier {esc(a.tier)}">{esc(a.tier)}</span>'
+        if not a.n:
+            rows.append(f'<tr><td>{esc(name)}</td><td>{tier}</td><td colspan="4" class="muted">{esc(a.reason)}</td></tr>')
+            continue
+        c = a.confusion
+        people = f"; {a.annotators.annotators} annotators agree {a.annotators.agreement:.0%}" if a.annotators.pairs and a.annotators.agreement is not None else ""
+        rows.append(f"<tr><td>{esc(name)}</td><td>{tier}</td><td>{a.n} {esc(a.labels_from)}{esc(people)}</td>"
+                    f"<td>TP {c.tp} · FP {c.fp} · FN {c.fn} · TN {c.tn}</td><td>{_stat(a.kappa, a.kappa_ci)}</td><td>{_stat(a.mcc, a.mcc_ci)}</td></tr>"
+                    f'<tr class="why"><td></td><td colspan="5" class="muted">{esc(a.reason)}</td></tr>')
+        if a.false_accepts or a.false_rejects:
+            line = f"<li><strong>{esc(name)}</strong>: "
+            line += f"{len(a.false_accepts)} false accept(s) ({data.links.traces(a.false_accepts, MAX_FAILING)})" if a.false_accepts else "no false accepts"
+            line += f"; {len(a.false_rejects)} false reject(s) ({data.links.traces(a.false_rejects, MAX_FAILING)})" if a.false_rejects else ""
+            disagreements.append(line + "</li>")
+    if not rows:
+        return ""
+    table = ("<h3>Agreement with people</h3><p class=\"muted\">Each scorer against the human labels on its traces, else its evidence traces. "
+             "Only <strong>gate</strong> scorers can fail a build; <strong>monitor</strong> and <strong>explore</strong> ones are reported. "
+             "Intervals are 95% bootstrap intervals.</p>"
+             "<table><thead><tr><th>scorer</th><th>tier</th><th>labels</th><th>confusion</th><th>kappa</th><th>MCC</th></tr></thead>"
+             f"<tbody>{''.join(rows)}</tbody></table>")
+    if disagreements:
+        table += ("<h3>Where scorers and labels disagree</h3><p class=\"muted\">False accepts (the label fails the trace, the scorer lets it "
+                  f"through) first, then false rejects.</p><ul>{''.join(disagreements)}</ul>")
+    return table
+
+
+def _stat(value: float | None, ci: Any) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.2f}" + (f' <span class="muted">[{ci.low:.2f}, {ci.high:.2f}]</span>' if ci is not None else "")
+
+
+def _coverage(data: ReportInput, latest: Any) -> str:
+    """How many of the evaluated traces each judge gave a verdict on, and the judges' cost forecast."""
+    judges = [(n, s) for n, s in latest.scorers.items() if s.needs_judge]
+    if not judges:
+        return ""
+    results = data.results if (data.results or {}).get("run_id") in (None, latest.run_id) else {}
+    per_trace = (results or {}).get("per_trace") or {}
+    total = max((len(v) for v in per_trace.values() if isinstance(v, dict)), default=0)
+    if not total and data.spec is not None and data.spec.dataset is not None:
+        total = len(data.spec.dataset.records)
+    items = []
+    for name, s in judges:
+        judged = s.passed + s.failed
+        extra = f" ({esc(s.reason)})" if s.status == "SKIPPED" and s.reason else ""
+        items.append(f"<li><strong>{esc(name)}</strong>: judged {judged} of {total or '?'} traces{extra}</li>")
+    cost = f"<p>{esc(latest.judge_cost.line())}.</p>" if latest.judge_cost is not None else ""
+    return f"<h3>Judge coverage</h3><ul>{''.join(items)}</ul>{cost}"
+
+
+def _alignment(latest: Any) -> str:
+    """validate --align: each judge's agreement on its held-out labels before and after."""
+    if not latest.alignment:
+        return ""
+    from ..suite.align import AlignmentResult
+
+    items = []
+    for raw in latest.alignment.values():
+        r = AlignmentResult.model_validate(raw)
+        items.append(f"<li>{esc(r.line())}</li>")
+    return f"<h3>Judge alignment</h3><ul>{''.join(items)}</ul>"
 
 
 def _scorer_row(name: str, s: Any, old: Any) -> str:
@@ -319,4 +393,7 @@ svg .axis { fill: #57606a; font-size: 11px; } svg .note { fill: #1f2328; font-si
 .badge.pass { background: #dafbe1; color: #116329; } .badge.fail { background: #ffebe9; color: #a40e26; }
 .status.fail, .status.error, .status.missing, .bad { color: #a40e26; font-weight: 600; } .status.pass { color: #116329; } .status.skipped { color: #9a6700; }
 .muted, footer { color: #57606a; } footer { font-size: 12px; }
+.tier { display: inline-block; padding: 0 6px; border-radius: 8px; font-size: 12px; font-weight: 600; background: #eaeef2; }
+.tier.gate { background: #dafbe1; color: #116329; } .tier.monitor { background: #fff8c5; color: #7d4e00; } .tier.explore { color: #57606a; }
+tr.why td { border-bottom: 1px solid #eaeef2; padding-top: 0; font-size: 12px; } 
 """
