@@ -199,7 +199,7 @@ def validate_suite(
             run = run.model_copy(update={"notes": [*run.notes, *problems]})
             baseline = run if baseline is not None and baseline.validated_at == run.validated_at else baseline
     if run.ok and align:
-        run = _align(spec, store, tracking_uri, run, data, None if skip_judges else judge_model, extra_env, steps)
+        run = _align(spec, store, tracking_uri, run, data, None if skip_judges else judge_model, extra_env, steps, baseline)
         baseline = run if baseline is not None and baseline.validated_at == run.validated_at else baseline
     report = ValidationReport(latest=run, baseline=baseline)
     store.write_model(VALIDATION_FILE, report)
@@ -223,20 +223,20 @@ def _aligned_training(store: SessionStore) -> dict[str, set[str]]:
 
 
 def _align(spec: SuiteSpec, store: SessionStore, tracking_uri: str, run: ValidationRun, data: dict, judge_model: str | None,
-           env: Mapping[str, str] | None, steps: Steps) -> ValidationRun:
+           env: Mapping[str, str] | None, steps: Steps, baseline: ValidationRun | None = None) -> ValidationRun:
     """validate --align: align the judges with enough human labels, keep the better ones (spec,
     re-rendered suite, alignment.json), and record before/after in the run."""
     from .align import ALIGNMENT_FILE, alignment_record, align_judges
     from .spec import SPEC_FILE
     from .user_edits import render_keeping_edits
 
-    steps.start("Aligning the judges with the human labels")
+    steps.start("Aligning the judges with the human labels (2 judge calls per held-out trace)")
     new_spec, results = align_judges(spec, tracking_uri, data, judge_model, env=env)
     kept = [n for n, r in results.items() if r.status == "kept"]
     notes = list(run.notes)
     if kept:
         store.write_model(SPEC_FILE, new_spec)
-        _, edited = render_keeping_edits(new_spec, store, notice=notes.append)
+        render_keeping_edits(new_spec, store, ValidationReport(latest=run, baseline=baseline), notice=notes.append)
         previous = store.read_json(ALIGNMENT_FILE) if store.exists(ALIGNMENT_FILE) else {}
         record = {"judges": {**(previous.get("judges", {}) if isinstance(previous, dict) else {}), **alignment_record(results)["judges"]}}
         store.write_json(ALIGNMENT_FILE, record)
