@@ -5,9 +5,11 @@ running `mlflow.genai.evaluate`, assessments, the evaluation run, its artifacts 
 API), the child authenticated with a credential derived from the parent's SDK config, which never
 reaches the session's files or the console.
 
-The workspace holds the experiment's traces the way a workspace holds traces MLflow's client logged
-to an experiment: spans in the artifact repository, read through presigned URLs (the other kind,
-spans in the tracking store read by the v4 batch get, is covered in test_databricks_store.py).
+Both ways a workspace keeps an experiment's spans: in the artifact repository (the trace data file
+MLflow's client uploads, read through presigned URLs) and in the tracking store (tag
+mlflow.trace.spansLocation = TRACKING_STORE, read by the v4 batch get at the experiment; MLflow 3.17
+itself asks for `/traces/None/batchGet`, also inside mlflow.genai.evaluate's re-read of the traces it
+scored, which the workspace refuses: run_eval.py routes those to the experiment).
 Every request MLflow made must have an endpoint in the fake (`unserved()` is empty), so a new MLflow
 call shows up here as a failure rather than passing unnoticed.
 """
@@ -46,8 +48,8 @@ def seeded(tmp_path_factory):
     return SimpleNamespace(experiment_id=experiment_id, traces=traces, truth=truth)
 
 
-@pytest.fixture(scope="module")
-def built(seeded, tmp_path_factory):
+@pytest.fixture(scope="module", params=["artifacts", "tracking_store"])
+def built(request, seeded, tmp_path_factory):
     """The offline build against the fake workspace; the parent authenticates through a config file
     (no token in its environment, as on serverless compute), the child gets `DERIVED`."""
     folder = tmp_path_factory.mktemp("dbx-e2e")
@@ -56,7 +58,7 @@ def built(seeded, tmp_path_factory):
     try:
         fake.extra_tokens.add(DERIVED)
         fake.add_experiment(seeded.experiment_id, NAME)
-        fake.add_traces(seeded.experiment_id, seeded.traces, spans="artifacts")
+        fake.add_traces(seeded.experiment_id, seeded.traces, spans=request.param)
         config = folder / "databrickscfg"
         config.write_text(f"[DEFAULT]\nhost = {fake.url}\ntoken = {fake.token}\n", encoding="utf-8")
         for name in ("DATABRICKS_HOST", "DATABRICKS_TOKEN", "DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET", "MLFLOW_GENAI_JUDGE_DEFAULT_MODEL"):
@@ -73,7 +75,7 @@ def built(seeded, tmp_path_factory):
                                      "offline": True, "session_id": "dbx-e2e"}, env={})
         code = run_autonomous(settings, Console(file=console, width=200))
         store = open_session_store(settings.volume_path, "dbx-e2e")
-        yield SimpleNamespace(code=code, console=console.getvalue(), fake=fake, store=store, folder=folder,
+        yield SimpleNamespace(code=code, console=console.getvalue(), fake=fake, store=store, folder=folder, spans=request.param,
                               plan=store.read_model(PLAN_FILE, TaskPlan), experiment_id=seeded.experiment_id)
     finally:
         mlflow.set_tracking_uri(None)
@@ -122,7 +124,11 @@ def test_the_child_authenticated_with_the_derived_credential(built):
     child = [r for r in fake.requests if r.credential == credential_id(DERIVED)]
     paths = {r.path for r in child}
     assert {"/api/2.0/mlflow/runs/create", "/api/4.0/mlflow/traces/search-long-running", "/api/2.0/mlflow/traces/link-to-run"} <= paths
-    assert any(p.endswith("/assessments") for p in paths) and any(p.endswith("/credentials-for-data-download") for p in paths)
+    assert any(p.endswith("/assessments") for p in paths)
+    if built.spans == "artifacts":
+        assert any(p.endswith("/credentials-for-data-download") for p in paths)
+    else:  # the child's own reads (the dataset's traces, evaluate's re-read) at the experiment
+        assert f"/api/4.0/mlflow/traces/{built.experiment_id}/batchGet" in paths
     assert any(p.startswith("/api/2.0/fs/files/WorkspaceInternal/Mlflow/Artifacts/") for p in paths)
     # The parent itself used its own (config-file) token.
     assert any(r.credential == credential_id(fake.token) for r in fake.requests)

@@ -16,7 +16,8 @@ Endpoints (the shapes databricks-sdk and mlflow 3.17's `DatabricksTracingRestSto
              GET  /api/2.0/mlflow/traces/<id>/credentials-for-data-download  a presigned URL for the spans of
                   a trace stored in the artifact repository (`spans="artifacts"`), served at /presigned/...
                   without a bearer token, as a cloud store answers
-             POST /api/{2,3}.0/mlflow/traces/<id>/assessments, PATCH .../tags, POST /api/2.0/mlflow/traces/link-to-run
+             POST /api/{2,3}.0/mlflow/traces/<id>/assessments, DELETE .../assessments/<assessment id>, PATCH .../tags,
+                  POST /api/2.0/mlflow/traces/link-to-run
              POST /api/2.0/mlflow/runs/create|update|log-batch|log-parameter|log-metric|set-tag|delete-tag|log-inputs|outputs,
                   GET /api/2.0/mlflow/runs/get; run artifacts go through the Files API under
                   /WorkspaceInternal/Mlflow/Artifacts/<experiment>/Runs/<run>/artifacts (MLflow's SDK artifact repo)
@@ -490,6 +491,15 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "PATCH" and verb == "tags":
             stored.info.tags[body["key"]] = body.get("value", "")
             return self._json(200, {})
+        if method == "DELETE" and verb.startswith("assessments/"):  # MLflow's DeleteAssessment (v3 path)
+            assessment_id = verb[len("assessments/"):]
+            with self.state._lock:
+                kept = [a for a in stored.info.assessments or [] if a.assessment_id != assessment_id]
+                if len(kept) == len(stored.info.assessments or []):
+                    return self._error(404, "RESOURCE_DOES_NOT_EXIST", f"Assessment {assessment_id} does not exist.")
+                stored.info.assessments = kept
+            return self._json(200, {})
+        self._request.unserved = True
         return self._error(404, "ENDPOINT_NOT_FOUND", f"No API found for '{method} traces/{rest}'")
 
     def _presigned(self, rest: str) -> None:
