@@ -393,10 +393,30 @@ def resolve_settings(flags: Mapping[str, Any], env: Mapping[str, str] | None = N
     values.setdefault("cli_env_extra", {k: env[k] for k in CLI_TUNING if env.get(k, "").strip()})
     values.setdefault("known_secrets", tuple(SecretStr(v) for v in environment_secrets(env)))
     try:
-        return Settings(**values)
+        settings = Settings(**values)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"Invalid setting ({problems}). Check the flags and your .env file.") from None
+    return with_trace_location(settings, flags)
+
+
+def with_trace_location(settings: Settings, flags: Mapping[str, Any]) -> Settings:
+    """Traces stored in Unity Catalog, for every command (analyze, -a, validate): with no experiment
+    given, the location takes the experiment's place (MLflow searches `locations=[<catalog>.<schema>...]`);
+    with one (flag or environment), the experiment is kept: it is the one bound to that location, read
+    through the workspace's binding and the one the evaluation run is logged to, and the location names
+    its tables (the Spark engine reads them directly)."""
+    if settings.trace_location and not settings.experiment_id:
+        return settings.model_copy(update={"experiment_id": settings.trace_location})
+    return settings
+
+
+def needs_experiment_for_runs(settings: Settings) -> str | None:
+    """Why a command that logs an evaluation run cannot run on these settings (None when it can)."""
+    if settings.trace_location and settings.experiment_id == settings.trace_location:
+        return ("--trace-location needs -e/--experiment-id too for a suite: the evaluation run is logged to an experiment "
+                "(pass the one bound to that location).")
+    return None
 
 
 MISSING_CREDENTIALS = (

@@ -44,6 +44,7 @@ def root(
     model_auth: Annotated[str | None, typer.Option("--model-auth", help="Databricks: 'secret' (the token in --secret-scope/--secret-key) or 'job' (the job's own identity, a token refreshed as it runs).")] = None,
     anthropic_base_url: Annotated[str | None, typer.Option("--anthropic-base-url", help="Model gateway URL (env ANTHROPIC_BASE_URL); on Databricks default https://<workspace>/serving-endpoints/anthropic.")] = None,
     sql_warehouse_id: Annotated[str | None, typer.Option("--sql-warehouse-id", help="Databricks SQL warehouse MLflow reads Unity Catalog traces through (env MLFLOW_TRACING_SQL_WAREHOUSE_ID).")] = None,
+    trace_location: Annotated[str | None, typer.Option("--trace-location", help="Traces stored in Unity Catalog: <catalog>.<schema>[.<table_prefix>] (Databricks; instead of -e; env EVAL_AGENT_TRACE_LOCATION).")] = None,
 ) -> None:
     flags = {
         "experiment_id": experiment_id,
@@ -65,6 +66,7 @@ def root(
         "model_auth": model_auth,
         "anthropic_base_url": anthropic_base_url,
         "sql_warehouse_id": sql_warehouse_id,
+        "trace_location": trace_location,
     }
     ctx.obj = {ROOT_FLAGS: flags}
     if ctx.invoked_subcommand:
@@ -78,6 +80,10 @@ def root(
         settings = settings_from(flags)
         if autonomous:
             from ..runner import run_autonomous
+            from ..settings import needs_experiment_for_runs
+
+            if why := needs_experiment_for_runs(settings):
+                raise fail(why, EXIT_USAGE)
 
             code = run_autonomous(settings)
         else:

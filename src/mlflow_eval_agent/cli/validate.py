@@ -33,11 +33,13 @@ def validate_command(
     timeout: Annotated[float, typer.Option("--timeout", min=10, help="Seconds before the run is stopped.")] = 900,
     max_judge_usd: Annotated[float | None, typer.Option("--max-judge-usd", min=0, envvar="EVAL_AGENT_MAX_JUDGE_USD", help="Run the judges only when their forecast cost fits (printed before any judge call).")] = None,
     align: Annotated[bool, typer.Option("--align", help="Then align each make_judge judge that has enough human labels (Judge.align with worked examples) and keep it only when it agrees better on held-out labels.")] = False,
+    sql_warehouse_id: Annotated[str | None, typer.Option("--sql-warehouse-id", help="SQL warehouse MLflow reads Unity Catalog traces through, handed to the suite (env MLFLOW_TRACING_SQL_WAREHOUSE_ID).")] = None,
 ) -> None:
     """Re-run a session's evaluation suite and compare it with the baseline run."""
     with user_errors():
         flags: dict[str, Any] = dict(ctx.obj[ROOT_FLAGS]) if ctx.obj else {}
-        flags.update({k: v for k, v in {"session_id": session_id, "volume_path": volume_path, "tracking_uri": tracking_uri, "judge_model": judge_model}.items() if v})
+        flags.update({k: v for k, v in {"session_id": session_id, "volume_path": volume_path, "tracking_uri": tracking_uri, "judge_model": judge_model,
+                                           "sql_warehouse_id": sql_warehouse_id}.items() if v})
         settings = settings_from(flags)
         code = _run(settings, flags.get("tracking_uri"), pass_env or [], timeout, max_judge_usd, align)
     raise typer.Exit(code)
