@@ -130,6 +130,13 @@ def test_alignment_is_not_kept_when_it_does_not_help_and_needs_enough_labels(lab
     few["human_labels"]["helpful"] = dict(list(few["human_labels"]["helpful"].items())[: ALIGN_MIN_LABELS - 1])
     _, results = align_judges(spec, labelled["uri"], few, "openai:/gpt-4o-mini", env=env)
     assert results["helpful"].status == "not_run" and f"alignment needs {ALIGN_MIN_LABELS}" in results["helpful"].reason
+    # labelled traces gone from the store are left out, and too few left is said, not raised
+    gone = _results(labelled, judged)
+    kept_ids = labelled["ids"][:ALIGN_MIN_LABELS - 2]
+    gone["human_labels"]["helpful"] = {**{t: v for t, v in gone["human_labels"]["helpful"].items() if t in kept_ids},
+                                       **{f"tr-deleted-{i}": {"reviewer@example.com": i % 2 == 0} for i in range(4)}}
+    _, results = align_judges(spec, labelled["uri"], gone, "openai:/gpt-4o-mini", env=env)
+    assert results["helpful"].status == "not_run" and "could be read from the tracking store" in results["helpful"].reason
 
 
 def test_validate_align_keeps_the_better_judge_and_the_suite_uses_it(labelled, tmp_path, monkeypatch, capsys):

@@ -256,14 +256,25 @@ def align_judges(
                 reason=f"{len(human)} human labels (alignment needs {min_labels}, some passing and some failing); label traces in the MLflow UI "
                        f"with feedback named {s.name!r}")
             continue
+        traces = _fetch(client, sorted(human))
+        if len(traces) < len(human):
+            human = {t: v for t, v in human.items() if t in traces}
+            if len(human) < min_labels or len(set(human.values())) < 2:
+                outcome[s.name] = AlignmentResult(name=s.name, status="not_run", labels=len(human),
+                                                  reason=f"only {len(human)} of its labelled traces could be read from the tracking store (alignment needs {min_labels})")
+                continue
         train, held = split(s.name, human)
-        traces = {t: client.get_trace(t) for t in sorted(human)}
         judge = make_judge(name=s.name, instructions=s.instructions, feedback_value_type=judge_value_type(s.value_type), model=judge_model)
         optimizer = LabelledExamplesOptimizer(verdicts=per_trace.get(s.name))
-        with _environment(env or {}):
-            aligned = judge.align([traces[t] for t in train], optimizer=optimizer)
-            before_out = judge_outcomes(judge, [traces[t] for t in held])
-            after_out = judge_outcomes(aligned, [traces[t] for t in held])
+        try:
+            with _environment(env or {}):
+                aligned = judge.align([traces[t] for t in train], optimizer=optimizer)
+                before_out = judge_outcomes(judge, [traces[t] for t in held])
+                after_out = judge_outcomes(aligned, [traces[t] for t in held])
+        except Exception as exc:  # noqa: BLE001 - e.g. MLflow rejects the aligned instructions: reported, the judge is left as it was
+            outcome[s.name] = AlignmentResult(name=s.name, status="not_run", labels=len(human),
+                                              reason=f"alignment failed, the judge is unchanged: {' '.join(str(exc).split())[:300]}")
+            continue
         held_labels = {t: {"people": human[t]} for t in held}
         before = measure_agreement(s.name, before_out, human=held_labels)
         after = measure_agreement(s.name, after_out, human=held_labels)
@@ -274,6 +285,19 @@ def align_judges(
             scorers[index] = s.model_copy(update={"instructions": aligned.instructions})
         outcome[s.name] = result
     return spec.model_copy(update={"scorers": scorers}), outcome
+
+
+def _fetch(client: Any, trace_ids: list[str]) -> dict[str, Any]:
+    """The traces that can be read (a deleted one is left out)."""
+    found = {}
+    for trace_id in trace_ids:
+        try:
+            trace = client.get_trace(trace_id)
+        except Exception:  # noqa: BLE001 - not found, or the store refused it
+            trace = None
+        if trace is not None:
+            found[trace_id] = trace
+    return found
 
 
 def _majorities(labels: Any) -> dict[str, bool]:
