@@ -1,20 +1,23 @@
-"""Suite run time per 1,000 traces vs hand-written mlflow.genai.evaluate calls, and recall/false
-positives of the offline planner's suite against the injected failure modes.
+"""Suite run time per 1,000 traces vs hand-written mlflow.genai.evaluate calls, the same run after
+20 earlier runs on the same traces, and recall/false positives of the offline planner's suite.
 
-    uv run python benchmarks/suite.py [--traces 1000] [--keep /tmp/suite-bench]
+    uv run python -m benchmarks.suite [--traces 1000] [--prior-runs 20] [--keep /tmp/suite-bench]
 
-Steps, all on one local sqlite store: the demo agent writes N traces with known failure modes; the
-no-model planner builds and validates a suite; then four timed runs over the same N traces, each
-in a fresh least-privilege Python process (`mlflow_eval_agent.child`, as `validate` runs suites;
-so each pays the same start-up and import cost):
+Steps, all on local sqlite stores: the demo agent writes N traces with known failure modes; the
+no-model planner builds and validates a suite; the store is then snapshotted, and every timed run
+below starts from its own copy of that snapshot (so no run pays for another's verdicts), in a fresh
+least-privilege Python process (`mlflow_eval_agent.child`, as `validate` runs suites):
 
-  run_eval --experiment-id   the rendered run_eval.py on the experiment's latest N traces
-  run_eval --dataset ids     the rendered run_eval.py on a dataset file naming all N trace ids
-  hand-written, same scorers mlflow.search_traces + mlflow.genai.evaluate with scorers.CODE_SCORERS
-  hand-written, minimal      the same checks written as bare @scorer functions (no rationales)
+  run_eval (1st run)            the rendered run_eval.py on the experiment's latest N traces
+  hand-written, MLflow defaults mlflow.search_traces + mlflow.genai.evaluate with scorers.CODE_SCORERS
+  hand-written, 4 workers       the same with MLFLOW_GENAI_EVAL_MAX_WORKERS=4 (with the defaults, 10
+                                workers exhaust MLflow's sqlite connection pool and lose verdicts)
+  hand-written, minimal         the same checks as bare @scorer functions, 4 workers
+  run_eval (run K+1)            run_eval again on the 1st run's copy, after K more runs (--prior-runs)
 
-Judges are left out of every run (no judge model offline). Prints seconds, traces/s and seconds
-per 1,000 traces, then recall per failure mode and false positives on clean traces.
+For each: seconds, traces/s, and the verdicts that reached the store (N x scorers when none is lost).
+Judges are left out of every run (no judge model offline). Then recall per failure mode and false
+positives on clean traces.
 """
 
 from __future__ import annotations
@@ -66,6 +69,10 @@ def make(s):
         def f(trace):
             root = next(x for x in trace.data.spans if not x.parent_id)
             return status(root) == "ERROR" or not any(status(x) == "ERROR" for x in trace.data.spans)
+    elif kind == "no_error_at_end":
+        def f(trace):
+            steps = sorted((x for x in trace.data.spans if x.parent_id), key=lambda x: x.start_time_ns)
+            return not steps or status(steps[-1]) != "ERROR"
     elif kind == "output_non_empty":
         def f(outputs):
             return bool(outputs) and bool(str(outputs.get("content", "") if isinstance(outputs, dict) else outputs).strip())
@@ -94,21 +101,44 @@ print("evaluated", len(result.result_df), "with", len(chosen), "scorers in", rou
 RUN_TIMEOUT_S = 3600.0
 
 
-def timed_run(label: str, args: list[str], uri: str, n: int) -> dict:
+def timed_run(label: str, args: list[str], uri: str, n: int, expected: int, extra: dict[str, str] | None = None) -> dict:
     from mlflow_eval_agent.child import child_env, limits_for, run_child
 
-    proc = run_child(args, timeout_s=RUN_TIMEOUT_S, env=child_env(uri), limits=limits_for(uri, timeout_s=RUN_TIMEOUT_S))
+    before = verdicts(uri)
+    proc = run_child(args, timeout_s=RUN_TIMEOUT_S, env=child_env(uri, extra=extra), limits=limits_for(uri, timeout_s=RUN_TIMEOUT_S))
     seconds = proc.seconds
     finished = proc.returncode == 0 and "evaluated" in proc.stdout or "PASSED" in proc.stdout or "FAILED:" in proc.stdout
     problems = [line for line in proc.stderr.splitlines() if "Failed to log" in line or line.startswith("mlflow.exceptions")]
     if problems:
         print(f"note: {label}: MLflow reported {len(problems)} failure(s), e.g. {problems[-1][-200:]}")
-    return {"label": label + ("" if finished else " (CRASHED)"), "seconds": seconds, "per_1000": seconds * 1000 / n, "traces_per_s": n / seconds}
+    written = verdicts(uri) - before if "run_eval" not in label else verdicts(uri)
+    return {"label": label + ("" if finished else " (CRASHED)"), "seconds": seconds, "per_1000": seconds * 1000 / n,
+            "traces_per_s": n / seconds, "verdicts": written, "expected": expected}
+
+
+def verdicts(uri: str) -> int:
+    """Feedback rows from code scorers in a sqlite store (what a run leaves in the MLflow UI)."""
+    import sqlite3
+
+    with sqlite3.connect(uri[len("sqlite:///"):]) as db:
+        return db.execute("SELECT count(*) FROM assessments WHERE assessment_type = 'feedback' AND source_type = 'CODE'").fetchone()[0]
+
+
+def copy_store(source: Path, target: Path) -> str:
+    """A copy of the sqlite store through sqlite's backup API (a WAL-mode file copy could miss commits)."""
+    import sqlite3
+
+    target.unlink(missing_ok=True)
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+        dst.execute("PRAGMA journal_mode=DELETE")  # as a fresh MLflow store starts
+    return f"sqlite:///{target}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--traces", type=int, default=1000)
+    parser.add_argument("--prior-runs", type=int, default=20, help="Runs after the first before the last timed one (default 20).")
     parser.add_argument("--keep", help="Folder to keep the store and session in (default: a temp folder).")
     args = parser.parse_args()
     folder = Path(args.keep or tempfile.mkdtemp(prefix="suite-bench-")).resolve()
@@ -146,20 +176,37 @@ def main() -> None:
     ids_file.write_text(json.dumps({"records": [{"trace_id": s.trace_id} for s in seeded]}))
 
     n = args.traces
-    results_file = folder / "experiment_results.json"
-    runs = [
-        timed_run("run_eval --experiment-id", [str(evaluation / "run_eval.py"), "--experiment-id", experiment_id, "--max-traces", str(n),
-                                               "--skip-judges", "--output-json", str(results_file)], uri, n),
-        timed_run("run_eval --dataset <all ids>", [str(evaluation / "run_eval.py"), "--dataset", str(ids_file), "--skip-judges"], uri, n),
-        timed_run("hand-written, same scorers", ["-c", HAND_WRITTEN_SAME, str(evaluation), experiment_id, str(n)], uri, n),
-        timed_run("hand-written, minimal scorers", ["-c", HAND_WRITTEN_MINIMAL, str(folder / "spec.json"), experiment_id, str(n)], uri, n),
-    ]
     code_scorers = [s.name for s in spec.scorers if not s.needs_judge]
+    expected = n * len(code_scorers)
+    snapshot = folder / "snapshot.db"
+    copy_store(Path(uri[len("sqlite:///"):]), snapshot)
+    results_file = folder / "experiment_results.json"
+    run_eval = [str(evaluation / "run_eval.py"), "--experiment-id", experiment_id, "--max-traces", str(n), "--skip-judges"]
+    ours_uri = copy_store(snapshot, folder / "run_eval.db")
+    runs = [timed_run("run_eval (1st run)", [*run_eval, "--output-json", str(results_file)], ours_uri, n, expected)]
+    four = {"MLFLOW_GENAI_EVAL_MAX_WORKERS": "4"}
+    runs.append(timed_run("hand-written, MLflow defaults", ["-c", HAND_WRITTEN_SAME, str(evaluation), experiment_id, str(n)],
+                          copy_store(snapshot, folder / "hand.db"), n, expected))
+    runs.append(timed_run("hand-written, 4 workers", ["-c", HAND_WRITTEN_SAME, str(evaluation), experiment_id, str(n)],
+                          copy_store(snapshot, folder / "hand.db"), n, expected, four))
+    runs.append(timed_run("hand-written, minimal, 4 workers", ["-c", HAND_WRITTEN_MINIMAL, str(folder / "spec.json"), experiment_id, str(n)],
+                          copy_store(snapshot, folder / "hand.db"), n, expected, four))
+    later = []
+    for k in range(2, args.prior_runs + 2):
+        later.append(timed_run(f"run_eval (run {k})", run_eval, ours_uri, n, expected))
+        print(f"  run {k}: {later[-1]['seconds']:.1f} s", flush=True)
+    if later:
+        runs.append(later[-1])
     print(f"\nsuite: {len(code_scorers)} code scorers ({', '.join(code_scorers)}); judges skipped in every run")
-    print(f"{'run':<32} {'seconds':>8} {'traces/s':>9} {'s per 1000':>11}")
+    print(f"{'run':<36} {'seconds':>8} {'traces/s':>9} {'s per 1000':>11} {'verdicts kept':>14}")
     for run in runs:
-        print(f"{run['label']:<32} {run['seconds']:>8.1f} {run['traces_per_s']:>9.1f} {run['per_1000']:>11.1f}")
-    print(f"run_eval vs the hand-written call with the same scorers: {runs[0]['seconds'] / runs[2]['seconds'] - 1:+.1%}")
+        print(f"{run['label']:<36} {run['seconds']:>8.1f} {run['traces_per_s']:>9.1f} {run['per_1000']:>11.1f} {run['verdicts']:>6} of {run['expected']}")
+    first = runs[0]["seconds"]
+    for other in runs[1:4]:
+        print(f"{other['label']} / run_eval: {other['seconds'] / first:.2f}x")
+    if later:
+        print(f"run_eval run {args.prior_runs + 1} / run 1: {later[-1]['seconds'] / first:.2f}x "
+              f"(verdicts on the traces after it: {later[-1]['verdicts']}, one per scorer per trace: {expected})")
     if not results_file.is_file():
         raise SystemExit("run_eval --experiment-id wrote no results: no recall to report")
     per_trace = json.loads(results_file.read_text())["per_trace"]

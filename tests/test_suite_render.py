@@ -7,6 +7,7 @@ import inspect
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 
@@ -273,6 +274,7 @@ def test_a_run_replaces_its_own_earlier_verdicts_and_keeps_human_feedback(suite,
         proc = subprocess.run([sys.executable, "run_eval.py", "--skip-judges", *extra], cwd=store.path("evaluation"),
                               env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode in (0, 1), proc.stderr[-2000:]
+        assert "one by one" not in proc.stderr and "were not replaced" not in proc.stderr, proc.stderr[-2000:]  # one transaction
 
     def verdicts():
         counts = {}
@@ -294,3 +296,21 @@ def test_a_run_replaces_its_own_earlier_verdicts_and_keeps_human_feedback(suite,
     assert len(human) == 2 and all(k[1] == "no_hidden_failures" for k in human), "human feedback of the same name is kept"
     run("--keep-earlier-verdicts")
     assert set(n for k, n in verdicts().items() if k[2] == "CODE" and k[1] in ours) == {2}
+    database = suite["uri"][len("sqlite:///"):]
+    with sqlite3.connect(database) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal", "run_eval.py puts a local sqlite store in WAL mode"
+
+
+def test_sqlite_full_sync_leaves_the_journal_mode_alone(suite, tmp_path):
+    database = tmp_path / "copy.db"
+    with sqlite3.connect(suite["uri"][len("sqlite:///"):]) as source, sqlite3.connect(database) as db:
+        source.backup(db)  # the source may be in WAL mode: a file copy could miss its last commits
+        db.execute("PRAGMA journal_mode=DELETE")
+    store = open_session_store(str(tmp_path), "full-sync")
+    render_suite(suite["spec"], store)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE_"))} | {"MLFLOW_TRACKING_URI": f"sqlite:///{database}"}
+    proc = subprocess.run([sys.executable, "run_eval.py", "--skip-judges", "--sqlite-full-sync"], cwd=store.path("evaluation"),
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    with sqlite3.connect(database) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
