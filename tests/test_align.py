@@ -130,6 +130,13 @@ def test_alignment_is_not_kept_when_it_does_not_help_and_needs_enough_labels(lab
     few["human_labels"]["helpful"] = dict(list(few["human_labels"]["helpful"].items())[: ALIGN_MIN_LABELS - 1])
     _, results = align_judges(spec, labelled["uri"], few, "openai:/gpt-4o-mini", env=env)
     assert results["helpful"].status == "not_run" and f"alignment needs {ALIGN_MIN_LABELS}" in results["helpful"].reason
+    # a budget the held-out calls' forecast exceeds: no judge call, and the reason
+    with FakeChatServer(stubborn_judge) as server:
+        env = {"OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": server.base_url}
+        _, results = align_judges(spec, labelled["uri"], _results(labelled, judged), "openai:/gpt-4o-mini", env=env, budget_usd=0.0)
+    r = results["helpful"]
+    assert r.status == "not_run" and "alignment's forecast cost" in r.reason and "exceeds the budget of $0.00" in r.reason, r.reason
+    assert server.requests == [] and r.forecast_tokens > 8 * 2 * 200 and r.forecast_usd > 0
     # labelled traces gone from the store are left out, and too few left is said, not raised
     gone = _results(labelled, judged)
     kept_ids = labelled["ids"][:ALIGN_MIN_LABELS - 2]

@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from . import cost_model
 from .agreement import Agreement, measure_agreement
 from .spec import EVAL_DIR, JudgeScorer, SuiteSpec
 
@@ -63,13 +64,16 @@ class AlignmentResult(BaseModel):
     examples: int = 0
     before: Agreement | None = Field(None, description="the judge as it was, on the held-out labels")
     after: Agreement | None = Field(None, description="the aligned judge, on the same held-out labels")
+    forecast_tokens: int | None = Field(None, description="input + output tokens of the held-out calls, forecast before them (cost_model.py)")
+    forecast_usd: float | None = None
 
     def line(self) -> str:
         if self.before is None or self.after is None:
             return f"alignment of {self.name}: {self.status.replace('_', ' ')}: {self.reason}"
         return (f"alignment of {self.name}: on {len(self.held_out)} held-out human labels kappa {_num(self.before.kappa)} -> {_num(self.after.kappa)}, "
                 f"accuracy {_num(self.before.accuracy)} -> {_num(self.after.accuracy)} ({self.examples} worked examples from {len(self.train)} "
-                f"training labels): {'kept' if self.status == 'kept' else 'not kept'}, {self.reason}")
+                f"training labels; ~{self.forecast_tokens or 0:,} tokens" + (f", ~${self.forecast_usd:.2f}" if self.forecast_usd is not None else "")
+                + f"): {'kept' if self.status == 'kept' else 'not kept'}, {self.reason}")
 
 
 # --- the optimizer ------------------------------------------------------------------------------
@@ -225,10 +229,12 @@ def align_judges(
     *,
     env: Mapping[str, str] | None = None,
     min_labels: int = ALIGN_MIN_LABELS,
+    budget_usd: float | None = None,
 ) -> tuple[SuiteSpec, dict[str, AlignmentResult]]:
     """Align each make_judge judge that has enough human labels in run_eval.py's `results`; return the
     spec with the kept judges' new instructions and each judge's result. `env`: the judge provider's
-    variables, set only while the judges are called (validation's child gets the same ones)."""
+    variables, set only while the judges are called (validation's child gets the same ones).
+    `budget_usd`: a judge's held-out calls are made only when their forecast (cost_model.py) fits."""
     from mlflow import MlflowClient
     from mlflow.genai.judges import make_judge
 
@@ -267,8 +273,14 @@ def align_judges(
         judge = make_judge(name=s.name, instructions=s.instructions, feedback_value_type=judge_value_type(s.value_type), model=judge_model)
         optimizer = LabelledExamplesOptimizer(verdicts=per_trace.get(s.name))
         try:
+            aligned = judge.align([traces[t] for t in train], optimizer=optimizer)  # no model call
+            tokens, usd = _held_out_forecast(judge, aligned, [traces[t] for t in held], judge_model)
+            over = cost_model.over_budget(usd, budget_usd)
+            if over:
+                outcome[s.name] = AlignmentResult(name=s.name, status="not_run", labels=len(human), forecast_tokens=tokens, forecast_usd=usd,
+                                                  reason="not measured: " + over.replace("the judges' forecast", "alignment's forecast"))
+                continue
             with _environment(env or {}):
-                aligned = judge.align([traces[t] for t in train], optimizer=optimizer)
                 before_out = judge_outcomes(judge, [traces[t] for t in held])
                 after_out = judge_outcomes(aligned, [traces[t] for t in held])
         except Exception as exc:  # noqa: BLE001 - e.g. MLflow rejects the aligned instructions: reported, the judge is left as it was
@@ -280,11 +292,20 @@ def align_judges(
         after = measure_agreement(s.name, after_out, human=held_labels)
         keep, why = better(after, before)
         result = AlignmentResult(name=s.name, status="kept" if keep else "not_better", reason=why, labels=len(human),
-                                 train=optimizer.used, held_out=held, examples=len(optimizer.used), before=before, after=after)
+                                 train=optimizer.used, held_out=held, examples=len(optimizer.used), before=before, after=after,
+                                 forecast_tokens=tokens, forecast_usd=usd)
         if keep:
             scorers[index] = s.model_copy(update={"instructions": aligned.instructions})
         outcome[s.name] = result
     return spec.model_copy(update={"scorers": scorers}), outcome
+
+
+def _held_out_forecast(judge: Any, aligned: Any, traces: Sequence[Any], model: str) -> tuple[int, float | None]:
+    """(tokens, dollars or None) of both judges on the held-out traces, from the one cost model."""
+    chars = [len(str(t.data.request or "")) + len(str(t.data.response or "")) for t in traces]
+    tokens_in = sum(cost_model.input_tokens(c, 1.0, len(judge.instructions)) + cost_model.input_tokens(c, 1.0, len(aligned.instructions)) for c in chars)
+    tokens_out = 2 * cost_model.OUTPUT_TOKENS * len(chars)
+    return tokens_in + tokens_out, cost_model.dollars(model, tokens_in, tokens_out)[0]
 
 
 def _fetch(client: Any, trace_ids: list[str]) -> dict[str, Any]:

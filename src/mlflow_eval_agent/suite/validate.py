@@ -199,7 +199,7 @@ def validate_suite(
             run = run.model_copy(update={"notes": [*run.notes, *problems]})
             baseline = run if baseline is not None and baseline.validated_at == run.validated_at else baseline
     if run.ok and align:
-        run = _align(spec, store, tracking_uri, run, data, None if skip_judges else judge_model, extra_env, steps, baseline)
+        run = _align(spec, store, tracking_uri, run, data, None if skip_judges else judge_model, extra_env, steps, baseline, max_judge_usd)
         baseline = run if baseline is not None and baseline.validated_at == run.validated_at else baseline
     report = ValidationReport(latest=run, baseline=baseline)
     store.write_model(VALIDATION_FILE, report)
@@ -223,7 +223,8 @@ def _aligned_training(store: SessionStore) -> dict[str, set[str]]:
 
 
 def _align(spec: SuiteSpec, store: SessionStore, tracking_uri: str, run: ValidationRun, data: dict, judge_model: str | None,
-           env: Mapping[str, str] | None, steps: Steps, baseline: ValidationRun | None = None) -> ValidationRun:
+           env: Mapping[str, str] | None, steps: Steps, baseline: ValidationRun | None = None,
+           budget_usd: float | None = None) -> ValidationRun:
     """validate --align: align the judges with enough human labels, keep the better ones (spec,
     re-rendered suite, alignment.json), and record before/after in the run."""
     from .align import ALIGNMENT_FILE, alignment_record, align_judges
@@ -231,7 +232,7 @@ def _align(spec: SuiteSpec, store: SessionStore, tracking_uri: str, run: Validat
     from .user_edits import render_keeping_edits
 
     steps.start("Aligning the judges with the human labels (2 judge calls per held-out trace)")
-    new_spec, results = align_judges(spec, tracking_uri, data, judge_model, env=env)
+    new_spec, results = align_judges(spec, tracking_uri, data, judge_model, env=env, budget_usd=budget_usd)
     kept = [n for n, r in results.items() if r.status == "kept"]
     notes = list(run.notes)
     if kept:
