@@ -14,7 +14,9 @@ Each measurement runs in a fresh process: spark (a local[2] session; profile wit
 trajectory_scan=1000) and sql (build_profile, trajectory_scan=1000). Printed per run: seconds,
 the driver's (Python process) peak RSS growth during the call, the JVM's peak RSS for spark, and
 whether the two profiles agree number for number (trace ids mapped tr-<hex> -> trace:/<loc>/<hex>;
-the hash sample is left out: it hashes the ids, which differ).
+the hash sample is left out: it hashes the ids, which differ). At the end, per spark run: microseconds
+per trace and, between consecutive sizes, the time growth over the size growth (1.00 = linear), with
+the driver's RSS growth and the JVM's peak RSS (`--json`: one {"scaling": ...} object per size).
 """
 
 from __future__ import annotations
@@ -137,10 +139,10 @@ def measure(kind: str, where: str, experiment_id: str) -> dict:
             "rss_growth_mb": round(max(0.0, _status_mb("VmHWM") - before), 1), **extra, "numbers": numbers}
 
 
-def run_child(kind: str, where: str, experiment_id: str) -> dict:
+def run_child(kind: str, where: str, experiment_id: str, timeout: float = 7_200) -> dict:
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": f"{REPO / 'src'}:{REPO}"}
     done = subprocess.run([sys.executable, "-m", "benchmarks.profile_spark", "--child", kind, where, experiment_id],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=7_200)
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"{kind} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -159,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="20000,100000", help="Comma-separated trace counts.")
     parser.add_argument("--cache-dir", default="/tmp/mlflow-eval-agent-bench", help="Where corpora and UC tables are kept between runs.")
     parser.add_argument("--max-sqlite", type=int, default=100_000, help="Largest size written to sqlite; larger ones are replicated by Spark.")
+    parser.add_argument("--max-seconds", type=float, default=7_200, help="Stop at the first size whose spark run takes longer.")
     parser.add_argument("--json", action="store_true", help="One JSON object per run (engine, traces, seconds, rss_growth_mb, agree).")
     parser.add_argument("--child", nargs=3, metavar=("KIND", "WHERE", "EXPERIMENT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -167,9 +170,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cache = Path(args.cache_dir)
     previous_spark: dict | None = None
+    spark_runs: list[dict] = []
     for n in [int(s) for s in args.sizes.split(",") if s.strip()]:
         folder, uri, experiment_id = uc_tables(n, cache, args.max_sqlite)
-        spark_run = run_child("spark", str(folder), experiment_id or "bench")
+        try:
+            spark_run = run_child("spark", str(folder), experiment_id or "bench", timeout=args.max_seconds)
+        except subprocess.TimeoutExpired:
+            print(f"{n:>9,} traces  spark  did not finish within --max-seconds {args.max_seconds:,.0f} s: stopped here", flush=True)
+            break
         runs = [spark_run]
         if uri:
             sql_run = run_child("sql", uri, experiment_id)
@@ -192,7 +200,35 @@ def main(argv: list[str] | None = None) -> int:
                       f"agree: {'yes' if agree else 'NO'}", flush=True)
         if uri:
             previous_spark = spark_run
+        spark_runs.append(spark_run)
+    _scaling(spark_runs, args.json)
     return 0
+
+
+def _scaling(runs: list[dict], as_json: bool) -> None:
+    """Per spark run: the cost per trace; between consecutive sizes: how time grew against size
+    (1.0 = linear), and the driver's and the JVM's memory."""
+    if not runs:
+        return
+    if not as_json:
+        print("\nspark scaling (time growth / size growth: 1.00 = linear)", flush=True)
+    first = runs[0]
+    for prev, run in zip([None, *runs[:-1]], runs):
+        row = {"engine": "spark", "traces": run["traces"], "seconds": run["seconds"],
+               "us_per_trace": round(run["seconds"] / max(1, run["traces"]) * 1e6, 1),
+               "rss_growth_mb": run["rss_growth_mb"], "jvm_peak_mb": run.get("jvm_peak_mb")}
+        if prev is not None:
+            size, time_ = run["traces"] / max(1, prev["traces"]), run["seconds"] / max(1e-9, prev["seconds"])
+            row.update(size_growth=round(size, 2), time_growth=round(time_, 2), time_over_size=round(time_ / size, 2))
+        if run is not first:
+            row["time_over_size_from_first"] = round((run["seconds"] / first["seconds"]) / (run["traces"] / max(1, first["traces"])), 2)
+        if as_json:
+            print(json.dumps({"scaling": row}), flush=True)
+            continue
+        growth = (f"  x{row['size_growth']:.0f} traces -> x{row['time_growth']:.2f} time (ratio {row['time_over_size']:.2f})"
+                  if prev is not None else "")
+        print(f"{run['traces']:>9,} traces  {run['seconds']:>8.2f} s  {row['us_per_trace']:>8.1f} us/trace  driver RSS growth "
+              f"{run['rss_growth_mb']:>6.1f} MB  JVM peak {run.get('jvm_peak_mb') or 0:>7,.0f} MB{growth}", flush=True)
 
 
 if __name__ == "__main__":

@@ -184,3 +184,159 @@ def test_analyze_engine_spark_without_a_location_is_a_usage_error(capsys, seeded
     code = main(["analyze", "--engine", "spark", "-e", seeded_store.support_id, "--tracking-uri", seeded_store.uri])
     assert code == 2
     assert "--trace-location" in capsys.readouterr().err
+
+
+# --- the SQL expressions against the builder's Python definitions (traces/spark_sql.py) ---------------
+
+TRICKY_MESSAGES = [
+    "timed out after 30s for order 12345", "Error code: 429 - Rate limit reached (request req_8fz2k1abc)", "status: 500 at /var/log/x.py line 3",
+    "  \n\n  KeyError: 'x'  \n tb", "HTTP 404 and code=503, status 42, code: 4290 status:  201.5", "uuid 123e4567-e89b-12d3-a456-426614174000 at 2024-01-02T03:04:05Z",
+    "mail bob@example.com ip 10.0.0.1:8080 addr 0xdeadbeef url https://x.y/z?q=1", "gpt-4o v2 failed -12.5e3 +7 1,000,000", "", None, "   ",
+    "Ünïcödé ٤٢٩ 数字123 ᵃ", "a\u2028b", "x\x1cy", "tab\there  spaces", "C:\\Users\\me\\file.txt and ~/a/b.py and /usr/lib/ ok",
+    "hash abcdef0123456789 id order-12345 ab-1234", "status=429", "STATUS: 503 Code 200", "\u017ftatus: 500", "x" * 400 + " 12",
+    "my.pkg.CustomError: boom", "lower.case: not a type", "ValueError:", "ratio: 3",
+]
+TRICKY_PAYLOADS = [
+    '{"a": 1}', '{"messages": [{"role": "user", "content": "hi"}]}', '{"choices": [{"message": {"role": "assistant", "content": ""}}]}',
+    '{"choices": [{"message": {"role": "assistant", "content": "", "tool_calls": [{"id": 1}]}}]}', '{"choices": []}',
+    '{"role": "assistant", "content": "  "}', '{"role": "assistant", "content": "", "extra": 1}', '{"answer": ""}', '{"a": {"b": {"c": {"d": ""}}}}',
+    '{"a": {"b": {"c": ""}}}', '[]', '[{"role": "x"}]', '[1, ""]', '["", " "]', '""', '"  "', '"x"', 'null', 'true', 'false', '0', '1.5',
+    'not json', '', '   ', '{"a":1} x', '{"a": 1, "a": ""}', '[{"role":"u"},{"x":1}]', '{"choices": [{"text": "hi"}]}', '{"choices": [{"message": "hello"}]}',
+    '{"choices": "x", "role": "a", "content": ""}', '{"role": "a", "content": null, "tool_calls": []}', '{"z": 1, "b": 2, "a": 3, "m": [], "n": null}',
+    '{"choices": [{"message": {"content": null}}], "x": 1}', '[[[[""]]]]', '[[[""]]]', '{"a": [], "b": {}}', '{"a": 0}',
+    '{"role": "x", "content": 0, "tool_calls": 0}', ' {"k": 1} ', "{" + ", ".join(f'"k{i}": {i}' for i in range(15)) + "}",
+]
+# Where Spark's JSON parser and Python's differ (spark_sql.py's docstring): Python reads NaN as a number.
+PAYLOAD_DIVERGENCES = {"NaN": {"kind": ("number", "non_json")}}
+TRICKY_VALUES = ["true", "false", "0", "0.0", "1.0", "0.5", "4", '"yes"', '"' + "x" * 80 + '"', "null", '{"a":1}', "[1]", "1e-7", "0.0001", "0.00001",
+                 "1e16", "123456789012345.0", "1234567890123456.0", "12345678901234567.0", "0.1234567890123456789", "1e400", "-2.5", "100000000",
+                 "-0.001", "3.14159"]
+
+
+def test_signature_normalisation_in_sql_equals_python(spark):
+    from pyspark.sql import functions as F
+
+    from mlflow_eval_agent.traces import spark_sql as S
+    from mlflow_eval_agent.traces.signatures import normalize_error_message, split_type_prefix
+
+    df = spark.createDataFrame([(m,) for m in TRICKY_MESSAGES], "m string")
+    rows = df.select("m", S.normalized(F.col("m")).alias("n"), *S.split_type_prefix(F.col("m"))).collect()
+    got = [(r[1], (r[2], r[3])) for r in rows]
+    assert got == [(normalize_error_message(m), split_type_prefix(m or "")) for m in TRICKY_MESSAGES]
+
+
+def test_error_of_a_span_in_sql_equals_python(spark):
+    from pyspark.sql import functions as F
+
+    from mlflow_eval_agent.traces import spark_sql as S
+    from mlflow_eval_agent.traces.signatures import error_from_span
+
+    cases = [("KeyError", "'x'", "KeyError: 'x'"), ('"TimeoutError"', '"timed out"', ""), ("", "", "ValueError: bad"), (None, None, "plain text"),
+             ("RuntimeError", "", "RuntimeError: from status"), ("", "only message", ""), ('""', "x", "Err: y"), (None, None, None)]
+    df = spark.createDataFrame(cases, "t string, m string, s string")
+    has = S.event_is_error(F.col("t"), F.col("m"))
+    rows = df.select(*S.error_parts(F.col("t"), F.col("m"), F.col("s"), has)).collect()
+    expected = []
+    for t, m, status in cases:
+        attrs = {k: v for k, v in (("exception.type", t), ("exception.message", m)) if v is not None}
+        info = error_from_span({"events": [{"name": "exception", "attributes": attrs}]}, status)
+        expected.append((info.exception_type, info.message))
+    assert [tuple(r) for r in rows] == expected
+
+
+def test_payload_facts_in_sql_equal_python(spark):
+    from pyspark.sql import functions as F
+
+    from mlflow_eval_agent.traces import spark_sql as S
+    from mlflow_eval_agent.traces.spans import Payload, is_empty_value, looks_like_json, shape_of
+
+    spark.conf.set("spark.sql.variant.allowDuplicateKeys", "true")  # as the engine sets it
+    raws = [*TRICKY_PAYLOADS, *PAYLOAD_DIVERGENCES, None]
+    df = spark.createDataFrame([(r,) for r in raws], "r string").withColumn("pv", F.expr("try_parse_json(r)"))
+    facts = S.payload_facts(F.col("r"), "pv")
+    rows = df.select("r", *[c.alias(k) for k, c in facts.items()], S.looks_like_json(F.col("r")).alias("lj")).collect()
+    for r in rows:
+        raw = r["r"]
+        if raw is None:
+            expected = {"has_value": False, "empty": True, "kind": "null", "keys": []}
+        else:
+            payload = Payload.of(raw)
+            kind, keys = shape_of(payload)
+            expected = {"has_value": payload.value is not None, "empty": not payload.is_huge and is_empty_value(payload.value), "kind": kind,
+                        "keys": list(keys), "lj": looks_like_json(raw)}
+        got = {k: r[k] for k in expected}
+        for field, (python, spark_value) in PAYLOAD_DIVERGENCES.get(raw, {}).items():
+            assert (expected[field], got[field]) == (python, spark_value)  # the documented difference, nothing else
+            expected[field] = spark_value
+        assert got == expected, raw
+
+
+def test_assessment_value_labels_in_sql_equal_python(spark):
+    import json
+
+    from pyspark.sql import functions as F
+
+    from mlflow_eval_agent.traces import spark_sql as S
+    from mlflow_eval_agent.traces.accumulators import _value_label
+
+    df = spark.createDataFrame([(v,) for v in [*TRICKY_VALUES, "-0.0"]], "t string").withColumn("v", F.expr("parse_json(t)"))
+    labelled = S.with_value_label(df.select("t", S.value_number("v").alias("n"), *S.value_keys("v")), "l")
+    got = {r["t"]: (r["l"], r["n"]) for r in labelled.collect()}
+    for text in TRICKY_VALUES:
+        value = json.loads(text)
+        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        assert got[text] == (_value_label(value), number), text
+    assert got["-0.0"] == ("0.0", -0.0)  # documented: VARIANT keeps -0.0 as decimal 0 (Python labels it "-0.0")
+
+
+def test_no_python_udf_in_the_engine():
+    """The profile is JVM-side: no pyspark udf / pandas_udf / mapInPandas anywhere in the engine's modules."""
+    from pathlib import Path
+
+    import mlflow_eval_agent.traces as traces
+
+    for name in ("spark_profile.py", "spark_sql.py"):
+        text = (Path(traces.__file__).parent / name).read_text()
+        assert not re.search(r"\b(?:F\.udf|udf\(|pandas_udf|mapInPandas|applyInPandas|\.rdd\b|localCheckpoint)", text), name
+
+
+def _uc_settings(seeded_store: SeededStore, tmp_path):
+    from mlflow_eval_agent.settings import resolve_settings
+
+    # trace_location as an operator sets it (EVAL_AGENT_TRACE_LOCATION), resolved once by settings.py
+    return resolve_settings({"experiment_id": seeded_store.support_id, "tracking_uri": seeded_store.uri, "volume_path": str(tmp_path)},
+                            {"EVAL_AGENT_TRACE_LOCATION": LOCATION.name})
+
+
+def test_the_agents_profile_tool_uses_spark_for_a_uc_location(spark, tables, seeded_store: SeededStore, sql_profile, tmp_path):
+    """With the traces in UC tables and a SparkSession active, the agent's profile tool profiles with Spark."""
+    from mlflow_eval_agent.store import open_session_store
+    from mlflow_eval_agent.tools._base import ToolContext
+    from mlflow_eval_agent.tools.profile import load_profile
+
+    settings = _uc_settings(seeded_store, tmp_path)
+    assert settings.trace_location == LOCATION.name
+    profile = load_profile(ToolContext(settings, open_session_store(settings.volume_path, "uc-tool")), refresh=True)
+    assert profile.source.path == "spark"
+    assert numbers(profile) == as_uc_ids(numbers(sql_profile))
+
+
+def test_the_offline_planner_uses_spark_for_a_uc_location(spark, tables, seeded_store: SeededStore, tmp_path, monkeypatch):
+    """build_offline profiles a UC location with Spark (stopped right after it saved the profile)."""
+    from mlflow_eval_agent.store import open_session_store
+    from mlflow_eval_agent.suite import offline
+    from mlflow_eval_agent.traces.profile_model import TraceProfile
+
+    class Profiled(Exception):
+        pass
+
+    def stop(profile):
+        raise Profiled
+
+    monkeypatch.setattr(offline, "latency_budget_ms", stop)
+    settings = _uc_settings(seeded_store, tmp_path)
+    store = open_session_store(settings.volume_path, "uc-offline")
+    with pytest.raises(Profiled):
+        offline.build_offline(settings, store)
+    saved = store.read_model(offline.PROFILE_FILE, TraceProfile)
+    assert saved.source.path == "spark" and saved.trace_count == 200 and saved.hidden_failures.count == 15

@@ -6,13 +6,17 @@ per-name counts, exact nearest-rank percentiles (a window rank per group, so the
 one of the observed ones, as in percentiles.py), capped example lists (the k most recent traces per
 group, by the builder's own order), top-k and hash samples. Only those rows come to the driver.
 
-Definitions are shared with the builder, not rewritten: the error of a span, its signature
-normalisation, payload emptiness and shapes, JSON-looking text, assessment value labels and the
-trajectory facts are the very Python functions the builder calls (signatures.py, spans.py,
-accumulators.py, trajectory.py), applied by Spark as UDFs over DISTINCT values only (distinct
-messages, distinct payload texts, distinct assessment values), never row by row over spans. Error
-propagation and "a model call with no model call below it" are ancestor walks done as iterated
-self-joins on (trace_id, span_id) -> parent_span_id. The trajectory section reads the spans of
+Everything runs in the JVM: no Python function is applied to a row. The builder's per-value
+definitions (the error of a span and its signature normalisation, payload presence, shapes and
+emptiness, JSON-looking text, assessment value labels) are Spark SQL expressions in spark_sql.py,
+written from the Python ones (signatures.py's own regular expressions, carried to Java's syntax) and
+tested against them value by value; the few rare values where Spark's JSON parser or number printing
+cannot match Python's are listed there and asserted in the test. One projection reads the spans table
+once and keeps a narrow row per span (ids, name, type, status, times, model, error, payload facts; no
+payload text), persisted (memory, spilling to disk) for the aggregates; traces without a real root
+take their orphan root's facts from a second pass over those traces only. Error propagation and "a
+model call with no model call below it" are ancestor walks done as iterated self-joins on
+(trace_id, span_id) -> parent_span_id, each level persisted. The trajectory section reads the spans of
 the `trajectory_scan` most recent traces whole, as the other engines do (a bounded fetch).
 
 Where the engines differ, by construction (see also uc_schema.py's open points):
@@ -229,20 +233,31 @@ class SparkProfile:
             F.when(failed, exc_type_raw).alias("exc_type_raw"), F.when(failed, exc_msg_raw).alias("exc_message_raw"),
             F.when(failed, F.col("status_message")).alias("status_message"), has_event.alias("has_event"),
             huge_in.alias("in_huge"), huge_out.alias("out_huge"), inspected.alias("inspected"), root.alias("is_root"), retriever.alias("is_retriever"),
-        ).select(
+        )
+        # Each payload's edges, JSON test and parse once, in their own projections (columns read by
+        # several facts below are not re-evaluated per fact).
+        read = F.col("inspected") | F.col("is_root")
+        edges = []
+        for side in ("in", "out"):
+            first, last = S.json_edges(F.col(f"{side}puts_raw"))
+            edges += [F.when(read, first).alias(f"{side}_first"), F.when(read, last).alias(f"{side}_last")]
+        staged = staged.select("*", *edges)
+        staged = staged.select("*", *[F.when(read & F.col(f"{side}puts_raw").isNotNull() & ~F.col(f"{side}_huge"), S.looks_like_json_from(
+            F.col(f"{side}puts_raw"), F.col(f"{side}_first"), F.col(f"{side}_last"))).alias(f"{side}_lj") for side in ("in", "out")])
+        staged = staged.select(
             "*",
             F.expr("CASE WHEN is_root AND NOT in_huge THEN try_parse_json(inputs_raw) END").alias("pin"),
             F.expr("CASE WHEN (is_root OR is_retriever) AND NOT out_huge THEN try_parse_json(outputs_raw) END").alias("pout"),
         )
         exc_type, message = S.error_parts(F.col("exc_type_raw"), F.col("exc_message_raw"), F.col("status_message"), F.col("has_event"))
-        fin = S.payload_facts(F.col("inputs_raw"), "pin")
-        fout = S.payload_facts(F.col("outputs_raw"), "pout")
+        fin = S.payload_facts(F.col("inputs_raw"), "pin", F.col("in_first"), F.coalesce(F.col("in_lj"), F.lit(False)), F.col("in_huge"))
+        fout = S.payload_facts(F.col("outputs_raw"), "pout", F.col("out_first"), F.coalesce(F.col("out_lj"), F.lit(False)), F.col("out_huge"))
         is_root, wants_out = F.col("is_root"), F.col("is_root") | F.col("is_retriever")
         staged = staged.select(
             "trace_id", "span_id", "parent_id", "name", "span_type", "status", "start_ns", "end_ns", "model", "in_huge", "out_huge",
             F.when(F.col("status") == "ERROR", exc_type).alias("exc_type"), F.when(F.col("status") == "ERROR", message).alias("message"),
-            (F.col("inspected") & F.col("inputs_raw").isNotNull() & ~F.col("in_huge") & ~S.looks_like_json(F.col("inputs_raw"))).alias("in_nonjson"),
-            (F.col("inspected") & F.col("outputs_raw").isNotNull() & ~F.col("out_huge") & ~S.looks_like_json(F.col("outputs_raw"))).alias("out_nonjson"),
+            (F.col("inspected") & F.col("inputs_raw").isNotNull() & ~F.col("in_huge") & ~F.col("in_lj")).alias("in_nonjson"),
+            (F.col("inspected") & F.col("outputs_raw").isNotNull() & ~F.col("out_huge") & ~F.col("out_lj")).alias("out_nonjson"),
             F.when(is_root, fin["has_value"]).alias("in_has_value"), F.when(is_root, fin["kind"]).alias("in_kind"), F.when(is_root, fin["keys"]).alias("in_keys"),
             F.when(is_root, fout["has_value"]).alias("out_has_value"), F.when(is_root, fout["kind"]).alias("out_kind"),
             F.when(is_root, fout["keys"]).alias("out_keys"), F.when(wants_out, fout["empty"]).alias("out_empty"),
@@ -668,8 +683,10 @@ class SparkProfile:
             "coalesce(source.source_type, 'UNKNOWN') AS source_type",
             "CASE WHEN annotation_type = 'ISSUE' THEN NULL ELSE value END AS v",
         ).join(self.traces.select("trace_id"), "trace_id")
-        rows = self._keep(rows.select("trace_id", "name", "kind", "source_type", F.struct(
-            S.value_label("v").alias("label"), S.value_number("v").alias("number")).alias("f")))
+        rows = rows.select("trace_id", "name", "kind", "source_type", S.value_number("v").alias("number"), *S.value_keys("v"))
+        labels = S.with_value_label(rows.select("_vk", "_vt", "_vj", "_vs", "_vd").distinct()).select("_vk", "label")
+        rows = self._keep(rows.join(labels, "_vk").select(
+            "trace_id", "name", "kind", "source_type", F.struct("label", "number").alias("f")))
         base = {(r["name"], r["kind"]): r for r in rows.groupBy("name", "kind").agg(
             F.count(F.lit(1)).alias("count"), F.countDistinct("trace_id").alias("traces"),
             F.count("f.number").alias("nn"), F.min("f.number").alias("lo"), F.max("f.number").alias("hi"), F.sum("f.number").alias("total"),

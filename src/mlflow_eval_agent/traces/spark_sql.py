@@ -191,13 +191,27 @@ def event_is_error(type_raw: Any, message_raw: Any) -> Any:
 _JSON_LITERAL = "^(?:-?\\p{Nd}+(?:\\.\\p{Nd}+)?(?:[eE][-+]?\\p{Nd}+)?|true|false|null)$"
 
 
+def json_edges(raw: Any) -> tuple[Any, Any]:
+    """The first and the last non-space character of a string ('' when it is blank): anchored
+    matches (the last one on the reversed text), not a strip of the whole payload."""
+    F = _F()
+    edge = f"(?s)^[{WS}]*+(.)"
+    return F.regexp_extract(raw, edge, 1), F.regexp_extract(F.reverse(raw), edge, 1)
+
+
+def looks_like_json_from(raw: Any, first: Any, last: Any) -> Any:
+    """spans.looks_like_json for a non-null string, from its json_edges."""
+    F = _F()
+    closing = F.when(first == "{", "}").when(first == "[", "]").when(first == '"', '"')
+    single = raw.rlike(f"^[{WS}]*+[^{WS}][{WS}]*+$")  # the stripped text is one character
+    return (F.when(first == "", False)
+            .when(closing.isNotNull(), (last == closing) & ~single)
+            .otherwise(strip_ws(raw).rlike(_JSON_LITERAL)))
+
+
 def looks_like_json(raw: Any) -> Any:
     """spans.looks_like_json for a non-null string."""
-    F = _F()
-    text = strip_ws(raw)
-    first, last = F.substring(text, 1, 1), F.substring(text, -1, 1)
-    closing = F.when(first == "{", "}").when(first == "[", "]").when(first == '"', '"')
-    return F.when(text == "", False).when(closing.isNotNull(), (F.length(text) > 1) & (last == closing)).otherwise(text.rlike(_JSON_LITERAL))
+    return looks_like_json_from(raw, *json_edges(raw))
 
 
 def _has(x: str, key: str) -> str:
@@ -275,16 +289,20 @@ def empty_value_sql(x: str, depth: int = 0) -> str:
             f"{string_case} ELSE false END)")
 
 
-def payload_facts(raw: Any, parsed: str) -> dict[str, Any]:
+def payload_facts(raw: Any, parsed: str, first: Any = None, lj: Any = None, huge: Any = None) -> dict[str, Any]:
     """What the builder reads of one stored payload (spans.Payload.of, shape_of, is_empty_value),
     `raw` the stored text column (NULL: the attribute is absent), `parsed` the SQL name of a column
-    holding try_parse_json(raw) (NULL when raw is huge). Returns Columns: present, has_value, huge,
-    is_json, kind, keys, empty."""
+    holding try_parse_json(raw) (NULL when raw is huge); `first`, `lj` and `huge` (its first non-space
+    character, looks_like_json, its size test) when an earlier projection computed them once.
+    Returns Columns: present, has_value, huge, is_json, kind, keys, empty."""
     F = _F()
-    huge = F.coalesce(F.length(raw) > HUGE_PAYLOAD_CHARS, F.lit(False))
+    if huge is None:
+        huge = F.coalesce(F.length(raw) > HUGE_PAYLOAD_CHARS, F.lit(False))
+    if first is None or lj is None:
+        first, last = json_edges(raw)
+        lj = looks_like_json_from(raw, first, last)
     v = F.col(parsed)
-    is_json = v.isNotNull() & looks_like_json(raw)
-    first = F.regexp_extract(raw, "^[ \\t\\n\\r]*(.)", 1)
+    is_json = v.isNotNull() & lj
     messages = f"try_variant_get({parsed}, '$[\"messages\"]', 'array<variant>')"
     chat_messages = F.expr(f"coalesce(size({messages}) > 0 AND forall(slice({messages}, 1, 5), m -> {_has('m', 'role')}), false)")
     list_of_messages = F.expr(f"coalesce(size({_arr(parsed)}) > 0 AND forall(slice({_arr(parsed)}, 1, 5), m -> {_has('m', 'role')}), false)")
@@ -307,46 +325,60 @@ def payload_facts(raw: Any, parsed: str) -> dict[str, Any]:
 _INT_TYPES = ("BIGINT", "INT", "SMALLINT", "TINYINT")
 
 
-def py_float_repr(text: Any) -> Any:
-    """repr(float(x)) from the decimal text of a number with at most 15 significant digits (or from
-    Java's Double.toString of a double): Python's fixed notation for exponents -4..15, else d.ddde+XX."""
+def with_py_float_repr(df: Any, text: str, out: str) -> Any:
+    """`df` with column `out` = repr(float(x)) from column `text`, the decimal text of a number with at
+    most 15 significant digits (or Java's Double.toString of a double): Python's fixed notation for
+    exponents -4..15, else d.ddde+XX. Built in stages (one column each), so no step is inlined twice."""
     F = _F()
-    neg = text.startswith("-")
-    body = F.regexp_replace(text, "^[-+]", "")
-    mant = F.regexp_extract(body, "^([0-9.]*)", 1)
-    exp0 = F.coalesce(F.regexp_extract(body, "[eE]([-+]?[0-9]+)$", 1).try_cast("int"), F.lit(0))
-    intpart = F.split(mant, "\\.").getItem(0)
-    all_digits = F.regexp_replace(mant, "\\.", "")
-    no_lead = F.regexp_replace(all_digits, "^0+", "")
-    digits = F.regexp_replace(no_lead, "0+$", "")
-    point = F.length(intpart) + exp0 - (F.length(all_digits) - F.length(no_lead))  # value = 0.<digits> x 10^point
-    x = point - 1
-    n = F.length(digits)
+    c = F.col
+    df = df.withColumn("_body", F.regexp_replace(c(text), "^[-+]", ""))
+    df = df.withColumn("_mant", F.regexp_extract(c("_body"), "^([0-9.]*)", 1))
+    df = df.withColumn("_exp0", F.coalesce(F.regexp_extract(c("_body"), "[eE]([-+]?[0-9]+)$", 1).try_cast("int"), F.lit(0)))
+    df = df.withColumn("_all", F.regexp_replace(c("_mant"), "\\.", ""))
+    df = df.withColumn("_nolead", F.regexp_replace(c("_all"), "^0+", ""))
+    df = df.withColumn("_digits", F.regexp_replace(c("_nolead"), "0+$", ""))
+    # value = 0.<digits> x 10^point
+    df = df.withColumn("_point", F.length(F.split(c("_mant"), "\\.").getItem(0)) + c("_exp0") - (F.length(c("_all")) - F.length(c("_nolead"))))
+    digits, point, n, x = c("_digits"), c("_point"), F.length(c("_digits")), c("_point") - 1
     fixed = (F.when(point <= 0, F.concat(F.lit("0."), F.repeat(F.lit("0"), -point), digits))
              .when(point >= n, F.concat(digits, F.repeat(F.lit("0"), point - n), F.lit(".0")))
              .otherwise(F.concat(digits.substr(F.lit(1), point), F.lit("."), digits.substr(point + 1, n))))
     sci = F.concat(digits.substr(1, 1), F.when(n > 1, F.concat(F.lit("."), digits.substr(F.lit(2), n))).otherwise(F.lit("")),
                    F.lit("e"), F.when(x < 0, "-").otherwise("+"), F.lpad(F.abs(x).cast("string"), 2, "0"))
-    out = F.when(digits == "", "0.0").when((x >= -4) & (x < 16), fixed).otherwise(sci)
-    return F.when(neg, F.concat(F.lit("-"), out)).otherwise(out)
+    body = F.when(digits == "", "0.0").when((x >= -4) & (x < 16), fixed).otherwise(sci)
+    df = df.withColumn(out, F.when(c(text).startswith("-"), F.concat(F.lit("-"), body)).otherwise(body))
+    return df.drop("_body", "_mant", "_exp0", "_all", "_nolead", "_digits", "_point")
 
 
-def value_label(v: str) -> Any:
-    """accumulators._value_label of an assessment value (`v` the SQL name of a VARIANT column)."""
+def value_keys(v: str) -> list[Any]:
+    """What an assessment value's label is made from, as plain columns of the VARIANT column `v`:
+    _vk (one key per distinct value: its type and JSON), _vt, _vj, _vs (a string value) and _vd (a
+    number printed as a double). Label the distinct _vk with with_value_label and join back."""
     F = _F()
-    t = F.expr(f"schema_of_variant({v})")
-    j = F.expr(f"to_json({v})")
+    return [F.coalesce(F.expr(f"concat(schema_of_variant({v}), '|', to_json({v}))"), F.lit("")).alias("_vk"),
+            F.expr(f"schema_of_variant({v})").alias("_vt"), F.expr(f"to_json({v})").alias("_vj"),
+            F.expr(f"CASE WHEN schema_of_variant({v}) = 'STRING' THEN variant_get({v}, '$', 'string') END").alias("_vs"),
+            F.expr(f"CAST(try_variant_get({v}, '$', 'double') AS STRING)").alias("_vd")]
+
+
+def with_value_label(df: Any, out: str = "label") -> Any:
+    """`df` (with value_keys' columns) with column `out` = accumulators._value_label of the value."""
+    F = _F()
+    c = F.col
+    j, t = c("_vj"), c("_vt")
     significant = F.length(F.regexp_replace(F.regexp_replace(F.regexp_replace(j, "[eE].*$|[-.]", ""), "^0+", ""), "0+$", ""))
-    as_double = F.expr(f"CAST(try_variant_get({v}, '$', 'double') AS STRING)")
-    number_text = F.when(significant > 15, as_double).otherwise(j)
-    return (F.when(F.expr(_null(v)), "null")
-            .when(t == "BOOLEAN", j)
-            .when(t.isin(*_INT_TYPES), j)
-            .when(j == '"Infinity"', "inf").when(j == '"-Infinity"', "-inf").when(j == '"NaN"', "nan")
-            .when(t.startswith("DECIMAL") | t.isin("DOUBLE", "FLOAT"), py_float_repr(number_text))
-            .when(t == "STRING", F.substring(F.expr(f"variant_get({v}, '$', 'string')"), 1, 60))
-            .when(t.startswith("OBJECT"), "dict").when(t.startswith("ARRAY"), "list")
-            .otherwise(F.lower(t)))
+    numeric = t.startswith("DECIMAL") | t.isin("DOUBLE", "FLOAT")
+    df = df.withColumn("_nt", F.when(numeric & (significant > 15), c("_vd")).when(numeric, j))
+    df = with_py_float_repr(df, "_nt", "_repr")
+    label = (F.when(j.isNull() | (j == "null"), "null")
+             .when(t == "BOOLEAN", j)
+             .when(t.isin(*_INT_TYPES), j)
+             .when(j == '"Infinity"', "inf").when(j == '"-Infinity"', "-inf").when(j == '"NaN"', "nan")
+             .when(numeric, c("_repr"))
+             .when(t == "STRING", F.substring(c("_vs"), 1, 60))
+             .when(t.startswith("OBJECT"), "dict").when(t.startswith("ARRAY"), "list")
+             .otherwise(F.lower(t)))
+    return df.withColumn(out, label).drop("_nt", "_repr")
 
 
 def value_number(v: str) -> Any:
