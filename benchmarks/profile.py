@@ -22,6 +22,8 @@ Each measurement runs in a fresh Python process, so one does not warm the other'
 `--server` reads the api and naive paths through `mlflow server` on 127.0.0.1 (the same sqlite file,
 copied to a temporary folder, as its backend): what a remote tracking server or Databricks costs,
 HTTP and the server's own work included; sql and raw still read the file. Prints api vs naive.
+Runs are paired: each of --repeat rounds runs every path once, and api vs naive is also printed per round,
+with each path's client CPU seconds (the measuring process only: with --server the server's work is not in it).
 Printed per path (the fastest of --repeat runs, all runs listed): wall seconds, peak RSS growth
 during the call (MB, VmHWM reset before the call), and whether its trace count, status counts,
 span count and p50/p99 latency agree with the sql profile.
@@ -141,7 +143,7 @@ def measure(kind: str, uri: str, experiment_id: str) -> dict:
     mlflow.MlflowClient(uri).get_experiment(experiment_id)
     _reset_peak()
     before = _status_mb("VmRSS")
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     if kind == "naive":
         summary = naive_summary(uri, experiment_id)
     elif kind == "raw":  # the floor: plain SQL + orjson over the same span rows (benchmarks/raw_read.py)
@@ -152,8 +154,8 @@ def measure(kind: str, uri: str, experiment_id: str) -> dict:
         p = build_profile(uri, experiment_id, path=kind)
         summary = {"traces": p.trace_count, "status": p.status_counts, "p50": p.latency_ms.p50, "p99": p.latency_ms.p99,
                    "spans": p.span_count, "signatures": len(p.error_signatures)}
-    seconds = time.perf_counter() - started
-    return {"kind": kind, "seconds": round(seconds, 3), "rss_growth_mb": round(max(0.0, _status_mb("VmHWM") - before), 1), **summary}
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {"kind": kind, "seconds": round(seconds, 3), "cpu_s": round(cpu, 3), "rss_growth_mb": round(max(0.0, _status_mb("VmHWM") - before), 1), **summary}
 
 
 def naive_summary(uri: str, experiment_id: str) -> dict:
@@ -232,7 +234,10 @@ def main(argv: list[str] | None = None) -> int:
             where = {kind: (url if url and kind in HTTP_PATHS else uri) for kind in kinds}
             if url:
                 print(f"api and naive read through mlflow server at {url} ({args.server_workers} workers, sqlite backend)")
-            runs = {kind: [run_child(kind, where[kind], experiment_id) for _ in range(args.repeat)] for kind in kinds}
+            runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
+            for _ in range(args.repeat):  # paired: each round runs every path once, so load on a shared machine hits them alike
+                for kind in kinds:
+                    runs[kind].append(run_child(kind, where[kind], experiment_id))
         results = {kind: min(rs, key=lambda r: r["seconds"]) for kind, rs in runs.items()}
         reference = results.get("sql")
         print(f"\n{n:,} traces (best of {args.repeat} runs each)")
@@ -248,7 +253,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  sql profile is {results['naive']['seconds'] / reference['seconds']:.1f}x faster than the naive path")
         if "api" in results and "naive" in results:
             over = "over HTTP" if args.server else "on the local store"
-            print(f"  api path is {results['naive']['seconds'] / results['api']['seconds']:.2f}x faster than the naive path ({over})")
+            paired = sorted(n["seconds"] / a["seconds"] for a, n in zip(runs["api"], runs["naive"]))
+            print(f"  api path is {results['naive']['seconds'] / results['api']['seconds']:.2f}x faster than the naive path ({over}); "
+                  f"per round (naive/api, same round): {', '.join(f'{r:.2f}' for r in paired)}")
+            cpu = {k: min(r["cpu_s"] for r in runs[k]) for k in ("api", "naive")}
+            print(f"  client CPU (this process only; the server's work is not in it): api {cpu['api']:.2f} s, naive {cpu['naive']:.2f} s")
     return 0
 
 
