@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from ..child import child_env, limits_for, run_child
+from ..warm_child import run_warm
 from .agreement import Agreement, measure_agreement
 from .cost import CostForecast, forecast
 from ..steps import NO_STEPS, Steps
@@ -138,6 +139,7 @@ def validate_suite(
     skip_judges: str | None = None,
     max_judge_usd: float | None = None,
     align: bool = False,
+    warm: bool = True,
 ) -> ValidationReport:
     """Run the rendered suite, measure it, save `state/validation.json` (keeping the baseline).
 
@@ -146,7 +148,9 @@ def validate_suite(
     cannot run, and why (settings.JudgeAccess.skip_reason); they are reported skipped with it.
     `max_judge_usd`: the judges run only when their forecast (cost.py) fits; else skipped, saying why.
     `align`: afterwards, align each make_judge judge that has enough human labels (suite/align.py) and
-    keep the aligned instructions (spec, re-rendered suite) only when they agree better on held-out labels."""
+    keep the aligned instructions (spec, re-rendered suite) only when they agree better on held-out labels.
+    `warm`: run it in the warm child for this environment (warm_child.py: MLflow imported once per
+    process, a fresh fork per run) instead of a cold child."""
     script = store.path(f"{EVAL_DIR}/run_eval.py")
     if not script.is_file():
         raise FileNotFoundError("evaluation/run_eval.py does not exist yet: render the suite first")
@@ -168,7 +172,10 @@ def validate_suite(
         if found:
             steps.update(int(found[-1][0]), int(found[-1][1]))
 
-    outcome = run_child(args, timeout_s=timeout_s, env=env, limits=limits, python=python, on_poll=progress)
+    if warm:
+        outcome = run_warm(args, timeout_s=timeout_s, env=env, limits=limits, python=python, on_poll=progress)
+    else:
+        outcome = run_child(args, timeout_s=timeout_s, env=env, limits=limits, python=python, on_poll=progress)
     data: dict = {}
     if results.is_file():
         store.write_text(RUN_RESULTS_FILE, results.read_text(encoding="utf-8"))  # push to the backend

@@ -993,6 +993,10 @@ def main(argv=None):
     if not judges:
         # MLflow's scorer rate limiter is for LLM judges; code scorers need none (a judge run keeps MLflow's limit).
         os.environ.setdefault(CODE_SCORER_RATE_LIMIT, "0")
+        # MLflow's evaluation harness imports litellm up front for its judges (~2-3 s, the largest import
+        # of a code-only run); with no judge running nothing needs it: `import litellm` fails, and the
+        # harness treats it as not installed. (None in sys.modules is Python's way to refuse an import.)
+        sys.modules.setdefault("litellm", None)
     mlflow.set_experiment(experiment_id=experiment_id)
     name = run_name(args.run_name)
     with mlflow.start_run(run_name=name, tags={**run_tags(), TAG + "mode": "agent" if predict_fn else "stored"}) as run:
