@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             over = "over HTTP" if args.server else "on the local store"
             paired = sorted(n["seconds"] / a["seconds"] for a, n in zip(runs["api"], runs["naive"]))
             print(f"  api path is {results['naive']['seconds'] / results['api']['seconds']:.2f}x faster than the naive path ({over}); "
-                  f"per round (naive/api, same round): {', '.join(f'{r:.2f}' for r in paired)}")
+                  f"naive/api of each round, sorted: {', '.join(f'{r:.2f}' for r in paired)}")
             cpu = {k: min(r["cpu_s"] for r in runs[k]) for k in ("api", "naive")}
             print(f"  client CPU (this process only; the server's work is not in it): api {cpu['api']:.2f} s, naive {cpu['naive']:.2f} s")
     return 0
