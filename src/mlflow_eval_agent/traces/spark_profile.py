@@ -412,12 +412,15 @@ class SparkProfile:
         try:
             return self._build(experiment_id, experiment_name, trajectory_scan, started)
         finally:
-            if before is None:
-                conf.unset(DUPLICATE_KEYS_CONF)
-            else:
-                conf.set(DUPLICATE_KEYS_CONF, before)
-            for df in self._kept:
-                df.unpersist()
+            try:
+                if before is None:
+                    conf.unset(DUPLICATE_KEYS_CONF)
+                else:
+                    conf.set(DUPLICATE_KEYS_CONF, before)
+                for df in self._kept:
+                    df.unpersist()
+            except Exception:  # the session died (the error being raised says why): nothing left to release
+                pass
             self._kept.clear()
 
     def _build(self, experiment_id: str, experiment_name: str | None, trajectory_scan: int, started: float) -> TraceProfile:
