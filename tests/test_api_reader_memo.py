@@ -26,7 +26,7 @@ def test_the_trajectory_scan_reuses_the_spans_of_the_pass(mlflow_server: ServerH
     monkeypatch.setattr(api_reader, "batch_get", counted)
     once = build_profile(mlflow_server.url, seeded_store.support_id, path="api")
     assert once.trace_count == 200 and sum(calls) == 200  # every trace's spans read once, the scan's included
-    assert not api_reader.MEMO._data  # the scan took every kept trace
+    assert not api_reader.MEMO._data  # nothing is held past the profile
 
     monkeypatch.setattr(api_reader, "MEMO", api_reader.SpanMemo(limit=0))  # nothing kept: the scan reads again
     calls.clear()

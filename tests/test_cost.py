@@ -74,6 +74,7 @@ def test_validation_records_the_forecast_and_skips_judges_over_budget(tmp_path: 
         return Outcome()
 
     monkeypatch.setattr(validation, "run_child", fake_run_child)
+    monkeypatch.setattr(validation, "run_warm", fake_run_child)  # validation runs in the warm child by default
     report = validation.validate_suite(_spec(), store, f"sqlite:///{tmp_path / 'm.db'}", judge_model="anthropic:/claude-sonnet-4-5", max_judge_usd=0.0001)
     assert "--skip-judges" in seen["args"] and "--judge-model" not in seen["args"]
     assert report.latest.judge_cost is not None and report.latest.judge_cost.usd > 0.0001

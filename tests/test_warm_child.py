@@ -86,6 +86,7 @@ def test_run_warm_reuses_one_warm_child_per_environment(tmp_path):
     script = tmp_path / "pid.py"
     script.write_text("import os\nprint(os.getppid())\n")
     env = child_env(None)
+    warm_child.close_all()  # earlier validations in this test process have their own warm children
     try:
         parents = {run_warm([str(script)], timeout_s=60, env=env, limits=Limits(file_bytes=size)).stdout.strip() for size in (10**8, 10**9)}
         assert len(parents) == 1 and len(warm_child._WARM) == 1, "limits that grow with the store do not start another warm child"

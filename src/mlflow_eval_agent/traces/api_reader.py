@@ -32,8 +32,12 @@ class SpanMemo:
         self._lock = threading.Lock()
 
     def start(self, tracking_uri: str | None) -> None:
+        """A new pass: whatever an earlier pass kept (of any store) is dropped."""
+        self.clear()
+
+    def clear(self) -> None:
         with self._lock:
-            self._data = {k: v for k, v in self._data.items() if k[0] != str(tracking_uri)}
+            self._data = {}
 
     def keep(self, tracking_uri: str | None, trace: Any) -> None:
         if _state(trace.info) == "IN_PROGRESS":

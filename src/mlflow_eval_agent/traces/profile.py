@@ -644,17 +644,23 @@ def build_profile(
         tracking_uri=redact_uri(tracking_uri), path=source.path, filter_string=query.filter_string,
         since_ms=since_ms, max_traces=max_traces,
     )
-    profile = profile_records(source.records(), experiment.experiment_id, meta, experiment.name, progress)
-    profile.source.truncated = source.truncated
-    limit = min(trajectory_scan, max_traces or trajectory_scan, profile.trace_count)
-    if limit > 0:
-        started = time.perf_counter()
-        try:
-            counts = trajectory.scan(client, experiment.experiment_id, query.effective_filter(), limit)
-        except Exception as exc:  # MLflow's own errors for a store that went away mid-run
-            from .source import _translate
+    from .api_reader import MEMO
 
-            raise _translate(exc, tracking_uri) from None
+    try:
+        profile = profile_records(source.records(), experiment.experiment_id, meta, experiment.name, progress)
+        profile.source.truncated = source.truncated
+        limit = min(trajectory_scan, max_traces or trajectory_scan, profile.trace_count)
+        if limit > 0:
+            started = time.perf_counter()
+            try:
+                counts = trajectory.scan(client, experiment.experiment_id, query.effective_filter(), limit)
+            except Exception as exc:  # MLflow's own errors for a store that went away mid-run
+                from .source import _translate
+
+                raise _translate(exc, tracking_uri) from None
+    finally:
+        MEMO.clear()  # the spans the API pass kept for the scan are not held past this profile
+    if limit > 0:
         profile.trajectory = trajectory.as_model(counts)
         profile.source.seconds = round(profile.source.seconds + time.perf_counter() - started, 3)
     return profile
