@@ -56,7 +56,7 @@ def start_command(
             console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
         refused = [line for line in lines if "could not be registered" in line]
         console.print(f"Experiment {spec.experiment_id}: {sum(p.action == 'register' for p in plans) - len(refused)} judges sampling new traces; "
-                      "code checks: schedule `run_eval.py --experiment-id <id> --filter ...` (docs/databricks.md, eval_agent_monitor_job).",
+                      "code checks are not registered: run `run_eval.py --experiment-id <id> --filter ...` on a schedule (cron, CI or a scheduled job).",
                       highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(EXIT_FAILED if refused else EXIT_OK)
 

@@ -6,7 +6,7 @@ server alike. What goes there is decided by the tiers of the last validation (ag
 `gate` or `monitor` judge is registered with its sample rate; an `explore` one is not (it has not
 been shown to agree with people). Code checks are evaluated by the suite's engine, which a
 registered scorer cannot carry; they are monitored by the scheduled suite run instead
-(`run_eval.py --experiment-id <prod> --filter ...`, the bundle's `eval_agent_monitor_job`).
+(`run_eval.py --experiment-id <prod> --filter ...`, on a schedule of the user's; the bundle has no such job yet).
 
 Every judge is built from the suite's spec (built-in class with its parameters, guidelines, or
 `make_judge` instructions), never from generated code. Names are the suite's scorer names, so a
