@@ -102,7 +102,8 @@ RUN_TIMEOUT_S = 3600.0
 
 
 def timed_run(label: str, args: list[str], uri: str, n: int, expected: int, extra: dict[str, str] | None = None,
-              timeout_s: float = RUN_TIMEOUT_S) -> dict:
+              timeout_s: float = RUN_TIMEOUT_S, replaces: bool = False) -> dict:
+    """`replaces`: the run replaces earlier verdicts (run_eval), so its count is the store's total, not the increase."""
     from mlflow_eval_agent.child import child_env, limits_for, run_child
 
     before = verdicts(uri)
@@ -114,7 +115,7 @@ def timed_run(label: str, args: list[str], uri: str, n: int, expected: int, extr
     problems = [line for line in proc.stderr.splitlines() if "Failed to log" in line or line.startswith("mlflow.exceptions")]
     if problems:
         print(f"note: {label}: MLflow reported {len(problems)} failure(s), e.g. {problems[-1][-200:]}")
-    written = verdicts(uri) - before if "run_eval" not in label else verdicts(uri)
+    written = verdicts(uri) - (0 if replaces else before)
     return {"label": label + ("" if finished else " (CRASHED)"), "seconds": seconds, "per_1000": seconds * 1000 / n,
             "traces_per_s": n / seconds, "verdicts": written, "expected": expected}
 
@@ -186,7 +187,7 @@ def main() -> None:
     results_file = folder / "experiment_results.json"
     run_eval = [str(evaluation / "run_eval.py"), "--experiment-id", experiment_id, "--max-traces", str(n), "--skip-judges"]
     ours_uri = copy_store(snapshot, folder / "run_eval.db")
-    runs = [timed_run("run_eval (1st run)", [*run_eval, "--output-json", str(results_file)], ours_uri, n, expected)]
+    runs = [timed_run("run_eval (1st run)", [*run_eval, "--output-json", str(results_file)], ours_uri, n, expected, replaces=True)]
     four = {"MLFLOW_GENAI_EVAL_MAX_WORKERS": "4"}
     # On sqlite, MLflow's defaults (10 workers) exhaust its connection pool: verdicts are lost, and the
     # process has been seen to hang at exit on its worker threads; it gets 5x run_eval's time.
@@ -198,7 +199,7 @@ def main() -> None:
                           copy_store(snapshot, folder / "hand.db"), n, expected, four))
     later = []
     for k in range(2, args.prior_runs + 2):
-        later.append(timed_run(f"run_eval (run {k})", run_eval, ours_uri, n, expected))
+        later.append(timed_run(f"run_eval (run {k})", run_eval, ours_uri, n, expected, replaces=True))
         print(f"  run {k}: {later[-1]['seconds']:.1f} s", flush=True)
     if later:
         runs.append(later[-1])

@@ -65,6 +65,12 @@ def test_each_run_gets_its_own_limits(warm, tmp_path):
     assert small.stdout.split() == ["50", str(10**8)] and large.stdout.split() == ["70", str(10**9)]
 
 
+def test_only_a_script_file_runs_never_code_given_as_text(warm, tmp_path):
+    for args in (["-c", "print(1)"], ["-m", "json.tool"], [str(tmp_path / "missing.py")], []):
+        with pytest.raises(ValueError, match="script file"):
+            warm.run(args, timeout_s=10)
+
+
 def test_an_exception_is_exit_code_1_with_its_traceback(warm, tmp_path):
     broken = tmp_path / "broken.py"
     broken.write_text("raise RuntimeError('boom')\n")

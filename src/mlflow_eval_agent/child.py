@@ -321,22 +321,28 @@ def _user_tasks() -> int | None:
     return total
 
 
-# Runs first in the child: apply the limits (clamped to the hard limits we have), then become the
-# real interpreter. -I -S keeps it to the standard library and ignores the environment.
-_LAUNCHER = """
-import os, resource, sys
-for item in filter(None, sys.argv[1].split(",")):
-    name, soft, hard = item.split(":")
-    which = getattr(resource, name)
-    soft, hard = int(soft), int(hard)
-    _, have = resource.getrlimit(which)
-    if have != resource.RLIM_INFINITY:
-        hard = min(hard, have)
-        soft = min(soft, hard)
-    try:
-        resource.setrlimit(which, (soft, hard))
-    except (ValueError, OSError) as exc:
-        sys.stderr.write("note: %s not applied: %s\\n" % (name, exc))
+# Sets [(RLIMIT name, soft, hard), ...], each clamped to the hard limit we have: the launcher below
+# and warm_child.py's forks both run it.
+APPLY_LIMITS = """
+import resource, sys
+def apply_limits(items):
+    for name, soft, hard in items:
+        which = getattr(resource, name)
+        _, have = resource.getrlimit(which)
+        if have != resource.RLIM_INFINITY:
+            hard = min(hard, have)
+            soft = min(soft, hard)
+        try:
+            resource.setrlimit(which, (soft, hard))
+        except (ValueError, OSError) as exc:
+            sys.stderr.write("note: %s not applied: %s\\n" % (name, exc))
+"""
+
+# Runs first in the child: apply the limits, then become the real interpreter. -I -S keeps it to
+# the standard library and ignores the environment.
+_LAUNCHER = APPLY_LIMITS + """
+import os
+apply_limits([(n, int(soft), int(hard)) for n, soft, hard in (item.split(":") for item in filter(None, sys.argv[1].split(",")))])
 os.execvp(sys.argv[2], sys.argv[2:])
 """
 

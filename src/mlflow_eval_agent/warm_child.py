@@ -30,13 +30,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from .child import POLL_S, ChildResult, Limits, _kill_group, _private_folder, _read, _tail, run_child
+from .child import APPLY_LIMITS, POLL_S, ChildResult, Limits, _kill_group, _private_folder, _read, _tail, run_child
 
 # Imported once in the warm child: what every run_eval.py run imports before it evaluates anything.
 PRELOAD = ("mlflow", "mlflow.genai", "mlflow.genai.scorers", "mlflow.store.tracking.sqlalchemy_store", "databricks.sdk", "pandas")
 START_TIMEOUT_S = 120.0
 
-_SERVER = r"""
+_SERVER = APPLY_LIMITS + r"""
 import importlib, json, os, runpy, sys, threading, traceback
 def die_with_parent():  # Linux PR_SET_PDEATHSIG: a killed parent leaves no warm child (nor its forks)
     try:
@@ -56,17 +56,7 @@ for line in sys.stdin:
     pid = os.fork()
     if pid == 0:
         die_with_parent()
-        import resource
-        for name, soft, hard in request["rlimits"]:  # this run's limits, as child.py's launcher sets them
-            which = getattr(resource, name)
-            _, have = resource.getrlimit(which)
-            if have != resource.RLIM_INFINITY:
-                hard = min(hard, have)
-                soft = min(soft, hard)
-            try:
-                resource.setrlimit(which, (soft, hard))
-            except (ValueError, OSError) as exc:
-                sys.stderr.write("note: %s not applied: %s\n" % (name, exc))
+        apply_limits(request["rlimits"])  # this run's limits, as child.py's launcher sets them
         for fd, path in ((0, os.devnull), (1, request["stdout"]), (2, request["stderr"])):
             target = os.open(path, os.O_RDONLY) if fd == 0 else os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             os.dup2(target, fd)
@@ -114,7 +104,10 @@ class WarmChild:
 
     def run(self, args: Sequence[str], *, timeout_s: float, limits: Limits | None = None, cwd: str | Path | None = None,
             on_poll: Callable[[str], None] | None = None) -> ChildResult:
-        """`python <args>` in a fresh fork of the warm child; the same result as `run_child`."""
+        """`python <script.py> <args>` in a fresh fork of the warm child; the same result as `run_child`.
+        Only a script file runs here (the suite's own rendered run_eval.py), never code given as text."""
+        if not args or Path(args[0]).suffix != ".py" or not Path(args[0]).is_file():
+            raise ValueError(f"the warm child runs a Python script file, not {list(args[:1])}: pass the rendered run_eval.py")
         with self._lock:
             run_folder = Path(tempfile.mkdtemp(prefix="run-", dir=self.folder / "tmp"))
             out_path, err_path = run_folder / "stdout", run_folder / "stderr"

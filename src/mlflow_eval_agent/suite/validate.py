@@ -172,10 +172,8 @@ def validate_suite(
         if found:
             steps.update(int(found[-1][0]), int(found[-1][1]))
 
-    if warm:
-        outcome = run_warm(args, timeout_s=timeout_s, env=env, limits=limits, python=python, on_poll=progress)
-    else:
-        outcome = run_child(args, timeout_s=timeout_s, env=env, limits=limits, python=python, on_poll=progress)
+    run = run_warm if warm else run_child
+    outcome = run(args, timeout_s=timeout_s, env=env, limits=limits, python=python, on_poll=progress)
     data: dict = {}
     if results.is_file():
         store.write_text(RUN_RESULTS_FILE, results.read_text(encoding="utf-8"))  # push to the backend

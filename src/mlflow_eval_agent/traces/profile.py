@@ -61,6 +61,7 @@ from .profile_model import (
     TraceProfile,
 )
 from . import trajectory
+from .api_reader import MEMO
 from .records import TraceRecord
 from .signatures import error_from_span, signature_id
 from .trajectory import DEFAULT_SCAN
@@ -644,8 +645,6 @@ def build_profile(
         tracking_uri=redact_uri(tracking_uri), path=source.path, filter_string=query.filter_string,
         since_ms=since_ms, max_traces=max_traces,
     )
-    from .api_reader import MEMO
-
     try:
         profile = profile_records(source.records(), experiment.experiment_id, meta, experiment.name, progress)
         profile.source.truncated = source.truncated
@@ -658,9 +657,8 @@ def build_profile(
                 from .source import _translate
 
                 raise _translate(exc, tracking_uri) from None
+            profile.trajectory = trajectory.as_model(counts)
+            profile.source.seconds = round(profile.source.seconds + time.perf_counter() - started, 3)
+        return profile
     finally:
         MEMO.clear()  # the spans the API pass kept for the scan are not held past this profile
-    if limit > 0:
-        profile.trajectory = trajectory.as_model(counts)
-        profile.source.seconds = round(profile.source.seconds + time.perf_counter() - started, 3)
-    return profile

@@ -628,40 +628,38 @@ def delete_assessments(found):
     import mlflow
 
     try:
-        from mlflow.store.tracking.dbmodels.models import SqlAssessments
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-        from mlflow.store.tracking.utils.sql_trace_rollups import RollupFamily, enqueue_rollup_rebuilds
-        from mlflow.tracking._tracking_service.utils import _get_store
-
-        store = _get_store()
-        batch = type(store) is SqlAlchemyStore  # a subclass may check access per trace: use the API
-    except Exception:
-        batch = False
-    if batch:
-        try:
-            return _delete_in_one_transaction(store, found, SqlAssessments, RollupFamily, enqueue_rollup_rebuilds)
-        except Exception as exc:  # internals moved in this MLflow version: the public API below still works
-            print(f"note: deleting earlier verdicts one by one ({_one_line(exc)})", file=sys.stderr)
-    deleted = 0
+        return _delete_in_one_transaction(found)
+    except _NotSqlStore:
+        pass
+    except Exception as exc:  # internals moved in this MLflow version: the public API below still works
+        print(f"note: deleting earlier verdicts one by one ({_one_line(exc)})", file=sys.stderr)
     for trace_id, assessment_id in found:
         mlflow.delete_assessment(trace_id=trace_id, assessment_id=assessment_id)
-        deleted += 1
-    return deleted
+    return len(found)
 
 
-def _delete_in_one_transaction(store, found, SqlAssessments, RollupFamily, enqueue_rollup_rebuilds):
+class _NotSqlStore(Exception):
+    pass
+
+
+def _delete_in_one_transaction(found):
     """What SqlAlchemyStore.delete_assessment does per assessment (invalidate the rollups of the trace's
     day, restore an assessment this one overrode, delete), for all of them in one transaction."""
-    wanted = {}
-    for trace_id, assessment_id in found:
-        wanted.setdefault(trace_id, set()).add(assessment_id)
-    deleted = 0
+    from mlflow.store.tracking.dbmodels.models import SqlAssessments
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    from mlflow.store.tracking.utils.sql_trace_rollups import RollupFamily, enqueue_rollup_rebuilds
+    from mlflow.tracking._tracking_service.utils import _get_store
+
+    store = _get_store()
+    if type(store) is not SqlAlchemyStore:  # a subclass may check access per trace: use the API
+        raise _NotSqlStore()
+    wanted = set(found)
+    ids = [assessment_id for _, assessment_id in found]
     with store.ManagedSessionMaker(read_only=False) as session:
-        ids = [a for ids in wanted.values() for a in ids]
         rows = []
         for start in range(0, len(ids), 500):
             rows += session.query(SqlAssessments).filter(SqlAssessments.assessment_id.in_(ids[start:start + 500])).all()
-        rows = [r for r in rows if r.assessment_id in wanted.get(r.trace_id, ())]
+        rows = [r for r in rows if (r.trace_id, r.assessment_id) in wanted]
         days = {}
         for row in rows:
             days.setdefault(row.experiment_id, set()).add(row.trace_timestamp_ms)
@@ -672,8 +670,7 @@ def _delete_in_one_transaction(store, found, SqlAssessments, RollupFamily, enque
             session.query(SqlAssessments).filter(SqlAssessments.assessment_id.in_(restored)).update({"valid": True}, synchronize_session=False)
         for row in rows:
             session.delete(row)
-            deleted += 1
-    return deleted
+    return len(rows)
 
 
 def replace_earlier_verdicts(traces, code_names, judge_names):
