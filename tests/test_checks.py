@@ -131,7 +131,7 @@ def _example_params(info):
 
 def _example_value(param):
     return {"tool": "t", "max_calls": 1, "max_steps": 3, "max_ms": 10.0, "span_name": "x", "max_tokens": 5, "pattern": "a",
-            "action": "refund*", "confirmation": "verify", "tools": ["cancel_*"]}[param]
+            "action": "refund*", "confirmation": "verify", "tools": ["cancel_*"], "marker": "###STOP###"}[param]
 
 
 def test_every_parameter_is_typed_and_documented():

@@ -81,6 +81,7 @@ def test_each_trace_shows_its_fact_and_no_other_failure():
     ("no_limit_reached", {}, "limit_reached"),
     ("actions_confirmed", {"tools": ["cancel_order"]}, "unconfirmed_action"),
     ("tool_was_used", {}, "no_tool"),
+    ("answered_at_end", {}, "unanswered_end"),
 ])
 def test_the_check_and_the_profile_reading_agree(preset, params, fact):
     """Two implementations of each fact (the engine on the preset's document, plain Python in the
@@ -105,6 +106,39 @@ def test_counts_keep_examples_and_tools():
     assert counts.scanned == len(TRACES)
     assert counts.traces["unconfirmed_action"] == ["unconfirmed", "single_request"] and counts.unconfirmed == {"cancel_order": 2}
     assert counts.actions["cancel_order"] == 3 and counts.repeated == {"search": 1}
+
+
+def test_a_completion_marker_is_found_and_runs_without_it_are_unfinished():
+    """A framework's TERMINATE ends most runs; a run cut off at its turn limit (no message about it)
+    ends on a tool result or mid-sentence. The profile finds the marker from the counts, the preset
+    fails exactly the runs the profile calls unfinished."""
+    from mlflow_eval_agent.suite.offline import _trajectory_checks
+    from mlflow_eval_agent.traces.profile_model import NamedCount  # noqa: F401  (the model the planner reads)
+    from mlflow_eval_agent.traces.trajectory import as_model, completion_marker, marker_token
+
+    assert [marker_token(t) for t in ("TERMINATE", "All checked. TERMINATE.", "Thanks! ###STOP###", "[DONE]")] == ["TERMINATE", "TERMINATE", "###STOP###", "[DONE]"]
+    assert [marker_token(t) for t in ("Thank you.", "OK", "Next I will TERMINATE it", "1234", "")] == [None] * 5
+    runs = {
+        **{f"done{i}": trace(f"done{i}", user(1), span("search", at=2, outputs="r"), model(3, "The answer is 4. TERMINATE")) for i in range(4)},
+        "cut_tool": trace("cut_tool", user(1), span("search", at=2, outputs="r")),
+        "cut_talk": trace("cut_talk", user(1), span("search", at=2, outputs="r"), model(3, "Next, I will verify the second source.")),
+    }
+    counts = count(runs.values())
+    marker, unfinished = counts.unfinished()
+    assert marker == "TERMINATE" and set(unfinished) == {"cut_tool", "cut_talk"}
+    assert counts.traces["unanswered_end"] == ["cut_tool"]
+    check = get_check("finished_with_marker").build({"marker": marker})
+    assert {name for name, item in runs.items() if not check(item, None)[0]} == set(unfinished)
+    assert completion_marker(counts.final_tokens, 100) is None, "4 of 100 runs is a phrase, not a convention"
+    traj = as_model(counts)
+    assert traj.completion_marker == "TERMINATE" and traj.unfinished.count == 2 and traj.unanswered_end.count == 1
+    profile = SimpleNamespace(trajectory=traj, tools=[], trace_count=len(runs))
+    proposed = {p.scorer.check: p.scorer for p in _trajectory_checks(profile, set())}
+    assert proposed["finished_with_marker"].params == {"marker": "TERMINATE"} and "answered_at_end" in proposed
+    # Most runs ending on a tool result is the application's shape, not a failure: no check.
+    tool_enders = count([trace(f"t{i}", user(1), span("send_report", at=2, outputs="sent")) for i in range(4)])
+    profile = SimpleNamespace(trajectory=as_model(tool_enders), tools=[], trace_count=4)
+    assert "answered_at_end" not in {p.scorer.check for p in _trajectory_checks(profile, set())}
 
 
 # --- the planner on imported transcripts ----------------------------------------------------------

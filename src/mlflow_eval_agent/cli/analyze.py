@@ -143,6 +143,8 @@ def _trajectory(p: Any, console: Console) -> None:
         ("error text in an OK span's output", t.error_text), ("agent admits made-up data", t.made_up_data),
         ("time/turn/step limit reached", t.limit_reached), ("loop self-report", t.loop_reports),
         ("action with no user turn since the last tool result", t.unconfirmed_actions), ("no tool called", t.no_tool),
+        ("ended on a tool result nothing read", t.unanswered_end),
+        (f"last step lacks the completion marker {t.completion_marker!r}", t.unfinished),
     ]
     for label, found in rows:
         if found.count:

@@ -345,7 +345,7 @@ TRAJECTORY = (
     ("unrecovered_errors", "error never recovered from"), ("recovered_errors", "error recovered by a retry"), ("error_at_end", "run ended on a failed step"),
     ("repeated_calls", "same tool call 3x in a row"), ("error_text", "error text in an OK span"), ("made_up_data", "says it made up data"),
     ("limit_reached", "reports a limit reached"), ("loop_reports", "reports being stuck in a loop"), ("unconfirmed_actions", "acted without the user's go-ahead"),
-    ("no_tool", "no tool used"),
+    ("no_tool", "no tool used"), ("unanswered_end", "ended on an unread tool result"), ("unfinished", "ended without the completion marker"),
 )
 
 

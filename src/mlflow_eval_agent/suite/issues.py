@@ -35,6 +35,7 @@ TRAJECTORY = {
     "no_unrecovered_errors": "unrecovered_errors", "no_error_at_end": "error_at_end", "no_repeated_calls": "repeated_calls",
     "no_error_text": "error_text", "no_made_up_data": "made_up_data", "no_limit_reached": "limit_reached",
     "no_loop_report": "loop_reports", "actions_confirmed": "unconfirmed_actions", "tool_was_used": "no_tool",
+    "answered_at_end": "unanswered_end", "finished_with_marker": "unfinished",
 }
 
 

@@ -95,7 +95,7 @@ def build_offline(settings: Settings, store: SessionStore, steps: Steps = NO_STE
     try:
         # auto: Spark SQL over the UC tables when the traces live in Unity Catalog and Spark is here.
         profile = profile_with_engine(tracking_uri, settings.experiment_id, progress=steps.update,
-                                      trace_location=getattr(settings, "trace_location", None))
+                                      trace_location=getattr(settings, "trace_location", None), sql_warehouse_id=getattr(settings, "sql_warehouse_id", None))
     except TraceSourceError as exc:
         if not exc.user_error:
             raise
@@ -113,7 +113,8 @@ def build_offline(settings: Settings, store: SessionStore, steps: Steps = NO_STE
     plan = _reload(store)
     if spec.dataset is None:
         return _fail_rest(store, plan, "the dataset could not be built")
-    health = classify(traces, None if synthetic_timing(profile) else budget, step_budget(profile) if synthetic_timing(profile) else None)
+    health = classify(traces, None if synthetic_timing(profile) else budget, step_budget(profile) if synthetic_timing(profile) else None,
+                      profile.trajectory.completion_marker)
     steps.start("Checking each proposed scorer against its evidence", total=len(proposals), unit="scorers")
     for i, proposal in enumerate(proposals, 1):
         spec, plan = _scorer_step(store, plan, spec, traces, health, proposal)
@@ -252,6 +253,16 @@ def _trajectory_checks(profile: Any, names: set[str]) -> list[Proposal]:
                                 f"In {traj.unconfirmed_actions.count} of {traj.conversations} conversations the agent called a consequential tool "
                                 f"({', '.join(t.name for t in traj.unconfirmed_tools[:4])}) with no user turn since the last tool result: "
                                 "it acted without asking."))
+    if traj.unanswered_end.count and traj.unanswered_end.count * 3 <= traj.scanned:  # most runs ending on a tool is the app's shape
+        proposals.append(_check(names, "answered_at_end", "answered_at_end", {}, _by_condition("unanswered_end"), share(traj.unanswered_end),
+                                f"{traj.unanswered_end.count} of {traj.scanned} recent runs ended on a tool result no model turn read: "
+                                "stopped before the agent answered."))
+    if traj.completion_marker and traj.unfinished.count and traj.unfinished.count * 4 <= traj.scanned * 3:
+        marker = traj.completion_marker
+        proposals.append(_check(names, "finished_with_marker", "finished_with_marker", {"marker": marker}, _by_condition("unfinished"),
+                                share(traj.unfinished),
+                                f"{traj.scanned - traj.unfinished.count} of {traj.scanned} recent runs end with {marker!r}, the framework's "
+                                f"completion marker; {traj.unfinished.count} do not: cut off by a turn or time limit, or abandoned."))
     with_tools = sum(t.trace_count for t in profile.tools[:1])
     if traj.no_tool.count and with_tools * 2 >= profile.trace_count:
         proposals.append(_check(names, "tool_was_used", "tool_was_used", {}, _by_condition("no_tool"), share(traj.no_tool),
@@ -355,8 +366,9 @@ def slow_share_bound(profile: Any, budget: float, stats: Any = None) -> float:
 
 
 # --- the profile's view of each dataset trace ---------------------------------------------------
-def classify(traces: list[Any], budget_ms: float | None, max_steps: int | None = None) -> Health:
-    """Failure conditions per trace, by the profile's rules (not by the checks under test)."""
+def classify(traces: list[Any], budget_ms: float | None, max_steps: int | None = None, marker: str | None = None) -> Health:
+    """Failure conditions per trace, by the profile's rules (not by the checks under test); `marker`
+    is the profile's completion marker, which a run's last step must end with."""
     from ..traces.spans import is_empty_value
 
     health = Health()
@@ -381,6 +393,8 @@ def classify(traces: list[Any], budget_ms: float | None, max_steps: int | None =
         facts = trajectory_facts(trace)
         conditions |= facts.found & set(FAILURES)
         conditions |= {f"unrecovered:{name}" for name in facts.unrecovered}
+        if marker and facts.final_token != marker:
+            conditions.add("unfinished")
         health.conditions[trace.info.trace_id] = conditions
     return health
 
@@ -396,7 +410,7 @@ def strata(profile: Any) -> dict[str, list[str]]:
     for name, found in (("unrecovered_error", traj.unrecovered_errors), ("unconfirmed_action", traj.unconfirmed_actions),
                         ("made_up_data", traj.made_up_data), ("error_text", traj.error_text), ("repeated_calls", traj.repeated_calls),
                         ("error_at_end", traj.error_at_end), ("limit_reached", traj.limit_reached), ("loop_report", traj.loop_reports),
-                        ("no_tool", traj.no_tool)):
+                        ("no_tool", traj.no_tool), ("unanswered_end", traj.unanswered_end), ("unfinished", traj.unfinished)):
         result[name] = list(found.trace_ids)
     result["empty_output"] = [*profile.outputs.empty_ok_trace_ids, *profile.outputs.missing_ok_trace_ids]
     result["empty_retrieval"] = list(profile.retrieval.empty_trace_ids)

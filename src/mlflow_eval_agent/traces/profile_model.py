@@ -206,6 +206,9 @@ class Trajectory(BaseModel):
     unconfirmed_tools: list[NamedCount] = Field(default_factory=list)
     no_tool: OddCount = Field(default_factory=OddCount, description="Traces that called no tool at all.")
     synthetic_timing: int = Field(0, description="Traces whose timing an importer marked synthetic (durations measure transcript length, not time).")
+    unanswered_end: OddCount = Field(default_factory=OddCount, description="The run's last step was a tool call that succeeded: no model turn read its result (the run stopped, or was stopped, mid-task).")
+    completion_marker: str | None = Field(None, description="The upper-case token (TERMINATE, ###STOP###) that ends the last step of at least a quarter of the runs: the framework's way of saying it finished.")
+    unfinished: OddCount = Field(default_factory=OddCount, description="Runs whose last step does not end with the completion marker (cut off by a turn or time limit, or abandoned); none when there is no marker.")
 
 
 class ProfileSource(BaseModel):

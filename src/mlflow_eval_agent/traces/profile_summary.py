@@ -127,10 +127,12 @@ def _trajectory(p: TraceProfile, ids: int) -> dict[str, Any]:
     t = p.trajectory
     view: dict[str, Any] = {"scanned": t.scanned, "conversations": t.conversations, "synthetic_timing": t.synthetic_timing}
     for name in ("unrecovered_errors", "recovered_errors", "error_at_end", "repeated_calls", "error_text", "made_up_data",
-                 "limit_reached", "loop_reports", "unconfirmed_actions", "no_tool"):
+                 "limit_reached", "loop_reports", "unconfirmed_actions", "no_tool", "unanswered_end", "unfinished"):
         found = getattr(t, name)
         if found.count:
             view[name] = {"count": found.count, "trace_ids": found.trace_ids[:ids]}
+    if t.completion_marker:
+        view["completion_marker"] = t.completion_marker
     for name in ("error_text_kinds", "actions", "unconfirmed_tools", "repeated_tools"):
         if getattr(t, name):
             view[name] = {n.name: n.count for n in getattr(t, name)[:10]}

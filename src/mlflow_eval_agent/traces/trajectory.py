@@ -7,7 +7,10 @@ the same arguments 3 times in a row, error text in a span's output although the 
 codes), the agent admitting made-up data, limit and loop self-reports, a consequential tool called
 with no user turn since the last tool result (counted for traces with a user turn; the planner
 proposes the check only where most traces are conversations), no tool used at all, and whether an importer marked
-the timing synthetic. The profile counts them over a sample (`scan`), the offline planner reads the
+the timing synthetic, and how the run ended: on a tool result no model turn read (`unanswered_end`), or
+without the completion marker most runs end with (`unfinished`: a framework's `TERMINATE`-like word,
+found by `completion_marker` when a share of runs end on the same upper-case token; a run cut off by a
+turn or time limit that recorded no message about it ends without it). The profile counts them over a sample (`scan`), the offline planner reads the
 same facts per dataset trace as evidence for the checks it proposes. This is a second reading,
 independent of the check engine: where they disagree, the planner drops the check and says why.
 """
@@ -38,15 +41,21 @@ class TrajectoryFacts:
     unconfirmed: set[str] = field(default_factory=set)  # of those, called with no user turn since the last tool result
     repeated: set[str] = field(default_factory=set)  # tools called REPEATS times in a row with the same inputs
     unrecovered: set[str] = field(default_factory=set)  # names of spans that failed with no later success
+    final_token: str | None = None  # the marker-like token the last step's text ends with (see marker_token)
 
 
 FACTS = (
     "unrecovered_error", "recovered_error", "error_at_end", "repeated_calls", "error_text", "made_up_data",
-    "limit_reached", "loop_report", "unconfirmed_action", "user_turns", "no_tool", "synthetic_timing",
+    "limit_reached", "loop_report", "unconfirmed_action", "user_turns", "no_tool", "synthetic_timing", "unanswered_end",
 )
 # The facts that are failures (the others describe the trace: a retry that worked, a conversation).
 FAILURES = ("unrecovered_error", "error_at_end", "repeated_calls", "error_text", "made_up_data", "limit_reached",
-            "loop_report", "unconfirmed_action", "no_tool")
+            "loop_report", "unconfirmed_action", "no_tool", "unanswered_end")
+# A completion marker: the same marker-like token ends the last step of at least this share of the
+# scanned runs (and at least MARKER_MIN_RUNS of them). Below that it is a phrase, not a convention.
+MARKER_SHARE = 0.25
+MARKER_MIN_RUNS = 3
+_MARKER_STRIP = ".,;:!?\"'`*"  # trailing punctuation after a marker (the preset allows the same)
 
 
 def trajectory_facts(trace: Any) -> TrajectoryFacts:
@@ -60,6 +69,7 @@ def trajectory_facts(trace: Any) -> TrajectoryFacts:
     _repeats(steps, facts)
     _text(steps, facts)
     _actions(steps, facts)
+    _ending(steps, facts)
     if spans and not any(_type(s) == "TOOL" for s in spans):
         facts.found.add("no_tool")
     return facts
@@ -141,6 +151,35 @@ def _text(steps: list[Any], facts: TrajectoryFacts) -> None:
             facts.found.add("loop_report")
 
 
+def marker_token(text: str) -> str | None:
+    """The last whitespace-separated token of `text`, trailing punctuation stripped, when it looks
+    like a framework's marker rather than a word: at least 4 characters, 3 or more letters, none
+    lower-case (`TERMINATE`, `###STOP###`, `[DONE]`). None otherwise."""
+    words = text.split()
+    token = words[-1].rstrip(_MARKER_STRIP) if words else ""
+    letters = [c for c in token if c.isalpha()]
+    if len(token) < 4 or len(letters) < 3 or any(c.islower() for c in letters) or len(token) > 40:
+        return None
+    return token
+
+
+def _ending(steps: list[Any], facts: TrajectoryFacts) -> None:
+    if not steps:
+        return
+    last = steps[-1]
+    if _type(last) == "TOOL" and _status(last) != "ERROR":  # a failed last step is error_at_end
+        facts.found.add("unanswered_end")
+    facts.final_token = marker_token(answer_text(getattr(last, "outputs", None)))
+
+
+def completion_marker(final_tokens: Counter[str], scanned: int) -> str | None:
+    """The marker most runs end with, when one is common enough to be the framework's convention."""
+    if not final_tokens or not scanned:
+        return None
+    token, runs = final_tokens.most_common(1)[0]
+    return token if runs >= MARKER_MIN_RUNS and runs >= MARKER_SHARE * scanned else None
+
+
 def is_user_turn(span: Any) -> bool:
     """A model call whose newest input message is the user's."""
     inputs = getattr(span, "inputs", None)
@@ -179,6 +218,8 @@ class TrajectoryCounts:
     actions: Counter[str] = field(default_factory=Counter)
     unconfirmed: Counter[str] = field(default_factory=Counter)
     repeated: Counter[str] = field(default_factory=Counter)
+    final_tokens: Counter[str] = field(default_factory=Counter)
+    endings: list[tuple[str, str | None]] = field(default_factory=list)  # (trace id, final token), newest first
 
     def add(self, trace_id: str, facts: TrajectoryFacts) -> None:
         self.scanned += 1
@@ -188,6 +229,14 @@ class TrajectoryCounts:
         self.actions.update(facts.actions)
         self.unconfirmed.update(facts.unconfirmed)
         self.repeated.update(facts.repeated)
+        if facts.final_token:
+            self.final_tokens[facts.final_token] += 1
+        self.endings.append((trace_id, facts.final_token))
+
+    def unfinished(self) -> tuple[str | None, list[str]]:
+        """The completion marker, and the runs whose last step does not end with it."""
+        marker = completion_marker(self.final_tokens, self.scanned)
+        return marker, [tid for tid, token in self.endings if marker and token != marker]
 
 
 def count(traces: Iterable[Any]) -> TrajectoryCounts:
@@ -272,6 +321,7 @@ def as_model(counts: TrajectoryCounts) -> Any:
     def named(counter: Counter[str]) -> list[NamedCount]:
         return [NamedCount(name=n, count=c) for n, c in sorted(counter.items(), key=lambda item: (-item[1], item[0]))[:20]]
 
+    marker, unfinished = counts.unfinished()
     return Trajectory(
         scanned=counts.scanned,
         unrecovered_errors=ids("unrecovered_error"), recovered_errors=ids("recovered_error"), error_at_end=ids("error_at_end"),
@@ -281,6 +331,8 @@ def as_model(counts: TrajectoryCounts) -> Any:
         conversations=len(counts.traces.get("user_turns", [])), actions=named(counts.actions),
         unconfirmed_actions=ids("unconfirmed_action"), unconfirmed_tools=named(counts.unconfirmed),
         no_tool=ids("no_tool"), synthetic_timing=len(counts.traces.get("synthetic_timing", [])),
+        unanswered_end=ids("unanswered_end"), completion_marker=marker,
+        unfinished=OddCount(count=len(unfinished), trace_ids=unfinished[:EXAMPLE_IDS]),
     )
 
 

@@ -366,6 +366,30 @@ def no_loop_report() -> Condition:
     return exists(spans(root=False), {"field": "output_text", "test": "regex", "value": LOOP_REPORT, "case_insensitive": True})
 
 
+@check(reads=("trace",))
+def answered_at_end() -> Condition:
+    """Fails when the run's last step is a tool call that succeeded: no model turn read its result, so
+    the run stopped (or was stopped by a turn or time limit) before the agent answered. A failed last
+    step is `no_error_at_end`'s."""
+    return exists(spans(root=False, position="last"), {"field": "type", "test": "equals", "value": "TOOL"},
+                  {"field": "status", "test": "in", "value": ["OK", "UNSET"]})
+
+
+@check(reads=("trace",))
+def finished_with_marker(marker: str) -> Condition:
+    """Fails when the run's last step does not end with the completion marker that finished runs end
+    with (an agent framework's `TERMINATE`, a simulator's `###STOP###`): the run was cut off by a turn
+    or time limit that left no message, or abandoned.
+
+    Args:
+        marker: The exact token, as the profile found it ending most runs (`completion_marker`);
+            trailing punctuation and whitespace after it are allowed.
+    """
+    escaped = "".join(c if c.isalnum() or c == "_" else "\\" + c for c in marker)
+    ends = {"field": "output_text", "test": "regex", "value": f"(?:^|\\s){escaped}[.,;:!?\"'`*]*\\s*$"}
+    return {"op": "not", "condition": exists(spans(root=False, position="last"), ends)}
+
+
 # --- retrieval -----------------------------------------------------------------------------------
 @check(reads=("trace",), requires=_has_retriever)
 def retrieval_non_empty(span_name: str | None = None, min_documents: int = 1) -> Condition:
