@@ -5,8 +5,9 @@ MLflow scores incoming traces itself once a scorer is registered and started (`S
 server alike. What goes there is decided by the tiers of the last validation (agreement.py): a
 `gate` or `monitor` judge is registered with its sample rate; an `explore` one is not (it has not
 been shown to agree with people). Code checks are evaluated by the suite's engine, which a
-registered scorer cannot carry; they are monitored by the scheduled suite run instead
-(`run_eval.py --experiment-id <prod> --filter ...`, on a schedule of the user's; the bundle has no such job yet).
+registered scorer cannot carry; they are monitored by the scheduled suite run instead: `monitor run`
+(scheduled_run.py: the suite on the traces since its last run), which the bundle's
+`eval_agent_scheduled_eval` job runs on a schedule.
 
 Every judge is built from the suite's spec (built-in class with its parameters, guidelines, or
 `make_judge` instructions), never from generated code. Names are the suite's scorer names, so a
@@ -53,7 +54,7 @@ def plan_monitoring(spec: SuiteSpec, tiers: dict[str, str], *, rates: dict[str, 
         tier = tiers.get(s.name, "explore")
         if not s.needs_judge:
             plans.append(MonitorPlan(name=s.name, kind=s.kind, tier=tier, action="scheduled",
-                                     reason="a code check runs in the suite's engine: monitored by the scheduled run_eval.py job"))
+                                     reason="a code check runs in the suite's engine: scored by `monitor run` on a schedule (the eval_agent_scheduled_eval job)"))
         elif tier in ("gate", "monitor"):
             plans.append(MonitorPlan(name=s.name, kind=s.kind, tier=tier, action="register", sample_rate=rates[tier]))
         else:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from ..child import child_env, limits_for, run_child
+from ..child import ChildResult, child_env, limits_for, run_child
 from ..warm_child import run_warm
 from .agreement import Agreement, measure_agreement
 from .cost import CostForecast, forecast
@@ -151,33 +151,16 @@ def validate_suite(
     keep the aligned instructions (spec, re-rendered suite) only when they agree better on held-out labels.
     `warm`: run it in the warm child for this environment (warm_child.py: MLflow imported once per
     process, a fresh fork per run) instead of a cold child."""
-    script = store.path(f"{EVAL_DIR}/run_eval.py")
-    if not script.is_file():
+    if not store.path(f"{EVAL_DIR}/run_eval.py").is_file():
         raise FileNotFoundError("evaluation/run_eval.py does not exist yet: render the suite first")
     cost = judge_forecast(spec, judge_model, skip_judges)
     skip_judges = skip_judges or (cost.over(max_judge_usd) if cost else None)
-    results = store.path(RUN_RESULTS_FILE)
-    results.parent.mkdir(parents=True, exist_ok=True)
-    results.unlink(missing_ok=True)
-    # Hand-written scorers run only with run_eval.py's --user-scorers FILE, which the product never passes.
-    args = [str(script), "--output-json", str(results)] + (["--judge-model", judge_model] if judge_model and not skip_judges else [])
-    args += ["--skip-judges"] if skip_judges else []
-    env = child_env(tracking_uri, extra=extra_env)
-    limits = limits_for(tracking_uri, timeout_s=timeout_s)
     traces = len(spec.dataset.records) if spec.dataset else None
     steps.start(f"{label} ({len(spec.scorers)} scorers x {traces or '?'} traces)", total=traces, unit="traces")
-
-    def progress(tail: str) -> None:
-        found = EVALUATING.findall(tail)
-        if found:
-            steps.update(int(found[-1][0]), int(found[-1][1]))
-
-    run = run_warm if warm else run_child
-    outcome = run(args, timeout_s=timeout_s, env=env, limits=limits, python=python, on_poll=progress)
-    data: dict = {}
-    if results.is_file():
-        store.write_text(RUN_RESULTS_FILE, results.read_text(encoding="utf-8"))  # push to the backend
-        data = json.loads(results.read_text(encoding="utf-8"))
+    outcome, results = run_suite(store, tracking_uri, timeout_s=timeout_s, judge_model=judge_model, skip_judges=skip_judges,
+                                 extra_env=extra_env, python=python, warm=warm, steps=steps)
+    data: dict = results or {}
+    if results is not None:
         run = measure(spec, data, outcome.returncode, outcome.seconds, skip_judges, exclude=_aligned_training(store))
     else:
         why = f"timed out after {timeout_s:.0f} s" if outcome.timed_out else outcome.exit_reason()
@@ -214,6 +197,50 @@ def validate_suite(
         steps.update(traces)
     steps.finish(("" if not show_gate else f"gate {run.gate}") if run.ok else "did not run")
     return report
+
+
+def run_suite(
+    store: SessionStore,
+    tracking_uri: str,
+    args: Sequence[str] = (),
+    *,
+    results_file: str = RUN_RESULTS_FILE,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    judge_model: str | None = None,
+    skip_judges: str | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    python: str | None = None,
+    warm: bool = True,
+    steps: Steps = NO_STEPS,
+) -> tuple[ChildResult, dict | None]:
+    """Run the session's evaluation/run_eval.py once, as the product always runs it: in the
+    least-privilege child (child.py; the warm one when `warm`), with the judge model or --skip-judges,
+    then `args`. Returns the child's outcome and the results it wrote (None: it wrote none), which are
+    kept in the session at `results_file`. Used by validation and by `monitor run` (suite/scheduled.py)."""
+    script = store.path(f"{EVAL_DIR}/run_eval.py")
+    if not script.is_file():
+        raise FileNotFoundError("evaluation/run_eval.py does not exist yet: render the suite first")
+    results = store.path(results_file)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.unlink(missing_ok=True)
+    # Hand-written scorers run only with run_eval.py's --user-scorers FILE, which the product never passes.
+    argv = [str(script), "--output-json", str(results)] + (["--judge-model", judge_model] if judge_model and not skip_judges else [])
+    argv += ["--skip-judges"] if skip_judges else []
+    argv += list(args)
+    env = child_env(tracking_uri, extra=extra_env)
+    limits = limits_for(tracking_uri, timeout_s=timeout_s)
+
+    def progress(tail: str) -> None:
+        found = EVALUATING.findall(tail)
+        if found:
+            steps.update(int(found[-1][0]), int(found[-1][1]))
+
+    run = run_warm if warm else run_child
+    outcome = run(argv, timeout_s=timeout_s, env=env, limits=limits, python=python, on_poll=progress)
+    if not results.is_file():
+        return outcome, None
+    store.write_text(results_file, results.read_text(encoding="utf-8"))  # redacted, pushed to the backend
+    return outcome, json.loads(results.read_text(encoding="utf-8"))
 
 
 def _aligned_training(store: SessionStore) -> dict[str, set[str]]:
