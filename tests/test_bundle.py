@@ -218,3 +218,57 @@ def test_the_doctor_job_runs_the_doctor_with_the_jobs_settings(databricks_runtim
     assert problem is None and settings.experiment_id == REQUIRED_VALUES["experiment_id"]
     assert settings.volume_path == REQUIRED_VALUES["volume_path"] and settings.tracking_uri == "databricks"
     assert settings.access.auth_token.get_secret_value() == TOKEN
+
+
+# --- monitoring jobs (issue 15) -----------------------------------------------------------------
+def test_monitoring_jobs_exist_scheduled_eval_is_paused_and_parameters_reach_the_commands(monkeypatch, capsys):
+    import types
+
+    from databricks.bundles.jobs import Job
+
+    from mlflow_eval_agent.cli import monitor as monitor_cli
+    from mlflow_eval_agent.suite import scheduled_run
+    from mlflow_eval_agent.traces import source
+
+    doc = load_bundle()
+    jobs = doc["resources"]["jobs"]
+    for name in ("eval_agent_monitor", "eval_agent_scheduled_eval"):
+        (task,) = Job.from_dict(jobs[name]).tasks
+        assert task.max_retries == 0 and task.python_wheel_task.entry_point == "mlflow-eval-agent"
+        assert Job.from_dict(jobs[name]).max_concurrent_runs == 1
+    schedule = jobs["eval_agent_scheduled_eval"]["schedule"]
+    assert schedule["pause_status"] == "${var.scheduled_eval_pause_status}"
+    assert doc["variables"]["scheduled_eval_pause_status"]["default"] == "PAUSED"  # a deploy never starts spending
+    assert resolved_job("eval_agent_scheduled_eval")["schedule"]["quartz_cron_expression"] == doc["variables"]["scheduled_eval_cron"]["default"]
+
+    opened, runs = [], []
+    spec = types.SimpleNamespace(experiment_id="42", scorers=[])
+    store = types.SimpleNamespace(exists=lambda path: True, redactor=types.SimpleNamespace(text=lambda t: t))
+
+    def fake_open(ctx, session_id, volume_path, tracking_uri, judge_model, experiment_id=None):
+        opened.append({"session_id": session_id, "volume_path": volume_path, "judge_model": judge_model, "experiment_id": experiment_id})
+        settings = types.SimpleNamespace(session_id=session_id, judge=types.SimpleNamespace(model=None, skip_reason="none", source="", child_env=dict))
+        if len(opened) == 1:  # monitor start: stop once the parameters are parsed
+            raise monitor_cli.UserError("parsed", 2)
+        return settings, store, spec, "databricks"
+
+    def fake_run(store, uri, experiment_id, **kwargs):
+        runs.append({"experiment_id": experiment_id, **kwargs})
+        return scheduled_run.MonitorRun(started_at="now", experiment_id=experiment_id, window_start_ms=0, window_end_ms=1, traces=0,
+                                        ok=True, advanced=True, exit_code=0), ""
+
+    monkeypatch.setattr(monitor_cli, "_open", fake_open)
+    monkeypatch.setattr(scheduled_run, "run_monitoring", fake_run)
+    monkeypatch.setattr(source, "resolve_experiment", lambda uri, exp: source.ExperimentRef(exp, exp))
+    assert main(resolved_job("eval_agent_monitor")["tasks"][0]["python_wheel_task"]["parameters"]) == 2
+    assert main(resolved_job("eval_agent_scheduled_eval")["tasks"][0]["python_wheel_task"]["parameters"]) == 0, capsys.readouterr()
+    assert [o["volume_path"] for o in opened] == [REQUIRED_VALUES["volume_path"]] * 2
+    assert opened[0]["session_id"] == "" and opened[1]["experiment_id"] == ""  # empty defaults: _open says what to pass
+    (run,) = runs
+    assert run["experiment_id"] == "42" and run["max_budget_usd"] == float(doc["variables"]["scheduled_eval_max_judge_usd"]["default"])
+    assert run["timeout_s"] == 3000
+
+
+def test_an_empty_suite_session_id_is_a_usage_error_naming_the_variable(capsys):
+    assert main(["monitor", "run", "--session-id=", "--volume-path=/tmp/nowhere"]) == 2
+    assert "suite_session_id" in capsys.readouterr().err
