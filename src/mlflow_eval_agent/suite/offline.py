@@ -23,7 +23,7 @@ from ..steps import NO_STEPS, Steps
 from ..store import SessionStore
 from ..traces.failure_text import error_text_pattern
 from ..traces.source import effective_tracking_uri
-from ..traces.trajectory import FAILURES, REPEATS, trajectory_facts
+from ..traces.trajectory import FAILURES, REPEATS, ends_unfinished, trajectory_facts
 from .dataset import (
     DEFAULT_SIZE,
     DatasetError,
@@ -393,7 +393,7 @@ def classify(traces: list[Any], budget_ms: float | None, max_steps: int | None =
         facts = trajectory_facts(trace)
         conditions |= facts.found & set(FAILURES)
         conditions |= {f"unrecovered:{name}" for name in facts.unrecovered}
-        if marker and facts.final_token != marker:
+        if ends_unfinished(facts.final_token, marker):
             conditions.add("unfinished")
         health.conditions[trace.info.trace_id] = conditions
     return health

@@ -151,8 +151,6 @@ def validate_suite(
     keep the aligned instructions (spec, re-rendered suite) only when they agree better on held-out labels.
     `warm`: run it in the warm child for this environment (warm_child.py: MLflow imported once per
     process, a fresh fork per run) instead of a cold child."""
-    if not store.path(f"{EVAL_DIR}/run_eval.py").is_file():
-        raise FileNotFoundError("evaluation/run_eval.py does not exist yet: render the suite first")
     cost = judge_forecast(spec, judge_model, skip_judges)
     skip_judges = skip_judges or (cost.over(max_judge_usd) if cost else None)
     traces = len(spec.dataset.records) if spec.dataset else None
@@ -216,7 +214,7 @@ def run_suite(
     """Run the session's evaluation/run_eval.py once, as the product always runs it: in the
     least-privilege child (child.py; the warm one when `warm`), with the judge model or --skip-judges,
     then `args`. Returns the child's outcome and the results it wrote (None: it wrote none), which are
-    kept in the session at `results_file`. Used by validation and by `monitor run` (suite/scheduled.py)."""
+    kept in the session at `results_file`. Used by validation and by `monitor run` (suite/scheduled_run.py)."""
     script = store.path(f"{EVAL_DIR}/run_eval.py")
     if not script.is_file():
         raise FileNotFoundError("evaluation/run_eval.py does not exist yet: render the suite first")

@@ -180,6 +180,11 @@ def completion_marker(final_tokens: Counter[str], scanned: int) -> str | None:
     return token if runs >= MARKER_MIN_RUNS and runs >= MARKER_SHARE * scanned else None
 
 
+def ends_unfinished(final_token: str | None, marker: str | None) -> bool:
+    """A run whose last step does not end with the completion marker (never, when there is none)."""
+    return marker is not None and final_token != marker
+
+
 def is_user_turn(span: Any) -> bool:
     """A model call whose newest input message is the user's."""
     inputs = getattr(span, "inputs", None)
@@ -218,7 +223,6 @@ class TrajectoryCounts:
     actions: Counter[str] = field(default_factory=Counter)
     unconfirmed: Counter[str] = field(default_factory=Counter)
     repeated: Counter[str] = field(default_factory=Counter)
-    final_tokens: Counter[str] = field(default_factory=Counter)
     endings: list[tuple[str, str | None]] = field(default_factory=list)  # (trace id, final token), newest first
 
     def add(self, trace_id: str, facts: TrajectoryFacts) -> None:
@@ -229,14 +233,17 @@ class TrajectoryCounts:
         self.actions.update(facts.actions)
         self.unconfirmed.update(facts.unconfirmed)
         self.repeated.update(facts.repeated)
-        if facts.final_token:
-            self.final_tokens[facts.final_token] += 1
         self.endings.append((trace_id, facts.final_token))
+
+    @property
+    def final_tokens(self) -> Counter[str]:
+        """Runs per marker-like token their last step ends with."""
+        return Counter(token for _, token in self.endings if token)
 
     def unfinished(self) -> tuple[str | None, list[str]]:
         """The completion marker, and the runs whose last step does not end with it."""
         marker = completion_marker(self.final_tokens, self.scanned)
-        return marker, [tid for tid, token in self.endings if marker and token != marker]
+        return marker, [tid for tid, token in self.endings if ends_unfinished(token, marker)]
 
 
 def count(traces: Iterable[Any]) -> TrajectoryCounts:
