@@ -214,28 +214,24 @@ TRICKY_VALUES = ["true", "false", "0", "0.0", "1.0", "0.5", "4", '"yes"', '"' + 
 
 
 def test_signature_normalisation_in_sql_equals_python(spark):
-    from pyspark.sql import functions as F
-
     from mlflow_eval_agent.traces import spark_sql as S
     from mlflow_eval_agent.traces.signatures import normalize_error_message, split_type_prefix
 
     df = spark.createDataFrame([(m,) for m in TRICKY_MESSAGES], "m string")
-    rows = df.select("m", S.normalized(F.col("m")).alias("n"), *S.split_type_prefix(F.col("m"))).collect()
+    rows = df.selectExpr("m", f"{S.normalized('m')} AS n", *S.split_type_prefix("m")).collect()
     got = [(r[1], (r[2], r[3])) for r in rows]
     assert got == [(normalize_error_message(m), split_type_prefix(m or "")) for m in TRICKY_MESSAGES]
 
 
 def test_error_of_a_span_in_sql_equals_python(spark):
-    from pyspark.sql import functions as F
-
     from mlflow_eval_agent.traces import spark_sql as S
     from mlflow_eval_agent.traces.signatures import error_from_span
 
     cases = [("KeyError", "'x'", "KeyError: 'x'"), ('"TimeoutError"', '"timed out"', ""), ("", "", "ValueError: bad"), (None, None, "plain text"),
              ("RuntimeError", "", "RuntimeError: from status"), ("", "only message", ""), ('""', "x", "Err: y"), (None, None, None)]
     df = spark.createDataFrame(cases, "t string, m string, s string")
-    has = S.event_is_error(F.col("t"), F.col("m"))
-    rows = df.select(*S.error_parts(F.col("t"), F.col("m"), F.col("s"), has)).collect()
+    has = S.event_is_error("t", "m")
+    rows = df.selectExpr(*S.error_parts("t", "m", "s", has)).collect()
     expected = []
     for t, m, status in cases:
         attrs = {k: v for k, v in (("exception.type", t), ("exception.message", m)) if v is not None}
@@ -253,8 +249,8 @@ def test_payload_facts_in_sql_equal_python(spark):
     spark.conf.set("spark.sql.variant.allowDuplicateKeys", "true")  # as the engine sets it
     raws = [*TRICKY_PAYLOADS, *PAYLOAD_DIVERGENCES, None]
     df = spark.createDataFrame([(r,) for r in raws], "r string").withColumn("pv", F.expr("try_parse_json(r)"))
-    facts = S.payload_facts(F.col("r"), "pv")
-    rows = df.select("r", *[c.alias(k) for k, c in facts.items()], S.looks_like_json(F.col("r")).alias("lj")).collect()
+    facts = S.payload_facts("r", "pv")
+    rows = df.selectExpr("r", *[f"{c} AS {k}" for k, c in facts.items()], f"{S.looks_like_json('r')} AS lj").collect()
     for r in rows:
         raw = r["r"]
         if raw is None:
@@ -280,7 +276,9 @@ def test_assessment_value_labels_in_sql_equal_python(spark):
     from mlflow_eval_agent.traces.accumulators import _value_label
 
     df = spark.createDataFrame([(v,) for v in [*TRICKY_VALUES, "-0.0"]], "t string").withColumn("v", F.expr("parse_json(t)"))
-    labelled = S.with_value_label(df.select("t", S.value_number("v").alias("n"), *S.value_keys("v")), "l")
+    df.createOrReplaceTempView("tricky_values")
+    keyed = f"SELECT t, {S.value_number('v')} AS n, {', '.join(S.value_keys('v'))} FROM tricky_values"
+    labelled = spark.sql(S.with_value_label(keyed, ["t", "n"], "l"))
     got = {r["t"]: (r["l"], r["n"]) for r in labelled.collect()}
     for text in TRICKY_VALUES:
         value = json.loads(text)
@@ -340,3 +338,132 @@ def test_the_offline_planner_uses_spark_for_a_uc_location(spark, tables, seeded_
         offline.build_offline(settings, store)
     saved = store.read_model(offline.PROFILE_FILE, TraceProfile)
     assert saved.source.path == "spark" and saved.trace_count == 200 and saved.hidden_failures.count == 15
+
+
+# --- the warehouse engine: the same statements through the Statement Execution API (traces/warehouse.py) ----
+
+
+@pytest.fixture(scope="module")
+def warehouse(spark, tables):
+    """A fake workspace whose SQL warehouse really runs each statement on this module's SparkSession, over
+    the tables at the location's own names; 7 rows per result chunk, so multi-chunk results are read."""
+    from tests.fakes.databricks_api import FakeDatabricks
+
+    with FakeDatabricks(warehouses={"wh-1": "RUNNING"}, sql_spark=spark, statement_chunk_rows=7) as fake:
+        yield fake
+
+
+def _client(fake):
+    from databricks.sdk import WorkspaceClient
+
+    return WorkspaceClient(host=fake.url, token=fake.token)
+
+
+def test_the_warehouse_engine_agrees_with_spark_and_sql(warehouse, profile, sql_profile, seeded_store: SeededStore, monkeypatch, capsys):
+    """`analyze --engine spark --sql-warehouse-id` with no SparkSession here runs the same statements on the
+    warehouse: the same profile as Spark (hash sample included) and as the sql engine, number for number."""
+    from mlflow_eval_agent.cli import main
+    from mlflow_eval_agent.traces import spark_profile as sp
+    from mlflow_eval_agent.traces.profile_model import TraceProfile
+
+    monkeypatch.setattr(sp, "active_spark", lambda: None)  # off-cluster, no Databricks Connect
+    monkeypatch.setenv("DATABRICKS_HOST", warehouse.url)
+    monkeypatch.setenv("DATABRICKS_TOKEN", warehouse.token)
+    monkeypatch.setenv("MLFLOW_TRACING_SQL_WAREHOUSE_ID", "")  # restored after the test: settings hand it to MLflow
+    monkeypatch.delenv("MLFLOW_TRACING_SQL_WAREHOUSE_ID")
+    warehouse.requests.clear()
+    warehouse.statements_run.clear()
+    code = main(["analyze", "--engine", "spark", "--trace-location", LOCATION.name, "--sql-warehouse-id", "wh-1",
+                 "--tracking-uri", seeded_store.uri, "--json"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    got = TraceProfile.model_validate_json(out.out)
+    assert got.source.path == "warehouse" and got.experiment_id == LOCATION.name
+    assert got.sample_trace_ids == profile.sample_trace_ids
+    spark_numbers, got_numbers = numbers(profile), numbers(got)
+    assert sorted(k for k in spark_numbers if spark_numbers[k] != got_numbers.get(k)) == []
+    assert got_numbers == as_uc_ids(numbers(sql_profile))
+    chunks = [r for r in warehouse.requests if "/result/chunks/" in r.path]
+    assert chunks and all(r.status == 200 for r in chunks)  # multi-chunk results were read chunk by chunk
+    assert warehouse.unserved() == [] and all(r.authorized for r in warehouse.requests if r.path.startswith("/api/"))
+    assert all(s.startswith(("SELECT", "WITH")) for s in warehouse.statements_run)  # only queries: the warehouse keeps no state
+
+
+def test_engine_choice_with_a_warehouse():
+    from mlflow_eval_agent.traces.source import InvalidQuery
+    from mlflow_eval_agent.traces.spark_engine import choose_engine
+
+    uc = "main.traces.support"
+    assert choose_engine("warehouse", uc, spark=object(), sql_warehouse_id="wh") == "warehouse"
+    assert choose_engine("spark", uc, spark=None, sql_warehouse_id="wh") == "warehouse"  # no Spark: the fallback
+    assert choose_engine("spark", uc, spark=object(), sql_warehouse_id="wh") == "spark"
+    assert choose_engine("auto", uc, spark=None, sql_warehouse_id="wh") == "warehouse"
+    assert choose_engine("auto", "main.traces", spark=None, sql_warehouse_id="wh") == "auto"  # the legacy tables: MLflow's API
+    with pytest.raises(InvalidQuery, match="--sql-warehouse-id"):
+        choose_engine("warehouse", uc)
+    with pytest.raises(InvalidQuery, match="--trace-location"):
+        choose_engine("warehouse", None, sql_warehouse_id="wh")
+
+
+def test_analyze_engine_spark_without_spark_or_warehouse_says_what_to_pass(tables, seeded_store: SeededStore, monkeypatch, capsys):
+    from mlflow_eval_agent.cli import main
+    from mlflow_eval_agent.traces import spark_profile as sp
+
+    monkeypatch.setattr(sp, "active_spark", lambda: None)
+    monkeypatch.delenv("MLFLOW_TRACING_SQL_WAREHOUSE_ID", raising=False)
+    code = main(["analyze", "--engine", "spark", "--trace-location", LOCATION.name, "--tracking-uri", seeded_store.uri])
+    err = capsys.readouterr().err
+    assert code == 2 and "--sql-warehouse-id" in err and "Traceback" not in err
+
+
+def test_warehouse_runner_polls_reads_every_chunk_and_types_values(warehouse):
+    from mlflow_eval_agent.traces.warehouse import WarehouseRunner
+
+    slept = []
+    warehouse.statement_polls = 3
+    try:
+        runner = WarehouseRunner("wh-1", _client(warehouse), sleep=slept.append)
+        stage = runner.stage("numbers", "SELECT id, id % 2 = 0 AS even, CAST(id AS DOUBLE) / 4 AS q, array(CAST(id AS STRING)) AS a FROM range(25)")
+        rows = runner.rows(f"SELECT * FROM {stage} ORDER BY id")
+    finally:
+        warehouse.statement_polls = 0
+    assert len(slept) == 3 and slept == sorted(slept)  # bounded back-off while PENDING / RUNNING
+    assert [r["id"] for r in rows] == list(range(25))  # 25 rows in 4 chunks of 7
+    assert rows[3] == {"id": 3, "even": False, "q": 0.75, "a": ["3"]}
+    assert runner.statements == 1 and warehouse.statements_run[-1].startswith(f"WITH {stage} AS (")
+
+
+@pytest.mark.parametrize("state, says", [("FAILED", "failed a profile statement"), ("CANCELED", "was canceled"), ("CLOSED", "was closed")])
+def test_warehouse_statement_failure_states_are_one_sentence(warehouse, state, says):
+    from mlflow_eval_agent.traces.warehouse import WarehouseError, WarehouseRunner
+
+    warehouse.statement_states.append(state)
+    with pytest.raises(WarehouseError, match=says) as raised:
+        WarehouseRunner("wh-1", _client(warehouse)).rows("SELECT 1 AS x")
+    assert str(raised.value).count(". ") == 0 and str(raised.value).endswith(".")
+
+
+def test_warehouse_sql_errors_timeouts_and_unknown_warehouses(warehouse):
+    from mlflow_eval_agent.traces.source import InvalidQuery
+    from mlflow_eval_agent.traces.warehouse import WarehouseError, WarehouseRunner
+
+    with pytest.raises(WarehouseError, match="failed a profile statement .*TABLE_OR_VIEW_NOT_FOUND"):
+        WarehouseRunner("wh-1", _client(warehouse)).rows("SELECT * FROM spark_catalog.uc_test.no_such_table")
+    warehouse.statement_polls = 1000
+    try:
+        with pytest.raises(WarehouseError, match="was canceled: use a larger warehouse"):
+            WarehouseRunner("wh-1", _client(warehouse), timeout_s=0.0, sleep=lambda s: None).rows("SELECT 1 AS x")
+    finally:
+        warehouse.statement_polls = 0
+    assert warehouse.calls("POST", "/api/2.0/sql/statements/") and warehouse.calls("POST", "/api/2.0/sql/statements/")[-1].path.endswith("/cancel")
+    with pytest.raises(InvalidQuery, match="--sql-warehouse-id"):
+        WarehouseRunner("wh-missing", _client(warehouse)).rows("SELECT 1 AS x")
+
+
+def test_api_and_spark_engines_agree_number_for_number(profile, seeded_store: SeededStore):
+    """The third pair: MLflow's API path on the same traces gives the spark engine's profile."""
+    api = build_profile(seeded_store.uri, seeded_store.support_id, path="api")
+    assert api.source.path == "api"
+    expected, got = as_uc_ids(numbers(api)), numbers(profile)
+    differing = sorted(k for k in expected if expected[k] != got.get(k))
+    assert differing == [], {k: (expected[k], got.get(k)) for k in differing}

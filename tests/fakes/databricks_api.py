@@ -23,6 +23,14 @@ Endpoints (the shapes databricks-sdk and mlflow 3.17's `DatabricksTracingRestSto
                   /WorkspaceInternal/Mlflow/Artifacts/<experiment>/Runs/<run>/artifacts (MLflow's SDK artifact repo)
              POST /api/2.0/agents/evaluation-client-usage-events   mlflow.genai.evaluate's usage event (accepted)
   SQL        GET  /api/2.0/sql/warehouses/<id>                   a warehouse's state (`warehouses`: id -> state)
+             POST /api/2.0/sql/statements                        the Statement Execution API on a running warehouse:
+                  the statement really runs, on the local SparkSession `sql_spark` (over the tables the spark
+                  tests build); the result comes back as Databricks documents it for INLINE + JSON_ARRAY
+                  (manifest.schema.columns with type_name/type_text, result.data_array of strings with JSON
+                  null, arrays/maps/structs as JSON text), `statement_chunk_rows` rows per chunk
+             GET  /api/2.0/sql/statements/<id>, .../result/chunks/<n>, POST .../cancel   polling, chunks, cancel;
+                  `statement_polls` answers PENDING/RUNNING that many times first; `statement_states` forces the
+                  final state of the next statements (FAILED, CANCELED, CLOSED); `statements_run` records each
   FM API     POST /serving-endpoints/anthropic/v1/messages      a short reply from a served endpoint (`serving_endpoints`)
              POST /serving-endpoints/chat/completions           MLflow's `databricks` judges: every verdict "yes"
 Paths must lie inside a registered volume (`add_volume`); anything else is 404, as for a volume that
@@ -62,6 +70,7 @@ TRACES_V3 = ("/api/2.0/mlflow/traces", "/api/3.0/mlflow/traces")
 LINK_TO_RUN = "/api/2.0/mlflow/traces/link-to-run"
 EVAL_USAGE_EVENTS = "/api/2.0/agents/evaluation-client-usage-events"
 WAREHOUSES = "/api/2.0/sql/warehouses"
+STATEMENTS = "/api/2.0/sql/statements"
 PRESIGNED = "/presigned"
 RUN_ARTIFACTS = "/WorkspaceInternal/Mlflow/Artifacts"
 SPANS_LOCATION_TAG = "mlflow.trace.spansLocation"
@@ -125,6 +134,12 @@ class FakeDatabricks:
     search_page_size: int = 50
     serving_endpoints: set[str] = field(default_factory=lambda: {"databricks-claude-sonnet-4-5"})
     warehouses: dict[str, str] = field(default_factory=dict)
+    sql_spark: Any = None  # the SparkSession statements run on (None: the statement API answers FAILED)
+    statement_chunk_rows: int = 1000
+    statement_polls: int = 0
+    statement_states: list[str] = field(default_factory=list)
+    statements_run: list[str] = field(default_factory=list)
+    _statements: dict[str, dict[str, Any]] = field(default_factory=dict)
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     _failures: list[_Failure] = field(default_factory=list)
@@ -303,6 +318,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, {})
         if path.startswith(WAREHOUSES + "/") and method == "GET":
             return self._warehouse(path[len(WAREHOUSES) + 1 :])
+        if path == STATEMENTS and method == "POST":
+            return self._execute_statement(json.loads(body or b"{}"))
+        if path.startswith(STATEMENTS + "/"):
+            return self._statement(method, path[len(STATEMENTS) + 1 :])
         self._request.unserved = True
         return self._error(404, "ENDPOINT_NOT_FOUND", f"No API found for '{method} {path}'")
 
@@ -472,6 +491,59 @@ class _Handler(BaseHTTPRequestHandler):
         if state is None:
             return self._error(404, "RESOURCE_DOES_NOT_EXIST", f"SQL warehouse {warehouse_id} does not exist.")
         return self._json(200, {"id": warehouse_id, "name": f"warehouse {warehouse_id}", "state": state})
+
+    # --- the Statement Execution API (a warehouse that really runs the SQL, on local Spark) -------------
+    def _execute_statement(self, body: dict[str, Any]) -> None:
+        state = self.state
+        if problem := self._warehouse_problem(body.get("warehouse_id")):
+            return problem
+        if body.get("disposition", "INLINE") != "INLINE" or body.get("format", "JSON_ARRAY") != "JSON_ARRAY":
+            return self._error(400, "INVALID_PARAMETER_VALUE", "This fake serves only disposition INLINE with format JSON_ARRAY.")
+        statement_id = f"stmt-{uuid.uuid4().hex[:16]}"
+        text = body.get("statement") or ""
+        with state._lock:
+            state.statements_run.append(text)
+            forced = state.statement_states.pop(0) if state.statement_states else None
+        done = _run_statement(state.sql_spark, text, state.statement_chunk_rows, statement_id)
+        if forced:
+            done = {"status": {"state": forced, **({"error": {"error_code": "BAD_REQUEST", "message": f"Forced {forced} by the test."}}
+                                                   if forced == "FAILED" else {})}}
+        done["statement_id"] = statement_id
+        with state._lock:
+            state._statements[statement_id] = {"done": done, "polls": state.statement_polls}
+        return self._json(200, self._answer(statement_id))
+
+    def _answer(self, statement_id: str) -> dict[str, Any]:
+        """The statement's response now: PENDING/RUNNING while polls remain, then the finished one with its first chunk."""
+        with self.state._lock:
+            entry = self.state._statements[statement_id]
+            if entry["polls"] > 0:
+                entry["polls"] -= 1
+                return {"statement_id": statement_id, "status": {"state": "RUNNING" if entry["polls"] % 2 else "PENDING"}}
+        done = dict(entry["done"])
+        chunks = done.pop("chunks", None)
+        if chunks is not None:
+            done["result"] = chunks[0]
+        return done
+
+    def _statement(self, method: str, rest: str) -> None:
+        statement_id, _, verb = rest.partition("/")
+        if statement_id not in self.state._statements:
+            return self._error(404, "RESOURCE_DOES_NOT_EXIST", f"Statement {statement_id} does not exist.")
+        if method == "GET" and not verb:
+            return self._json(200, self._answer(statement_id))
+        if method == "POST" and verb == "cancel":
+            with self.state._lock:
+                self.state._statements[statement_id] = {"done": {"statement_id": statement_id, "status": {"state": "CANCELED"}}, "polls": 0}
+            return self._json(200, {})
+        if method == "GET" and verb.startswith("result/chunks/"):
+            chunks = self.state._statements[statement_id]["done"].get("chunks")
+            index = int(verb.rsplit("/", 1)[-1])
+            if chunks is None or not 0 <= index < len(chunks):
+                return self._error(404, "RESOURCE_DOES_NOT_EXIST", f"Statement {statement_id} has no result chunk {index}.")
+            return self._json(200, chunks[index])
+        self._request.unserved = True
+        return self._error(404, "ENDPOINT_NOT_FOUND", f"No API found for '{method} {STATEMENTS}/{rest}'")
 
     # --- traces through the v3 API (experiment traces) ----------------------------------------------
     def _trace_v3(self, method: str, rest: str, body: dict[str, Any]) -> None:
@@ -670,3 +742,42 @@ def _trace_filter(text: str | None, runs: dict[str, set[str]] | None = None) -> 
         else:
             raise ValueError(f"The fake workspace does not understand the filter {part!r}.")
     return lambda info: all(test(info) for test in tests)
+
+
+_TYPE_NAMES = {"long": "LONG", "integer": "INT", "short": "SHORT", "byte": "BYTE", "double": "DOUBLE", "float": "FLOAT", "decimal": "DECIMAL",
+               "boolean": "BOOLEAN", "string": "STRING", "array": "ARRAY", "map": "MAP", "struct": "STRUCT", "date": "DATE",
+               "timestamp": "TIMESTAMP", "binary": "BINARY", "void": "NULL"}
+
+
+def _run_statement(spark: Any, text: str, chunk_rows: int, statement_id: str) -> dict[str, Any]:
+    """Run one statement on `spark` and answer as the API does for INLINE + JSON_ARRAY: every value a
+    string (NULL as null; arrays, maps and structs as their JSON), the rows in chunks of `chunk_rows`."""
+    if spark is None:
+        return {"status": {"state": "FAILED", "error": {"error_code": "INTERNAL_ERROR", "message": "The fake warehouse has no SparkSession."}}}
+    try:
+        df = spark.sql(text)
+        fields = df.schema.fields
+        renamed = df.toDF(*[f"_c{i}" for i in range(len(fields))])  # the server renders every value as text
+        as_text = [f"to_json(_c{i})" if f.dataType.typeName() in ("array", "map", "struct") else f"CAST(_c{i} AS STRING)" for i, f in enumerate(fields)]
+        rows = [list(r) for r in renamed.selectExpr(*as_text).collect()]
+    except Exception as exc:  # the SQL failed: the API's FAILED answer, with the engine's first line
+        message = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else type(exc).__name__
+        return {"status": {"state": "FAILED", "sql_state": getattr(exc, "getSqlState", lambda: None)(),
+                           "error": {"error_code": "BAD_REQUEST", "message": message}}}
+    columns = [{"name": f.name, "position": i, "type_name": _TYPE_NAMES.get(f.dataType.typeName(), f.dataType.typeName().upper()),
+                "type_text": f.dataType.simpleString().upper()} for i, f in enumerate(fields)]
+    size = max(1, chunk_rows)
+    parts = [rows[i:i + size] for i in range(0, len(rows), size)] or [[]]
+    chunks = []
+    for index, part in enumerate(parts):
+        chunk: dict[str, Any] = {"chunk_index": index, "row_offset": index * size, "row_count": len(part)}
+        if part:
+            chunk["data_array"] = part
+        if index + 1 < len(parts):
+            chunk["next_chunk_index"] = index + 1
+            chunk["next_chunk_internal_link"] = f"{STATEMENTS}/{statement_id}/result/chunks/{index + 1}"
+        chunks.append(chunk)
+    manifest = {"format": "JSON_ARRAY", "schema": {"column_count": len(columns), "columns": columns}, "total_row_count": len(rows),
+                "total_chunk_count": len(chunks), "truncated": False,
+                "chunks": [{"chunk_index": c["chunk_index"], "row_offset": c["row_offset"], "row_count": c["row_count"]} for c in chunks]}
+    return {"status": {"state": "SUCCEEDED"}, "manifest": manifest, "chunks": chunks}

@@ -26,8 +26,8 @@ def analyze(
     as_json: Annotated[bool, typer.Option("--json", help="Print the profile as one JSON document (schema: docs/profile-schema.md).")] = False,
     tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (env MLFLOW_TRACKING_URI).")] = None,
     trace_location: Annotated[str | None, typer.Option("--trace-location", help="Traces stored in Unity Catalog: <catalog>.<schema>[.<table_prefix>] (Databricks; instead of -e).")] = None,
-    engine: Annotated[str, typer.Option("--engine", help="Profile engine: auto, sql, api, or spark (Spark SQL over Unity Catalog trace tables; needs --trace-location and a SparkSession).")] = "auto",
-    sql_warehouse_id: Annotated[str | None, typer.Option("--sql-warehouse-id", help="SQL warehouse MLflow reads Unity Catalog traces through (env MLFLOW_TRACING_SQL_WAREHOUSE_ID).")] = None,
+    engine: Annotated[str, typer.Option("--engine", help="Profile engine: auto, sql, api, spark (Spark SQL over Unity Catalog trace tables; needs --trace-location and a SparkSession, else --sql-warehouse-id) or warehouse (the same SQL on a SQL warehouse).")] = "auto",
+    sql_warehouse_id: Annotated[str | None, typer.Option("--sql-warehouse-id", help="SQL warehouse MLflow reads Unity Catalog traces through, and the warehouse engine runs on (env MLFLOW_TRACING_SQL_WAREHOUSE_ID).")] = None,
 ) -> None:
     """Profile every matching trace: states, latency, spans, error signatures, tools, tokens, and more."""
     root_flags = dict((ctx.obj or {}).get(ROOT_FLAGS, {}))
@@ -37,7 +37,7 @@ def analyze(
         settings = settings_from(flags)
         where = settings.trace_location or settings.experiment_id  # a UC location is read where it is
         profile = run_profile(settings.tracking_uri, where, filter_string, since, max_traces, show_progress=not as_json,
-                              engine=engine, trace_location=settings.trace_location)
+                              engine=engine, trace_location=settings.trace_location, sql_warehouse_id=settings.sql_warehouse_id)
         if as_json:
             sys.stdout.write(profile.model_dump_json(indent=2) + "\n")
         else:
@@ -45,7 +45,7 @@ def analyze(
 
 
 def run_profile(tracking_uri: str | None, experiment: str | None, filter_string: str | None, since: str | None, max_traces: int | None, show_progress: bool = True,
-                engine: str = "auto", trace_location: str | None = None) -> Any:
+                engine: str = "auto", trace_location: str | None = None, sql_warehouse_id: str | None = None) -> Any:
     """The profile, or a UserError: exit 2 for a mistake in the request, 1 for a server failure."""
     from ..progress import ConsoleSteps
     from ..steps import NO_STEPS

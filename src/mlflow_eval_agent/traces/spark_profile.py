@@ -85,11 +85,9 @@ from .uc_schema import (
     UcLocation,
 )
 
-ENGINE = "spark"
 MAX_DEPTH = 64  # ancestor walks stop here (a span tree deeper than this is not an agent's)
 TIMELINE_BUCKETS = 30
 HISTOGRAM_BINS = 24
-DUPLICATE_KEYS_CONF = "spark.sql.variant.allowDuplicateKeys"
 
 
 class SparkEngineError(Exception):
@@ -119,10 +117,10 @@ def active_spark() -> Any:
 # --- SQL building blocks -----------------------------------------------------------------------
 
 
-def _attr(key: str) -> str:
+def _attr(key: str, column: str = "attributes") -> str:
     """An attribute of `attributes` (VARIANT) as text: the stored JSON-encoded string, or the JSON of a
     value stored parsed (uc_schema.py: which of the two Databricks writes is not documented)."""
-    return f"variant_get(attributes, '$[\"{key}\"]', 'string')"
+    return f"variant_get({column}, '$[\"{key}\"]', 'string')"
 
 
 def plain_string_sql(expr: str) -> str:
@@ -137,7 +135,7 @@ def _status_sql(code: str) -> str:
 
 
 def _ex_attr(key: str) -> str:
-    return f"variant_get(e.attributes, '$[\"{key}\"]', 'string')"
+    return _attr(key, "e.attributes")
 
 
 def _plain_sql(expr: str) -> str:
@@ -159,194 +157,206 @@ def _model_sql() -> str:
     return f"coalesce({', '.join(parts)})"
 
 
+def _table(name: str) -> str:
+    """A table name as SQL: each dotted part in backticks (a temp view's single name too)."""
+    return ".".join(f"`{part.replace('`', '``')}`" for part in name.split("."))
+
+
+def _list(values: Any) -> str:
+    return ", ".join(values)
+
+
+def _in(values: Any) -> str:
+    from .spark_sql import lit
+
+    return ", ".join(lit(v) for v in values)
+
+
+LLM_IN = _in(sorted(LLM_TYPES))
+DURATION = "CASE WHEN start_ns IS NOT NULL AND end_ns IS NOT NULL AND end_ns >= start_ns THEN end_ns - start_ns END"
+ERRORS = "sum(CASE WHEN status = 'ERROR' THEN 1 ELSE 0 END)"
+# The narrow row per span (_narrow), and the span rows the aggregates read (with their trace's ts and state).
+NARROW_COLUMNS = ["trace_id", "span_id", "parent_id", "name", "span_type", "status", "start_ns", "end_ns", "model", "in_huge", "out_huge",
+                  "exc_type", "message", "in_nonjson", "out_nonjson", "in_has_value", "in_kind", "in_keys", "out_has_value", "out_kind",
+                  "out_keys", "out_empty", "normalized"]
+SPAN_COLUMNS = [*NARROW_COLUMNS, "ts", "state"]
+
+
 # --- the engine --------------------------------------------------------------------------------
 
 
 class SparkProfile:
-    """One profile of one UC location. `tables` names the spans and annotations tables when they are
-    not at the location's own names (tests: temp views over parquet)."""
+    """One profile of one UC location, as SQL statements run by `runner` (sql_runner.py: a SparkSession,
+    or a SQL warehouse). `tables` names the spans and annotations tables when they are not at the
+    location's own names (tests: temp views over parquet)."""
 
-    def __init__(self, spark: Any, location: UcLocation, *, since_ms: int | None = None, max_traces: int | None = None,
+    def __init__(self, runner: Any, location: UcLocation, *, since_ms: int | None = None, max_traces: int | None = None,
                  tables: dict[str, str | None] | None = None):
-        self.spark = spark
+        self.runner = runner
         self.location = location
         self.since_ms = since_ms
         self.max_traces = max_traces
         tables = tables or {}
-        self.spans_table = tables.get("spans") or location.spans_table
-        self.annotations_table = tables["annotations"] if "annotations" in tables else location.annotations_table
+        self.spans_table = _table(tables.get("spans") or location.spans_table)
+        annotations = tables["annotations"] if "annotations" in tables else location.annotations_table
+        self.annotations_table = _table(annotations) if annotations else None
         self.truncated = False
-        self._kept: list[Any] = []
+        self.live_annotations: str | None = None
 
-    def _keep(self, df: Any) -> Any:
-        """Persist a (narrow) intermediate on the executors (memory, spilling to disk) for the aggregates
-        that read it; all are released when the profile is built."""
-        from pyspark import StorageLevel
+    def _rows(self, statement: str) -> list[Any]:
+        return self.runner.rows(statement)
 
-        df = df.persist(StorageLevel.MEMORY_AND_DISK)
-        self._kept.append(df)
-        return df
+    def _one(self, statement: str) -> Any:
+        return self._rows(statement)[0]
 
-    # --- the spans and traces, as DataFrames (lazy) ----------------------------------------------
-    def _raw(self, raw: Any) -> Any:
-        """The columns read from the spans table (payload text stays JVM-side and is dropped by _narrow)."""
-        loc = self.location.name.replace("'", "")
+    def _any(self, relation: str, where: str) -> bool:
+        return bool(self._rows(f"SELECT 1 AS x FROM {relation} WHERE {where} LIMIT 1"))
+
+    def _count(self, relation: str) -> int:
+        return int(self._one(f"SELECT count(1) AS n FROM {relation}")["n"])
+
+    @property
+    def _loc(self) -> str:
+        return self.location.name.replace("'", "")
+
+    # --- the spans and traces, as SQL relations ---------------------------------------------------
+    def _raw(self, source: str) -> str:
+        """The columns read from the spans table (payload text stays engine-side and is dropped by _narrow)."""
         exc_type, exc_msg = _ex_attr("exception.type"), _ex_attr("exception.message")
-        return raw.selectExpr(
-            f"concat('trace:/{loc}/', trace_id) AS trace_id",
-            "nullif(span_id, '') AS span_id",
-            "nullif(parent_span_id, '') AS parent_id",
-            "coalesce(name, '(unnamed)') AS name",
-            f"coalesce(nullif({plain_string_sql(_attr(SPAN_TYPE_KEY))}, ''), 'UNKNOWN') AS span_type",
-            f"{_status_sql('status.code')} AS status",
-            "coalesce(status.message, '') AS status_message",
-            "start_time_unix_nano AS start_ns",
-            "nullif(end_time_unix_nano, 0) AS end_ns",
-            f"{_attr(INPUTS_KEY)} AS inputs_raw",
-            f"{_attr(OUTPUTS_KEY)} AS outputs_raw",
-            # signatures.error_from_span: the last exception event with a non-empty (unquoted) type or message
-            f"try_element_at(filter(events, e -> e.name = 'exception' AND ({_plain_sql(exc_type)} != '' OR {_plain_sql(exc_msg)} != '')), -1) AS exc",
-            "attributes",
-        )
+        return ("SELECT "
+                f"concat('trace:/{self._loc}/', trace_id) AS trace_id, "
+                "nullif(span_id, '') AS span_id, "
+                "nullif(parent_span_id, '') AS parent_id, "
+                "coalesce(name, '(unnamed)') AS name, "
+                f"coalesce(nullif({plain_string_sql(_attr(SPAN_TYPE_KEY))}, ''), 'UNKNOWN') AS span_type, "
+                f"{_status_sql('status.code')} AS status, "
+                "coalesce(status.message, '') AS status_message, "
+                "start_time_unix_nano AS start_ns, "
+                "nullif(end_time_unix_nano, 0) AS end_ns, "
+                f"{_attr(INPUTS_KEY)} AS inputs_raw, "
+                f"{_attr(OUTPUTS_KEY)} AS outputs_raw, "
+                # signatures.error_from_span: the last exception event with a non-empty (unquoted) type or message
+                f"try_element_at(filter(events, e -> e.name = 'exception' AND ({_plain_sql(exc_type)} != '' OR {_plain_sql(exc_msg)} != '')), -1) AS exc, "
+                f"attributes FROM {source}")
 
-    def _narrow(self, cols: Any, all_roots: bool = False) -> Any:
+    def _narrow(self, raw: str, all_roots: bool = False) -> str:
         """One row per span with only what the aggregates read: ids, name, type, status, times, model
         (model calls), the error (failed spans: type, message, normalised message), payload sizes and
         JSON-looking flags, and the payload facts of roots (every span when `all_roots`: the orphan
-        pass) and retriever outputs. Every fact is a Spark SQL expression (spark_sql.py)."""
-        from pyspark.sql import functions as F
-
+        pass) and retriever outputs. Every fact is a SQL expression (spark_sql.py)."""
         from . import spark_sql as S
 
-        root = F.lit(True) if all_roots else F.col("parent_id").isNull()
-        failed = F.col("status") == "ERROR"
-        retriever = F.col("span_type") == "RETRIEVER"
-        inspected = F.col("parent_id").isNull() | retriever | failed
-        huge_in = F.coalesce(F.length("inputs_raw") > HUGE_PAYLOAD_CHARS, F.lit(False))
-        huge_out = F.coalesce(F.length("outputs_raw") > HUGE_PAYLOAD_CHARS, F.lit(False))
-        has_event = F.col("exc").isNotNull()
-        exc_type_raw = F.when(has_event, F.expr("variant_get(exc.attributes, '$[\"exception.type\"]', 'string')"))
-        exc_msg_raw = F.when(has_event, F.expr("variant_get(exc.attributes, '$[\"exception.message\"]', 'string')"))
-        staged = cols.select(
-            "trace_id", "span_id", "parent_id", "name", "span_type", "status", "start_ns", "end_ns", "inputs_raw", "outputs_raw",
-            F.when(F.col("span_type").isin(*sorted(LLM_TYPES)), F.expr(_model_sql())).alias("model"),
-            F.when(failed, exc_type_raw).alias("exc_type_raw"), F.when(failed, exc_msg_raw).alias("exc_message_raw"),
-            F.when(failed, F.col("status_message")).alias("status_message"), has_event.alias("has_event"),
-            huge_in.alias("in_huge"), huge_out.alias("out_huge"), inspected.alias("inspected"), root.alias("is_root"), retriever.alias("is_retriever"),
-        )
+        root = "true" if all_roots else "parent_id IS NULL"
+        failed = "status = 'ERROR'"
+        inspected = "(parent_id IS NULL OR span_type = 'RETRIEVER' OR status = 'ERROR')"
+        exc_type_raw = "CASE WHEN exc IS NOT NULL THEN variant_get(exc.attributes, '$[\"exception.type\"]', 'string') END"
+        exc_msg_raw = "CASE WHEN exc IS NOT NULL THEN variant_get(exc.attributes, '$[\"exception.message\"]', 'string') END"
+        staged = ("SELECT trace_id, span_id, parent_id, name, span_type, status, start_ns, end_ns, inputs_raw, outputs_raw, "
+                  f"CASE WHEN span_type IN ({LLM_IN}) THEN {_model_sql()} END AS model, "
+                  f"CASE WHEN {failed} THEN {exc_type_raw} END AS exc_type_raw, CASE WHEN {failed} THEN {exc_msg_raw} END AS exc_message_raw, "
+                  f"CASE WHEN {failed} THEN status_message END AS status_message, exc IS NOT NULL AS has_event, "
+                  f"coalesce(length(inputs_raw) > {HUGE_PAYLOAD_CHARS}, false) AS in_huge, "
+                  f"coalesce(length(outputs_raw) > {HUGE_PAYLOAD_CHARS}, false) AS out_huge, "
+                  f"{inspected} AS inspected, {root} AS is_root, span_type = 'RETRIEVER' AS is_retriever FROM ({raw})")
         # Each payload's edges, JSON test and parse once, in their own projections (columns read by
         # several facts below are not re-evaluated per fact).
-        read = F.col("inspected") | F.col("is_root")
+        read = "(inspected OR is_root)"
         edges = []
         for side in ("in", "out"):
-            first, last = S.json_edges(F.col(f"{side}puts_raw"))
-            edges += [F.when(read, first).alias(f"{side}_first"), F.when(read, last).alias(f"{side}_last")]
-        staged = staged.select("*", *edges)
-        staged = staged.select("*", *[F.when(read & F.col(f"{side}puts_raw").isNotNull() & ~F.col(f"{side}_huge"), S.looks_like_json_from(
-            F.col(f"{side}puts_raw"), F.col(f"{side}_first"), F.col(f"{side}_last"))).alias(f"{side}_lj") for side in ("in", "out")])
-        staged = staged.select(
-            "*",
-            F.expr("CASE WHEN is_root AND NOT in_huge THEN try_parse_json(inputs_raw) END").alias("pin"),
-            F.expr("CASE WHEN (is_root OR is_retriever) AND NOT out_huge THEN try_parse_json(outputs_raw) END").alias("pout"),
-        )
-        exc_type, message = S.error_parts(F.col("exc_type_raw"), F.col("exc_message_raw"), F.col("status_message"), F.col("has_event"))
-        fin = S.payload_facts(F.col("inputs_raw"), "pin", F.col("in_first"), F.coalesce(F.col("in_lj"), F.lit(False)), F.col("in_huge"))
-        fout = S.payload_facts(F.col("outputs_raw"), "pout", F.col("out_first"), F.coalesce(F.col("out_lj"), F.lit(False)), F.col("out_huge"))
-        is_root, wants_out = F.col("is_root"), F.col("is_root") | F.col("is_retriever")
-        staged = staged.select(
-            "trace_id", "span_id", "parent_id", "name", "span_type", "status", "start_ns", "end_ns", "model", "in_huge", "out_huge",
-            F.when(F.col("status") == "ERROR", exc_type).alias("exc_type"), F.when(F.col("status") == "ERROR", message).alias("message"),
-            (F.col("inspected") & F.col("inputs_raw").isNotNull() & ~F.col("in_huge") & ~F.col("in_lj")).alias("in_nonjson"),
-            (F.col("inspected") & F.col("outputs_raw").isNotNull() & ~F.col("out_huge") & ~F.col("out_lj")).alias("out_nonjson"),
-            F.when(is_root, fin["has_value"]).alias("in_has_value"), F.when(is_root, fin["kind"]).alias("in_kind"), F.when(is_root, fin["keys"]).alias("in_keys"),
-            F.when(is_root, fout["has_value"]).alias("out_has_value"), F.when(is_root, fout["kind"]).alias("out_kind"),
-            F.when(is_root, fout["keys"]).alias("out_keys"), F.when(wants_out, fout["empty"]).alias("out_empty"),
-        )
-        return staged.withColumn("normalized", F.when(F.col("status") == "ERROR", S.normalized(F.col("message"))))
+            first, last = S.json_edges(f"{side}puts_raw")
+            edges += [f"CASE WHEN {read} THEN {first} END AS {side}_first", f"CASE WHEN {read} THEN {last} END AS {side}_last"]
+        staged = f"SELECT *, {_list(edges)} FROM ({staged})"
+        lj = [f"CASE WHEN {read} AND {side}puts_raw IS NOT NULL AND NOT {side}_huge THEN "
+              f"{S.looks_like_json_from(f'{side}puts_raw', f'{side}_first', f'{side}_last')} END AS {side}_lj" for side in ("in", "out")]
+        staged = f"SELECT *, {_list(lj)} FROM ({staged})"
+        staged = ("SELECT *, CASE WHEN is_root AND NOT in_huge THEN try_parse_json(inputs_raw) END AS pin, "
+                  f"CASE WHEN (is_root OR is_retriever) AND NOT out_huge THEN try_parse_json(outputs_raw) END AS pout FROM ({staged})")
+        exc_type, message = S.error_parts("exc_type_raw", "exc_message_raw", "status_message", "has_event")
+        fin = S.payload_facts("inputs_raw", "pin", "in_first", "coalesce(in_lj, false)", "in_huge")
+        fout = S.payload_facts("outputs_raw", "pout", "out_first", "coalesce(out_lj, false)", "out_huge")
+        staged = ("SELECT trace_id, span_id, parent_id, name, span_type, status, start_ns, end_ns, model, in_huge, out_huge, "
+                  f"CASE WHEN status = 'ERROR' THEN {exc_type} END AS exc_type, CASE WHEN status = 'ERROR' THEN {message} END AS message, "
+                  "(inspected AND inputs_raw IS NOT NULL AND NOT in_huge AND NOT in_lj) AS in_nonjson, "
+                  "(inspected AND outputs_raw IS NOT NULL AND NOT out_huge AND NOT out_lj) AS out_nonjson, "
+                  f"CASE WHEN is_root THEN {fin['has_value']} END AS in_has_value, CASE WHEN is_root THEN {fin['kind']} END AS in_kind, "
+                  f"CASE WHEN is_root THEN {fin['keys']} END AS in_keys, "
+                  f"CASE WHEN is_root THEN {fout['has_value']} END AS out_has_value, CASE WHEN is_root THEN {fout['kind']} END AS out_kind, "
+                  f"CASE WHEN is_root THEN {fout['keys']} END AS out_keys, "
+                  f"CASE WHEN is_root OR is_retriever THEN {fout['empty']} END AS out_empty FROM ({staged})")
+        return f"SELECT *, CASE WHEN status = 'ERROR' THEN {S.normalized('message')} END AS normalized FROM ({staged})"
 
     def _frames(self) -> None:
-        from pyspark.sql import Window
-        from pyspark.sql import functions as F
-
-        spans = self._keep(self._narrow(self._raw(self.spark.table(self.spans_table))))
-        unparseable = spans.where("span_id IS NULL").select("trace_id")
-        spans = spans.where("span_id IS NOT NULL")
-        traces = spans.groupBy("trace_id").agg(
-            F.expr("min(start_ns) AS min_start"),
-            F.expr("max(end_ns) AS max_end"),
-            F.expr("count(*) AS span_count"),
-            F.expr("sum(CASE WHEN parent_id IS NULL THEN 1 ELSE 0 END) AS roots"),
-            F.expr("max(CASE WHEN parent_id IS NULL AND status = 'ERROR' THEN 1 ELSE 0 END) AS root_error"),
-        ).selectExpr(
-            "trace_id",
-            "min_start div 1000000 AS ts",  # integer division: a double cannot hold nanoseconds since 1970
-            "CASE WHEN max_end IS NULL THEN NULL ELSE max_end div 1000000 - min_start div 1000000 END AS execution_ms",
-            "span_count", "roots",
-            "CASE WHEN roots = 0 THEN 'IN_PROGRESS' WHEN root_error = 1 THEN 'ERROR' ELSE 'OK' END AS state",
-        )
+        narrow = self.runner.stage("narrow", self._narrow(self._raw(self.spans_table)))
+        traces = ("SELECT trace_id, "
+                  "min_start div 1000000 AS ts, "  # integer division: a double cannot hold nanoseconds since 1970
+                  "CASE WHEN max_end IS NULL THEN NULL ELSE max_end div 1000000 - min_start div 1000000 END AS execution_ms, "
+                  "span_count, roots, "
+                  "CASE WHEN roots = 0 THEN 'IN_PROGRESS' WHEN root_error = 1 THEN 'ERROR' ELSE 'OK' END AS state "
+                  "FROM (SELECT trace_id, min(start_ns) AS min_start, max(end_ns) AS max_end, count(*) AS span_count, "
+                  "sum(CASE WHEN parent_id IS NULL THEN 1 ELSE 0 END) AS roots, "
+                  "max(CASE WHEN parent_id IS NULL AND status = 'ERROR' THEN 1 ELSE 0 END) AS root_error "
+                  f"FROM {narrow} WHERE span_id IS NOT NULL GROUP BY trace_id)")
+        columns = "trace_id, ts, execution_ms, span_count, roots, state"
         if self.since_ms is not None:
-            traces = traces.where(F.col("ts") >= int(self.since_ms))
+            traces = f"SELECT * FROM ({traces}) WHERE ts >= {int(self.since_ms)}"
         if self.max_traces is not None:
-            ranked = traces.withColumn("recency", F.row_number().over(Window.orderBy(F.col("ts").desc(), F.col("trace_id").asc())))
-            self.truncated = ranked.where(F.col("recency") > self.max_traces).limit(1).count() > 0
-            traces = ranked.where(F.col("recency") <= self.max_traces).drop("recency")
+            ranked = f"SELECT *, row_number() OVER (ORDER BY ts DESC, trace_id ASC) AS recency FROM ({traces})"
+            self.truncated = self._any(f"({ranked})", f"recency > {int(self.max_traces)}")
+            traces = f"SELECT {columns} FROM ({ranked}) WHERE recency <= {int(self.max_traces)}"
         meta = self._metadata()
         if meta is not None:
-            traces = traces.join(meta, "trace_id", "left")
+            traces = (f"SELECT t.*, m.session_id, m.token_usage, m.synthetic_timing FROM ({traces}) t "
+                      f"LEFT JOIN ({meta}) m ON t.trace_id = m.trace_id")
         else:
-            traces = traces.selectExpr("*", "CAST(NULL AS STRING) AS session_id", "CAST(NULL AS STRING) AS token_usage",
-                                       "CAST(NULL AS STRING) AS synthetic_timing")
+            traces = (f"SELECT *, CAST(NULL AS STRING) AS session_id, CAST(NULL AS STRING) AS token_usage, "
+                      f"CAST(NULL AS STRING) AS synthetic_timing FROM ({traces})")
         # One row per trace and one narrow row per span (no payload text), kept for the ~40 aggregates below.
-        self.traces = self._keep(traces)
-        keep = self.traces.select("trace_id", "ts", "state")
-        self.spans = self._keep(spans.join(keep, "trace_id"))
-        self.unparseable = self._keep(unparseable.join(keep, "trace_id"))
-        for df in (self.spans, self.unparseable):  # materialised; then the first narrow copy is released
-            df.count()
-        narrow = self._kept.pop(0)
-        narrow.unpersist()
+        self.traces = self.runner.stage("traces", traces)
+        span_list = _list(f"s.{c}" for c in NARROW_COLUMNS)
+        self.spans = self.runner.stage("spans", f"SELECT {span_list}, k.ts, k.state FROM {narrow} s JOIN {self.traces} k "
+                                                f"ON s.trace_id = k.trace_id WHERE s.span_id IS NOT NULL")
+        self.unparseable = self.runner.stage("unparseable", f"SELECT s.trace_id, k.ts, k.state FROM {narrow} s JOIN {self.traces} k "
+                                                            f"ON s.trace_id = k.trace_id WHERE s.span_id IS NULL")
+        for name in (self.spans, self.unparseable):  # materialised; then the first narrow copy is released
+            self.runner.materialise(name)
+        self.runner.release(narrow)
 
-    def _annotations(self) -> Any:
+    def _annotations(self) -> str | None:
         """The live annotation rows: the latest per annotation_id, soft-deleted ones dropped."""
-        from pyspark.sql import Window
-        from pyspark.sql import functions as F
-
         if not self.annotations_table:
             return None
-        rows = self.spark.table(self.annotations_table)
-        latest = Window.partitionBy("annotation_id").orderBy(F.col("updated_at").desc_nulls_last())
-        return rows.withColumn("_rn", F.row_number().over(latest)).where("_rn = 1 AND deleted_at IS NULL").drop("_rn")
+        return (f"SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY annotation_id ORDER BY updated_at DESC NULLS LAST) AS _rn "
+                f"FROM {self.annotations_table}) WHERE _rn = 1 AND deleted_at IS NULL")
 
-    def _metadata(self) -> Any:
+    def _metadata(self) -> str | None:
         live = self._annotations()
         if live is None:
             return None
-        loc = self.location.name.replace("'", "")
-        self.live_annotations = live
-        return live.where("annotation_type = 'METADATA'").selectExpr(
-            f"concat('trace:/{loc}/', target_id) AS trace_id",
-            f"variant_get(value, '$.trace_metadata[\"{SESSION_METADATA_KEY}\"]', 'string') AS session_id",
-            f"variant_get(value, '$.trace_metadata[\"{TOKEN_USAGE_METADATA_KEY}\"]', 'string') AS token_usage",
-            "variant_get(value, '$.trace_metadata[\"eval_agent.import.timing\"]', 'string') AS synthetic_timing",
-        ).dropDuplicates(["trace_id"])
+        self.live_annotations = self.runner.stage("annotations", live, persist=False)
+        return ("SELECT trace_id, first(session_id) AS session_id, first(token_usage) AS token_usage, "
+                "first(synthetic_timing) AS synthetic_timing FROM (SELECT "
+                f"concat('trace:/{self._loc}/', target_id) AS trace_id, "
+                f"variant_get(value, '$.trace_metadata[\"{SESSION_METADATA_KEY}\"]', 'string') AS session_id, "
+                f"variant_get(value, '$.trace_metadata[\"{TOKEN_USAGE_METADATA_KEY}\"]', 'string') AS token_usage, "
+                "variant_get(value, '$.trace_metadata[\"eval_agent.import.timing\"]', 'string') AS synthetic_timing "
+                f"FROM {self.live_annotations} WHERE annotation_type = 'METADATA') GROUP BY trace_id")  # dropDuplicates: the first row per trace
 
     # --- helpers that return small results -------------------------------------------------------
-    @staticmethod
-    def _percentiles(df: Any, keys: list[str], value: str) -> dict[tuple, dict[int | str, int]]:
-        """Exact nearest-rank p50/p90/p99 and max of `value` per group: {key: {50: v, 90: v, 99: v, "max": v}}."""
-        from pyspark.sql import Window
-        from pyspark.sql import functions as F
-
-        values = df.where(F.col(value).isNotNull()).select(*keys, F.col(value).alias("v"))
-        part = Window.partitionBy(*keys) if keys else Window.partitionBy(F.lit(1))
-        ranked = values.select(*keys, "v",
-                               F.row_number().over(part.orderBy("v")).alias("rn"), F.count(F.lit(1)).over(part).alias("n"))
+    def _percentiles(self, relation: str, keys: list[str], value: str) -> dict[tuple, dict[int | str, int]]:
+        """Exact nearest-rank p50/p90/p99 and max of `value` (an expression over `relation`) per group:
+        {key: {50: v, 90: v, 99: v, "max": v}}."""
+        ks = "".join(f"{k}, " for k in keys)
+        part = f"PARTITION BY {_list(keys)} " if keys else ""
         ranks = {q: f"greatest(1, (n * {q} + 99) div 100)" for q in QUANTILES}  # rank_index + 1, in integers
-        picked = ranked.where(" OR ".join([f"rn = {r}" for r in ranks.values()] + ["rn = n"]))
-        aggs = [F.expr(f"max(CASE WHEN rn = {r} THEN v END)").alias(f"p{q}") for q, r in ranks.items()] + [F.expr("max(v)").alias("vmax")]
-        grouped = picked.groupBy(*keys).agg(*aggs) if keys else picked.agg(*aggs)
+        ranked = (f"SELECT {ks}v, row_number() OVER ({part}ORDER BY v) AS rn, count(1) OVER ({part.strip()}) AS n "
+                  f"FROM (SELECT {ks}{value} AS v FROM {relation}) WHERE v IS NOT NULL")
+        picked = " OR ".join([f"rn = {r}" for r in ranks.values()] + ["rn = n"])
+        aggs = [f"max(CASE WHEN rn = {r} THEN v END) AS p{q}" for q, r in ranks.items()] + ["max(v) AS vmax"]
+        group = f" GROUP BY {_list(keys)}" if keys else ""
         out = {}
-        for row in grouped.collect():
+        for row in self._rows(f"SELECT {ks}{_list(aggs)} FROM ({ranked}) WHERE {picked}{group}"):
+            if row["vmax"] is None:  # no values at all (a global aggregate still answers one row)
+                continue
             key = tuple(row[k] for k in keys)
             out[key] = {**{q: int(row[f"p{q}"]) for q in QUANTILES}, "max": int(row["vmax"])}
         return out
@@ -358,23 +368,20 @@ class SparkProfile:
         conv = (lambda v: round(v / scale, 3)) if scale != 1.0 else float
         return LatencyStats(**{f"p{q}": conv(found[q]) for q in QUANTILES}, max=conv(found["max"]))
 
-    @staticmethod
-    def _examples(df: Any, keys: list[str], k: int) -> dict[tuple, list[str]]:
+    def _examples(self, relation: str, keys: list[str], k: int) -> dict[tuple, list[str]]:
         """The k most recent distinct traces per group (timestamp desc, then id desc: accumulators.Examples)."""
-        from pyspark.sql import Window
-        from pyspark.sql import functions as F
-
-        distinct = df.select(*keys, "trace_id", F.coalesce(F.col("ts"), F.lit(0)).alias("ets")).distinct()
-        part = Window.partitionBy(*keys) if keys else Window.partitionBy(F.lit(1))
-        top = distinct.withColumn("_rn", F.row_number().over(part.orderBy(F.col("ets").desc(), F.col("trace_id").desc()))).where(f"_rn <= {k}")
+        ks = "".join(f"{c}, " for c in keys)
+        part = f"PARTITION BY {_list(keys)} " if keys else ""
+        distinct = f"SELECT DISTINCT {ks}trace_id, coalesce(ts, 0) AS ets FROM {relation}"
+        top = f"SELECT {ks}trace_id, row_number() OVER ({part}ORDER BY ets DESC, trace_id DESC) AS _rn FROM ({distinct})"
         out: dict[tuple, list[str]] = {}
-        for row in top.orderBy("_rn").collect():
+        for row in self._rows(f"SELECT * FROM ({top}) WHERE _rn <= {int(k)} ORDER BY _rn"):
             out.setdefault(tuple(row[c] for c in keys), []).append(row["trace_id"])
         return out
 
     @staticmethod
     def _distribution(pairs: list[tuple[int, int]]) -> CountStats:
-        """percentiles.CountDistribution from (value, how many) pairs counted by Spark."""
+        """percentiles.CountDistribution from (value, how many) pairs counted by the engine."""
         dist = CountDistribution()
         for value, count in pairs:
             dist._counts[int(value)] += int(count)
@@ -382,81 +389,60 @@ class SparkProfile:
             dist._total += int(value) * int(count)
         return CountStats(**dist.summary())
 
-    def _ancestors(self, start: Any, cols: list[str]) -> Any:
-        """(trace_id, *cols, ancestor_id) for every ancestor of each start row (whose parent is `parent_id`)."""
-        from pyspark.sql import functions as F
-
-        parents = self.spans.select(F.col("trace_id").alias("_tid"), F.col("span_id").alias("_sid"), F.col("parent_id").alias("_pid"))
-        frontier = start.select("trace_id", *cols, F.col("parent_id").alias("ancestor_id")).where("ancestor_id IS NOT NULL")
-        found = None
-        for _ in range(MAX_DEPTH):
-            frontier = self._keep(frontier)
-            if frontier.count() == 0:  # one job per level: it also materialises the level
+    def _ancestors(self, start: str, cols: list[str], name: str) -> str:
+        """A relation of (trace_id, *cols, ancestor_id) for every ancestor of each row of `start`
+        (whose parent is `parent_id`): one self-join on the spans per level, each level staged."""
+        cs = "".join(f"{c}, " for c in cols)
+        fcs = "".join(f"f.{c}, " for c in cols)
+        frontier = f"SELECT trace_id, {cs}parent_id AS ancestor_id FROM {start} WHERE parent_id IS NOT NULL"
+        found: list[str] = []
+        for level in range(MAX_DEPTH):
+            level_name = self.runner.stage(f"{name}{level}", frontier)
+            if self._count(level_name) == 0:  # one job per level: it also materialises the level
                 break
-            found = frontier if found is None else found.unionByName(frontier)
-            frontier = (frontier.join(parents, (frontier.trace_id == parents._tid) & (frontier.ancestor_id == parents._sid))
-                        .select("trace_id", *cols, F.col("_pid").alias("ancestor_id"))
-                        .where("ancestor_id IS NOT NULL"))
-        if found is None:
-            return start.select("trace_id", *cols, F.col("parent_id").alias("ancestor_id")).limit(0)
-        return self._keep(found)
+            found.append(level_name)
+            frontier = (f"SELECT f.trace_id, {fcs}p.parent_id AS ancestor_id FROM {level_name} f JOIN {self.spans} p "
+                        f"ON f.trace_id = p.trace_id AND f.ancestor_id = p.span_id WHERE p.parent_id IS NOT NULL")
+        if not found:
+            return f"(SELECT trace_id, {cs}parent_id AS ancestor_id FROM {start} LIMIT 0)"
+        return self.runner.stage(name, " UNION ALL ".join(f"SELECT trace_id, {cs}ancestor_id FROM {f}" for f in found))
 
     # --- the profile -------------------------------------------------------------------------------
     def build(self, experiment_id: str, experiment_name: str | None = None, trajectory_scan: int = 0) -> TraceProfile:
-        from pyspark.sql import functions as F
-
         started = time.perf_counter()
-        conf = self.spark.conf
-        before = conf.get(DUPLICATE_KEYS_CONF, None)
-        conf.set(DUPLICATE_KEYS_CONF, "true")  # Python's json keeps the last of duplicate keys; Spark refuses them by default
         try:
             return self._build(experiment_id, experiment_name, trajectory_scan, started)
         finally:
-            try:
-                if before is None:
-                    conf.unset(DUPLICATE_KEYS_CONF)
-                else:
-                    conf.set(DUPLICATE_KEYS_CONF, before)
-                for df in self._kept:
-                    df.unpersist()
-            except Exception:  # the session died (the error being raised says why): nothing left to release
-                pass
-            self._kept.clear()
+            self.runner.close()
 
     def _build(self, experiment_id: str, experiment_name: str | None, trajectory_scan: int, started: float) -> TraceProfile:
-        from pyspark.sql import functions as F
-
         self._frames()
         spans, traces = self.spans, self.traces
-        summary = traces.agg(
-            F.count(F.lit(1)).alias("n"), F.sum("span_count").alias("spans"), F.min("ts").alias("first"), F.max("ts").alias("last"),
-        ).collect()[0]
+        summary = self._one(f"SELECT count(1) AS n, sum(span_count) AS spans, min(ts) AS first, max(ts) AS last FROM {traces}")
         trace_count = int(summary["n"] or 0)
-        status = {r["state"]: int(r["count"]) for r in traces.groupBy("state").count().collect()}
+        status = {r["state"]: int(r["n"]) for r in self._rows(f"SELECT state, count(1) AS n FROM {traces} GROUP BY state")}
         latency = self._percentiles(traces, [], "execution_ms").get((), None)
-        slowest = traces.where("execution_ms IS NOT NULL").orderBy(F.col("execution_ms").desc(), F.col("trace_id").desc(), F.col("state").desc()).limit(SLOWEST).collect()
+        slowest = self._rows(f"SELECT trace_id, execution_ms, state FROM {traces} WHERE execution_ms IS NOT NULL "
+                             f"ORDER BY execution_ms DESC, trace_id DESC, state DESC LIMIT {SLOWEST}")
 
-        durations = spans.withColumn("duration", F.expr("CASE WHEN start_ns IS NOT NULL AND end_ns IS NOT NULL AND end_ns >= start_ns THEN end_ns - start_ns END"))
-        span_rows = durations.groupBy("name", "span_type").agg(
-            F.count(F.lit(1)).alias("count"), F.expr("sum(CASE WHEN status = 'ERROR' THEN 1 ELSE 0 END) AS errors")).collect()
-        span_pcts = self._percentiles(durations, ["name", "span_type"], "duration")
-        tools = durations.where("span_type = 'TOOL'")
-        tool_rows = tools.groupBy("name").agg(
-            F.count(F.lit(1)).alias("calls"), F.expr("sum(CASE WHEN status = 'ERROR' THEN 1 ELSE 0 END) AS errors"),
-            F.countDistinct("trace_id").alias("traces")).collect()
-        tool_pcts = self._percentiles(tools, ["name"], "duration")
+        span_rows = self._rows(f"SELECT name, span_type, count(1) AS n, {ERRORS} AS errors FROM {spans} GROUP BY name, span_type")
+        span_pcts = self._percentiles(spans, ["name", "span_type"], DURATION)
+        tools = f"(SELECT * FROM {spans} WHERE span_type = 'TOOL')"
+        tool_rows = self._rows(f"SELECT name, count(1) AS calls, {ERRORS} AS errors, count(DISTINCT trace_id) AS traces FROM {tools} GROUP BY name")
+        tool_pcts = self._percentiles(tools, ["name"], DURATION)
 
         roots = self._roots()
         errors = self._errors()
         llm = self._llm(trace_count)
         retrieval = self._retrieval()
         outputs, shapes = self._root_payloads(roots)
-        odd = self._odd(roots)
+        odd = self._odd()
         profile = TraceProfile(
             experiment_id=experiment_id,
             experiment_name=experiment_name,
             generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            source=ProfileSource(tracking_uri=None, path=ENGINE, since_ms=self.since_ms, max_traces=self.max_traces, truncated=self.truncated),
+            source=ProfileSource(tracking_uri=None, path=self.runner.engine, since_ms=self.since_ms, max_traces=self.max_traces,
+                                 truncated=self.truncated),
             trace_count=trace_count,
             span_count=int(summary["spans"] or 0),
             time_range=TimeRange(first_ms=_int(summary["first"]), last_ms=_int(summary["last"]), first=_iso(summary["first"]), last=_iso(summary["last"])),
@@ -464,10 +450,11 @@ class SparkProfile:
             latency_ms=self._latency(latency),
             latency_histogram=self._histogram(traces),
             timeline=self._timeline(traces, summary["first"], summary["last"]),
-            spans_per_trace=self._distribution([(r["span_count"], r["count"]) for r in traces.groupBy("span_count").count().collect()]),
-            trace_names=_named(Counter({r["name"]: int(r["count"]) for r in roots.groupBy("name").count().collect()})),
+            spans_per_trace=self._distribution([(r["span_count"], r["n"]) for r in self._rows(
+                f"SELECT span_count, count(1) AS n FROM {traces} GROUP BY span_count")]),
+            trace_names=_named(Counter({r["name"]: int(r["n"]) for r in self._rows(f"SELECT name, count(1) AS n FROM {roots} GROUP BY name")})),
             spans=sorted(
-                (SpanStats(name=r["name"], span_type=r["span_type"], count=int(r["count"]), error_count=int(r["errors"]),
+                (SpanStats(name=r["name"], span_type=r["span_type"], count=int(r["n"]), error_count=int(r["errors"]),
                            latency_ms=self._latency(span_pcts.get((r["name"], r["span_type"])), 1e6)) for r in span_rows),
                 key=lambda s: (-s.count, s.name, s.span_type),
             ),
@@ -496,84 +483,75 @@ class SparkProfile:
         profile.source.seconds = round(time.perf_counter() - started, 3)
         return profile
 
-    def _roots(self) -> Any:
+    def _roots(self) -> str:
         """One root per trace: the real root (earliest start, then name, then end), else an orphan
         whose parent never arrived (the builder's `_root`)."""
-        from pyspark.sql import Window
-        from pyspark.sql import functions as F
-
-        candidates = self.spans.where("parent_id IS NULL")
-        rootless = self.traces.where("roots = 0").select("trace_id")
-        if rootless.limit(1).count():
+        columns = _list(SPAN_COLUMNS)
+        candidates = f"SELECT {columns} FROM {self.spans} WHERE parent_id IS NULL"
+        if self._any(self.traces, "roots = 0"):
             # Traces without a real root take an orphan (a span whose parent never arrived): its payload
             # facts come from a second pass over the spans of those traces only.
             loc_prefix = len(f"trace:/{self.location.name}/") + 1
-            hex_ids = rootless.select(F.expr(f"substring(trace_id, {loc_prefix})").alias("_hex"))
-            raw = self.spark.table(self.spans_table)
-            raw = raw.join(F.broadcast(hex_ids), raw.trace_id == hex_ids._hex, "left_semi")
-            theirs = self._narrow(self._raw(raw), all_roots=True).where("span_id IS NOT NULL")
-            ids = theirs.select("trace_id", F.col("span_id").alias("parent_id")).distinct()
-            orphans = theirs.where("parent_id IS NOT NULL").join(ids, ["trace_id", "parent_id"], "left_anti")
-            orphans = orphans.join(self.traces.select("trace_id", "ts", "state"), "trace_id")
-            candidates = candidates.unionByName(orphans.select(*candidates.columns))
-        order = Window.partitionBy("trace_id").orderBy(F.coalesce(F.col("start_ns"), F.lit(0)), F.col("name"), F.coalesce(F.col("end_ns"), F.lit(0)))
-        return self._keep(candidates.withColumn("_rn", F.row_number().over(order)).where("_rn = 1").drop("_rn"))
+            hex_ids = f"SELECT substring(trace_id, {loc_prefix}) AS _hex FROM {self.traces} WHERE roots = 0"
+            raw = f"(SELECT /*+ BROADCAST(h) */ r.* FROM {self.spans_table} r LEFT SEMI JOIN ({hex_ids}) h ON r.trace_id = h._hex)"
+            theirs = f"(SELECT * FROM ({self._narrow(self._raw(raw), all_roots=True)}) WHERE span_id IS NOT NULL)"
+            ids = f"(SELECT DISTINCT trace_id, span_id AS parent_id FROM {theirs})"
+            orphans = (f"SELECT {_list(f'o.{c}' for c in NARROW_COLUMNS)}, k.ts, k.state FROM {theirs} o "
+                       f"LEFT ANTI JOIN {ids} i ON o.trace_id = i.trace_id AND o.parent_id = i.parent_id "
+                       f"JOIN {self.traces} k ON o.trace_id = k.trace_id WHERE o.parent_id IS NOT NULL")
+            candidates = f"{candidates} UNION ALL SELECT {columns} FROM ({orphans})"
+        order = "PARTITION BY trace_id ORDER BY coalesce(start_ns, 0), name, coalesce(end_ns, 0)"
+        return self.runner.stage("roots", f"SELECT {columns} FROM (SELECT *, row_number() OVER ({order}) AS _rn FROM ({candidates})) WHERE _rn = 1")
 
     def _errors(self) -> dict[str, Any]:
-        from pyspark.sql import functions as F
-
-        keyed = self._keep(self.spans.where("status = 'ERROR'").select(
-            "trace_id", "span_id", "parent_id", "name", "ts", "state", "exc_type", "message", "normalized"))
+        keyed = self.runner.stage("keyed", f"SELECT trace_id, span_id, parent_id, name, ts, state, exc_type, message, normalized "
+                                           f"FROM {self.spans} WHERE status = 'ERROR'")
         # An error re-raised by a parent is counted once, where it began: drop each failed span that
         # has a failed descendant with the same (type, normalised message).
-        ups = self._ancestors(keyed, ["exc_type", "normalized"])
-        propagated = ups.select(F.col("trace_id").alias("_tid"), F.col("ancestor_id").alias("_sid"), F.col("exc_type").alias("_et"),
-                                F.col("normalized").alias("_nm")).distinct()
-        origins = keyed.join(propagated, (keyed.trace_id == propagated._tid) & (keyed.span_id == propagated._sid)
-                             & keyed.exc_type.eqNullSafe(propagated._et) & (keyed.normalized == propagated._nm), "left_anti")
-        origins = self._keep(origins)
+        ups = self._ancestors(keyed, ["exc_type", "normalized"], "error_ancestors")
+        propagated = f"(SELECT DISTINCT trace_id AS _tid, ancestor_id AS _sid, exc_type AS _et, normalized AS _nm FROM {ups})"
+        origins = self.runner.stage("origins", f"SELECT k.* FROM {keyed} k LEFT ANTI JOIN {propagated} p ON k.trace_id = p._tid "
+                                               f"AND k.span_id = p._sid AND k.exc_type <=> p._et AND k.normalized = p._nm")
         sig_keys = ["exc_type", "name", "normalized"]
-        sig_rows = origins.groupBy(*sig_keys).agg(
-            F.count(F.lit(1)).alias("count"), F.countDistinct("trace_id").alias("traces"),
-            F.max(F.struct(F.coalesce(F.col("ts"), F.lit(0)), F.col("trace_id"), F.substring("message", 1, MESSAGE_CHARS))).alias("latest"),
-        ).collect()
+        sig_rows = self._rows(
+            f"SELECT exc_type, name, normalized, n, traces, latest.m AS example_message FROM (SELECT exc_type, name, normalized, count(1) AS n, "
+            f"count(DISTINCT trace_id) AS traces, max(named_struct('t', coalesce(ts, 0), 'id', trace_id, 'm', substring(message, 1, {MESSAGE_CHARS}))) "
+            f"AS latest FROM {origins} GROUP BY exc_type, name, normalized)")
         examples = self._examples(origins, sig_keys, EXAMPLES)
         signatures = sorted(
             (ErrorSignature(
                 id=signature_id(r["exc_type"], r["name"], r["normalized"]),
                 signature=f"{r['exc_type']}: {r['normalized']}" if r["exc_type"] else r["normalized"],
-                exception_type=r["exc_type"], span_name=r["name"], count=int(r["count"]), trace_count=int(r["traces"]),
-                trace_ids=examples.get((r["exc_type"], r["name"], r["normalized"]), []), example_message=r["latest"][2],
+                exception_type=r["exc_type"], span_name=r["name"], count=int(r["n"]), trace_count=int(r["traces"]),
+                trace_ids=examples.get((r["exc_type"], r["name"], r["normalized"]), []), example_message=r["example_message"],
             ) for r in sig_rows),
             key=lambda s: (-s.count, s.signature, s.span_name),
         )
-        error_traces = self._keep(keyed.select("trace_id", "ts", "state").distinct())
-        totals = error_traces.agg(F.count(F.lit(1)).alias("n"), F.expr("sum(CASE WHEN state = 'OK' THEN 1 ELSE 0 END) AS ok")).collect()[0]
-        hidden = origins.where("state = 'OK'")
-        hidden_traces = error_traces.where("state = 'OK'")
-        by_span = [SpanCount(span_name=r["name"], count=int(r["count"]))
-                   for r in hidden.select("trace_id", "name").distinct().groupBy("name").count().collect()]
+        error_traces = self.runner.stage("error_traces", f"SELECT DISTINCT trace_id, ts, state FROM {keyed}")
+        totals = self._one(f"SELECT count(1) AS n, sum(CASE WHEN state = 'OK' THEN 1 ELSE 0 END) AS ok FROM {error_traces}")
+        by_span = [SpanCount(span_name=r["name"], count=int(r["n"])) for r in self._rows(
+            f"SELECT name, count(1) AS n FROM (SELECT DISTINCT trace_id, name FROM {origins} WHERE state = 'OK') GROUP BY name")]
         return {
             "traces_with_error_spans": int(totals["n"] or 0),
             "signatures": signatures,
-            "hidden": HiddenFailures(count=int(totals["ok"] or 0), trace_ids=self._examples(hidden_traces, [], MANY_EXAMPLES).get((), []),
+            "hidden": HiddenFailures(count=int(totals["ok"] or 0),
+                                     trace_ids=self._examples(f"(SELECT * FROM {error_traces} WHERE state = 'OK')", [], MANY_EXAMPLES).get((), []),
                                      by_span=sorted(by_span, key=lambda b: (-b.count, b.span_name))),
             "error_traces": error_traces,
         }
 
     def _llm(self, trace_count: int) -> LlmUsage:
-        from pyspark.sql import functions as F
-
-        calls_all = self.spans.where(F.col("span_type").isin(*sorted(LLM_TYPES)))
-        ups = self._ancestors(calls_all.select("trace_id", "span_id", "parent_id"), [])
-        wrappers = ups.join(calls_all.select("trace_id", F.col("span_id").alias("ancestor_id")), ["trace_id", "ancestor_id"]).select(
-            "trace_id", F.col("ancestor_id").alias("span_id")).distinct()
-        calls = self._keep(calls_all.join(wrappers, ["trace_id", "span_id"], "left_anti"))
-        per_trace = calls.groupBy("trace_id").count()
-        hist = Counter({int(r["count"]): int(r["n"]) for r in per_trace.groupBy("count").agg(F.count(F.lit(1)).alias("n")).collect()})
+        calls_all = f"(SELECT * FROM {self.spans} WHERE span_type IN ({LLM_IN}))"
+        ups = self._ancestors(f"(SELECT trace_id, span_id, parent_id FROM {calls_all})", [], "llm_ancestors")
+        wrappers = (f"(SELECT DISTINCT u.trace_id, u.ancestor_id AS span_id FROM {ups} u JOIN {calls_all} c "
+                    f"ON u.trace_id = c.trace_id AND u.ancestor_id = c.span_id)")
+        calls = self.runner.stage("calls", f"SELECT a.* FROM {calls_all} a LEFT ANTI JOIN {wrappers} w ON a.trace_id = w.trace_id AND a.span_id = w.span_id")
+        hist = Counter({int(r["calls_n"]): int(r["n"]) for r in self._rows(
+            f"SELECT calls_n, count(1) AS n FROM (SELECT trace_id, count(1) AS calls_n FROM {calls} GROUP BY trace_id) GROUP BY calls_n")})
         with_calls = sum(hist.values())
         hist[0] += trace_count - with_calls
-        models = Counter({r["model"]: int(r["count"]) for r in calls.where("model IS NOT NULL").groupBy("model").count().collect()})
+        models = Counter({r["model"]: int(r["n"]) for r in self._rows(
+            f"SELECT model, count(1) AS n FROM {calls} WHERE model IS NOT NULL GROUP BY model")})
         total = sum(v * c for v, c in hist.items())
         return LlmUsage(
             calls=total, traces_with_calls=with_calls,
@@ -582,148 +560,121 @@ class SparkProfile:
         )
 
     def _retrieval(self) -> Retrieval:
-        from pyspark.sql import functions as F
-
-        marked = self.spans.where("span_type = 'RETRIEVER'").select("trace_id", "ts", "name", F.col("out_empty").alias("empty"))
-        by_name = marked.groupBy("name").agg(F.count(F.lit(1)).alias("spans"), F.expr("sum(CASE WHEN empty THEN 1 ELSE 0 END) AS empty")).collect()
-        per_trace = marked.groupBy("trace_id", "ts").agg(F.expr("max(CASE WHEN empty THEN 1 ELSE 0 END) AS any_empty"))
-        counts = per_trace.agg(F.count(F.lit(1)).alias("traces"), F.sum("any_empty").alias("empty")).collect()[0]
-        n_spans = sum(int(r["spans"]) for r in by_name)
-        n_empty = sum(int(r["empty"]) for r in by_name)
+        marked = f"(SELECT trace_id, ts, name, out_empty AS is_empty FROM {self.spans} WHERE span_type = 'RETRIEVER')"
+        by_name = self._rows(f"SELECT name, count(1) AS n, sum(CASE WHEN is_empty THEN 1 ELSE 0 END) AS n_empty FROM {marked} GROUP BY name")
+        per_trace = f"(SELECT trace_id, ts, max(CASE WHEN is_empty THEN 1 ELSE 0 END) AS any_empty FROM {marked} GROUP BY trace_id, ts)"
+        counts = self._one(f"SELECT count(1) AS traces, sum(any_empty) AS n_empty FROM {per_trace}")
+        n_spans = sum(int(r["n"]) for r in by_name)
+        n_empty = sum(int(r["n_empty"]) for r in by_name)
         return Retrieval(
             spans=n_spans, empty=n_empty, empty_share=round(n_empty / n_spans, 4) if n_spans else None,
-            traces_with_retrieval=int(counts["traces"] or 0), traces_with_empty_retrieval=int(counts["empty"] or 0),
-            empty_trace_ids=self._examples(per_trace.where("any_empty = 1"), [], MANY_EXAMPLES).get((), []),
-            by_name=sorted((RetrieverStats(name=r["name"], spans=int(r["spans"]), empty=int(r["empty"])) for r in by_name), key=lambda r: (-r.spans, r.name)),
+            traces_with_retrieval=int(counts["traces"] or 0), traces_with_empty_retrieval=int(counts["n_empty"] or 0),
+            empty_trace_ids=self._examples(f"(SELECT * FROM {per_trace} WHERE any_empty = 1)", [], MANY_EXAMPLES).get((), []),
+            by_name=sorted((RetrieverStats(name=r["name"], spans=int(r["n"]), empty=int(r["n_empty"])) for r in by_name), key=lambda r: (-r.spans, r.name)),
         )
 
-    def _root_payloads(self, roots: Any) -> tuple[Outputs, Shapes]:
-        from pyspark.sql import functions as F
-
+    def _root_payloads(self, roots: str) -> tuple[Outputs, Shapes]:
         facts = ["in_has_value", "in_kind", "in_keys", "out_has_value", "out_empty", "out_kind", "out_keys"]
-        base = self.traces.select("trace_id", "ts", "state").join(roots.select("trace_id", *facts), "trace_id", "left")
-        cases = self._keep(base.selectExpr(
-            "trace_id", "ts", "state",
-            "NOT coalesce(in_has_value, false) AS inputs_missing",
-            "NOT coalesce(out_has_value, false) AS missing",
-            "coalesce(out_has_value AND out_empty, false) AS empty",
-            "in_kind", "in_keys", "out_kind", "out_keys",
-        ))
-        c = cases.agg(*[F.expr(f"sum(CASE WHEN {cond} THEN 1 ELSE 0 END)").alias(name) for name, cond in (
-            ("missing", "missing"), ("empty", "empty"), ("missing_ok", "missing AND state = 'OK'"), ("empty_ok", "empty AND state = 'OK'"),
-            ("inputs_missing", "inputs_missing"))]).collect()[0]
-        ex_missing = self._examples(cases.where("missing AND state = 'OK'"), [], MANY_EXAMPLES).get((), [])
-        ex_empty = self._examples(cases.where("empty AND state = 'OK'"), [], MANY_EXAMPLES).get((), [])
-        outputs = Outputs(missing=int(c["missing"] or 0), empty=int(c["empty"] or 0), missing_ok=int(c["missing_ok"] or 0), empty_ok=int(c["empty_ok"] or 0),
-                          missing_ok_trace_ids=ex_missing, empty_ok_trace_ids=ex_empty, inputs_missing=int(c["inputs_missing"] or 0))
+        base = f"SELECT t.trace_id, t.ts, t.state, {_list(f'r.{f}' for f in facts)} FROM {self.traces} t LEFT JOIN {roots} r ON t.trace_id = r.trace_id"
+        cases = self.runner.stage("cases", (
+            "SELECT trace_id, ts, state, NOT coalesce(in_has_value, false) AS inputs_missing, NOT coalesce(out_has_value, false) AS missing, "
+            f"coalesce(out_has_value AND out_empty, false) AS is_empty, in_kind, in_keys, out_kind, out_keys FROM ({base})"))
+        sums = [f"sum(CASE WHEN {cond} THEN 1 ELSE 0 END) AS {name}" for name, cond in (
+            ("missing", "missing"), ("n_empty", "is_empty"), ("missing_ok", "missing AND state = 'OK'"), ("empty_ok", "is_empty AND state = 'OK'"),
+            ("inputs_missing", "inputs_missing"))]
+        c = self._one(f"SELECT {_list(sums)} FROM {cases}")
+        ex_missing = self._examples(f"(SELECT * FROM {cases} WHERE missing AND state = 'OK')", [], MANY_EXAMPLES).get((), [])
+        ex_empty = self._examples(f"(SELECT * FROM {cases} WHERE is_empty AND state = 'OK')", [], MANY_EXAMPLES).get((), [])
+        outputs = Outputs(missing=int(c["missing"] or 0), empty=int(c["n_empty"] or 0), missing_ok=int(c["missing_ok"] or 0),
+                          empty_ok=int(c["empty_ok"] or 0), missing_ok_trace_ids=ex_missing, empty_ok_trace_ids=ex_empty,
+                          inputs_missing=int(c["inputs_missing"] or 0))
 
         def shapes(side: str, present: str) -> list[Shape]:
-            rows = cases.where(present).groupBy(f"{side}_kind", f"{side}_keys").agg(
-                F.count(F.lit(1)).alias("count"), F.max(F.struct(F.coalesce(F.col("ts"), F.lit(0)), F.col("trace_id"))).alias("ex")).collect()
-            out = [Shape(kind=r[f"{side}_kind"], keys=list(r[f"{side}_keys"] or []), count=int(r["count"]), example_trace_id=r["ex"][1]) for r in rows]
+            rows = self._rows(f"SELECT kind, keys, n, ex.id AS example FROM (SELECT {side}_kind AS kind, {side}_keys AS keys, count(1) AS n, "
+                              f"max(named_struct('t', coalesce(ts, 0), 'id', trace_id)) AS ex FROM {cases} WHERE {present} "
+                              f"GROUP BY {side}_kind, {side}_keys)")
+            out = [Shape(kind=r["kind"], keys=list(r["keys"] or []), count=int(r["n"]), example_trace_id=r["example"]) for r in rows]
             return sorted(out, key=lambda s: (-s.count, s.kind, s.keys))
 
         return outputs, Shapes(inputs=shapes("in", "NOT inputs_missing"), outputs=shapes("out", "NOT missing"))
 
-    def _odd(self, roots: Any) -> dict[str, OddCount]:
-        from pyspark.sql import functions as F
-
-        spans = self.spans
-        non_json = spans.where("in_nonjson").select("trace_id", "ts").unionByName(spans.where("out_nonjson").select("trace_id", "ts"))
-        huge = spans.where("in_huge").select("trace_id", "ts").unionByName(spans.where("out_huge").select("trace_id", "ts"))
-        traces = self.traces
-        rootless = traces.where("roots = 0")
+    def _odd(self) -> dict[str, OddCount]:
+        spans, traces = self.spans, self.traces
         sources = {
-            "traces_without_root": rootless.select("trace_id", "ts"),
-            "traces_with_multiple_roots": traces.where("roots > 1").select("trace_id", "ts"),
-            "traces_without_duration": traces.where("execution_ms IS NULL").select("trace_id", "ts"),
-            "spans_missing_end_time": spans.where("end_ns IS NULL").select("trace_id", "ts"),
-            "spans_negative_duration": spans.where("end_ns IS NOT NULL AND start_ns IS NOT NULL AND end_ns < start_ns").select("trace_id", "ts"),
-            "spans_unset_status": spans.where("status = 'UNSET'").select("trace_id", "ts"),
-            "unparseable_spans": self.unparseable.select("trace_id", "ts"),
-            "non_json_payloads": non_json,
-            "huge_payloads": huge,
+            "traces_without_root": f"SELECT trace_id, ts FROM {traces} WHERE roots = 0",
+            "traces_with_multiple_roots": f"SELECT trace_id, ts FROM {traces} WHERE roots > 1",
+            "traces_without_duration": f"SELECT trace_id, ts FROM {traces} WHERE execution_ms IS NULL",
+            "spans_missing_end_time": f"SELECT trace_id, ts FROM {spans} WHERE end_ns IS NULL",
+            "spans_negative_duration": f"SELECT trace_id, ts FROM {spans} WHERE end_ns IS NOT NULL AND start_ns IS NOT NULL AND end_ns < start_ns",
+            "spans_unset_status": f"SELECT trace_id, ts FROM {spans} WHERE status = 'UNSET'",
+            "unparseable_spans": f"SELECT trace_id, ts FROM {self.unparseable}",
+            "non_json_payloads": f"SELECT trace_id, ts FROM {spans} WHERE in_nonjson UNION ALL SELECT trace_id, ts FROM {spans} WHERE out_nonjson",
+            "huge_payloads": f"SELECT trace_id, ts FROM {spans} WHERE in_huge UNION ALL SELECT trace_id, ts FROM {spans} WHERE out_huge",
         }
-        union = None
-        for key, df in sources.items():
-            df = df.select(F.lit(key).alias("odd"), "trace_id", "ts")
-            union = df if union is None else union.unionByName(df)
-        union = self._keep(union)
-        counts = {r["odd"]: int(r["count"]) for r in union.groupBy("odd").count().collect()}
+        union = self.runner.stage("odd", " UNION ALL ".join(f"SELECT '{key}' AS odd, trace_id, ts FROM ({sql})" for key, sql in sources.items()))
+        counts = {r["odd"]: int(r["n"]) for r in self._rows(f"SELECT odd, count(1) AS n FROM {union} GROUP BY odd")}
         examples = self._examples(union, ["odd"], EXAMPLES)
         return {key: OddCount(count=counts.get(key, 0), trace_ids=examples.get((key,), [])) for key in ODD_KEYS}
 
-    def _tokens(self, traces: Any) -> TokenTotals:
-        from pyspark.sql import functions as F
-
-        usage = traces.where("token_usage IS NOT NULL").selectExpr(
-            *[f"CAST(get_json_object(token_usage, '$.{k}') AS BIGINT) AS {k}" for k in ("input_tokens", "output_tokens", "total_tokens")])
-        usage = usage.where("input_tokens IS NOT NULL OR output_tokens IS NOT NULL OR total_tokens IS NOT NULL")
-        r = usage.agg(F.sum("input_tokens").alias("i"), F.sum("output_tokens").alias("o"), F.sum("total_tokens").alias("t"), F.count(F.lit(1)).alias("n")).collect()[0]
+    def _tokens(self, traces: str) -> TokenTotals:
+        usage = ("SELECT " + _list(f"CAST(get_json_object(token_usage, '$.{k}') AS BIGINT) AS {k}" for k in ("input_tokens", "output_tokens", "total_tokens"))
+                 + f" FROM {traces} WHERE token_usage IS NOT NULL")
+        r = self._one(f"SELECT sum(input_tokens) AS i, sum(output_tokens) AS o, sum(total_tokens) AS t, count(1) AS n FROM ({usage}) "
+                      "WHERE input_tokens IS NOT NULL OR output_tokens IS NOT NULL OR total_tokens IS NOT NULL")
         return TokenTotals(input=int(r["i"] or 0), output=int(r["o"] or 0), total=int(r["t"] or 0), traces_with_usage=int(r["n"] or 0))
 
-    def _sessions(self, traces: Any) -> Sessions:
-        from pyspark.sql import functions as F
-
-        with_session = traces.where("session_id IS NOT NULL AND session_id != ''")
-        per = self._keep(with_session.groupBy("session_id").count())
-        dist = [(int(r["count"]), int(r["n"])) for r in per.groupBy("count").agg(F.count(F.lit(1)).alias("n")).collect()]
-        examples = [r["session_id"] for r in per.orderBy("session_id").limit(EXAMPLES).collect()]
+    def _sessions(self, traces: str) -> Sessions:
+        per = self.runner.stage("sessions", f"SELECT session_id, count(1) AS n FROM {traces} WHERE session_id IS NOT NULL AND session_id != '' GROUP BY session_id")
+        dist = [(int(r["n"]), int(r["c"])) for r in self._rows(f"SELECT n, count(1) AS c FROM {per} GROUP BY n")]
+        examples = [r["session_id"] for r in self._rows(f"SELECT session_id FROM {per} ORDER BY session_id LIMIT {EXAMPLES}")]
         return Sessions(traces_with_session=sum(v * c for v, c in dist), distinct_sessions=sum(c for _, c in dist),
                         traces_per_session=self._distribution(dist), example_session_ids=examples)
 
     def _assessments(self) -> list[AssessmentSummary]:
-        from pyspark.sql import functions as F
-
         from . import spark_sql as S
 
-        if getattr(self, "live_annotations", None) is None:
+        if self.live_annotations is None:
             return []
-        loc = self.location.name.replace("'", "")
         kinds = "CASE annotation_type " + " ".join(f"WHEN '{t}' THEN '{k}'" for t, k in ASSESSMENT_TYPES.items()) + " END"
-        rows = self.live_annotations.where(F.col("annotation_type").isin(*ASSESSMENT_TYPES)).where("valid IS NULL OR valid").selectExpr(
-            f"concat('trace:/{loc}/', target_id) AS trace_id", "name", f"{kinds} AS kind",
-            "coalesce(source.source_type, 'UNKNOWN') AS source_type",
-            "CASE WHEN annotation_type = 'ISSUE' THEN NULL ELSE value END AS v",
-        ).join(self.traces.select("trace_id"), "trace_id")
-        rows = rows.select("trace_id", "name", "kind", "source_type", S.value_number("v").alias("number"), *S.value_keys("v"))
-        labels = S.with_value_label(rows.select("_vk", "_vt", "_vj", "_vs", "_vd").distinct()).select("_vk", "label")
-        rows = self._keep(rows.join(labels, "_vk").select(
-            "trace_id", "name", "kind", "source_type", F.struct("label", "number").alias("f")))
-        base = {(r["name"], r["kind"]): r for r in rows.groupBy("name", "kind").agg(
-            F.count(F.lit(1)).alias("count"), F.countDistinct("trace_id").alias("traces"),
-            F.count("f.number").alias("nn"), F.min("f.number").alias("lo"), F.max("f.number").alias("hi"), F.sum("f.number").alias("total"),
-        ).collect()}
+        picked = (f"SELECT a.* FROM (SELECT concat('trace:/{self._loc}/', target_id) AS trace_id, name, {kinds} AS kind, "
+                  "coalesce(source.source_type, 'UNKNOWN') AS source_type, CASE WHEN annotation_type = 'ISSUE' THEN NULL ELSE value END AS v "
+                  f"FROM {self.live_annotations} WHERE annotation_type IN ({_in(ASSESSMENT_TYPES)}) AND (valid IS NULL OR valid)) a "
+                  f"JOIN {self.traces} t ON a.trace_id = t.trace_id")
+        rows = f"(SELECT trace_id, name, kind, source_type, {S.value_number('v')} AS number, {_list(S.value_keys('v'))} FROM ({picked}))"
+        labels = S.with_value_label(f"SELECT DISTINCT {_list(S.VALUE_KEYS)} FROM {rows}", ["_vk"])
+        rows = self.runner.stage("assessments", f"SELECT r.trace_id, r.name, r.kind, r.source_type, named_struct('label', l.label, 'number', r.number) AS f "
+                                                f"FROM {rows} r JOIN ({labels}) l ON r._vk = l._vk")
+        base = {(r["name"], r["kind"]): r for r in self._rows(
+            f"SELECT name, kind, count(1) AS n, count(DISTINCT trace_id) AS traces, count(f.number) AS nn, min(f.number) AS lo, "
+            f"max(f.number) AS hi, sum(f.number) AS total FROM {rows} GROUP BY name, kind")}
         sources: dict[tuple, dict[str, int]] = {}
-        for r in rows.groupBy("name", "kind", "source_type").count().collect():
-            sources.setdefault((r["name"], r["kind"]), {})[r["source_type"]] = int(r["count"])
-        labels: dict[tuple, Counter[str]] = {}
-        for r in rows.groupBy("name", "kind", "f.label").count().collect():
-            labels.setdefault((r["name"], r["kind"]), Counter())[r["label"]] = int(r["count"])
+        for r in self._rows(f"SELECT name, kind, source_type, count(1) AS n FROM {rows} GROUP BY name, kind, source_type"):
+            sources.setdefault((r["name"], r["kind"]), {})[r["source_type"]] = int(r["n"])
+        counted_labels: dict[tuple, Counter[str]] = {}
+        for r in self._rows(f"SELECT name, kind, f.label AS label, count(1) AS n FROM {rows} GROUP BY name, kind, f.label"):
+            counted_labels.setdefault((r["name"], r["kind"]), Counter())[r["label"]] = int(r["n"])
         out = []
         for key, r in base.items():
-            counted = labels.get(key, Counter())
+            counted = counted_labels.get(key, Counter())
             if len(counted) > MAX_VALUES:  # the builder folds by arrival order; here the most frequent are kept
                 kept = dict(counted.most_common(MAX_VALUES))
                 kept[OTHER] = kept.get(OTHER, 0) + sum(counted.values()) - sum(kept.values())
                 counted = Counter(kept)
             n = int(r["nn"] or 0)
             numeric = NumericStats(count=n, min=r["lo"], max=r["hi"], mean=round(r["total"] / n, 6)) if n else None
-            out.append(AssessmentSummary(name=key[0], kind=key[1], count=int(r["count"]), trace_count=int(r["traces"]), sources=sources.get(key, {}),
+            out.append(AssessmentSummary(name=key[0], kind=key[1], count=int(r["n"]), trace_count=int(r["traces"]), sources=sources.get(key, {}),
                                          values=dict(counted.most_common()), numeric=numeric, errors=0))
         return sorted(out, key=lambda a: (-a.count, a.name, a.kind))
 
-    def _sample(self, error_traces: Any) -> list[str]:
-        clean = self.traces.where("state = 'OK'").select("trace_id").join(error_traces.select("trace_id"), "trace_id", "left_anti")
-        picked = clean.selectExpr("trace_id", "crc32(encode(trace_id, 'utf-8')) AS h").orderBy("h", "trace_id").limit(SAMPLE_SIZE).collect()
+    def _sample(self, error_traces: str) -> list[str]:
+        clean = f"SELECT c.trace_id FROM (SELECT trace_id FROM {self.traces} WHERE state = 'OK') c LEFT ANTI JOIN {error_traces} e ON c.trace_id = e.trace_id"
+        picked = self._rows(f"SELECT trace_id, crc32(encode(trace_id, 'utf-8')) AS h FROM ({clean}) ORDER BY h, trace_id LIMIT {SAMPLE_SIZE}")
         return [r["trace_id"] for r in sorted(picked, key=lambda r: (r["h"], r["trace_id"]))]
 
-    def _histogram(self, traces: Any) -> list[HistogramBin]:
-        """percentiles.histogram: the same edges (numpy, from the exact min and max), bins counted by Spark."""
-        from pyspark.sql import functions as F
-
-        timed = traces.where("execution_ms IS NOT NULL").select(F.col("execution_ms").cast("double").alias("v"))
-        r = timed.agg(F.count(F.lit(1)).alias("n"), F.min("v").alias("lo"), F.max("v").alias("hi")).collect()[0]
+    def _histogram(self, traces: str) -> list[HistogramBin]:
+        """percentiles.histogram: the same edges (numpy, from the exact min and max), bins counted by the engine."""
+        timed = f"(SELECT CAST(execution_ms AS DOUBLE) AS v FROM {traces} WHERE execution_ms IS NOT NULL)"
+        r = self._one(f"SELECT count(1) AS n, min(v) AS lo, max(v) AS hi FROM {timed}")
         n = int(r["n"] or 0)
         if n == 0:
             return []
@@ -731,45 +682,45 @@ class SparkProfile:
         if high <= low:
             return [HistogramBin(lower_ms=low, upper_ms=high, count=n)]
         edges = np.geomspace(low, high, HISTOGRAM_BINS + 1) if (low > 0 and high / low > 20) else np.linspace(low, high, HISTOGRAM_BINS + 1)
-        inner = F.array(*[F.lit(float(e)) for e in edges[1:-1]])
-        binned = timed.select(F.size(F.filter(inner, lambda e: e <= F.col("v"))).alias("b")).groupBy("b").count().collect()
+        inner = "array(" + _list(f"CAST('{float(e)!r}' AS DOUBLE)" for e in edges[1:-1]) + ")"
+        binned = self._rows(f"SELECT b, count(1) AS n FROM (SELECT size(filter({inner}, e -> e <= v)) AS b FROM {timed}) GROUP BY b")
         counts = [0] * HISTOGRAM_BINS
         for row in binned:
-            counts[min(int(row["b"]), HISTOGRAM_BINS - 1)] += int(row["count"])
+            counts[min(int(row["b"]), HISTOGRAM_BINS - 1)] += int(row["n"])
         return [HistogramBin(lower_ms=round(float(edges[i]), 3), upper_ms=round(float(edges[i + 1]), 3), count=c) for i, c in enumerate(counts)]
 
-    def _timeline(self, traces: Any, first: Any, last: Any) -> list[TimeBucket]:
+    def _timeline(self, traces: str, first: Any, last: Any) -> list[TimeBucket]:
         if first is None or last is None:
             return []
         first, last = int(first), int(last)
         span = max(1, last - first + 1)
         width = -(-span // TIMELINE_BUCKETS)
-        rows = traces.where("ts IS NOT NULL").selectExpr(f"(ts - {first}) div {width} AS b", "state").groupBy("b", "state").count().collect()
+        rows = self._rows(f"SELECT b, state, count(1) AS n FROM (SELECT (ts - {first}) div {width} AS b, state FROM {traces} WHERE ts IS NOT NULL) "
+                          "GROUP BY b, state")
         counts: list[Counter[str]] = [Counter() for _ in range(-(-span // width))]
         for r in rows:
-            counts[int(r["b"])][r["state"]] += int(r["count"])
+            counts[int(r["b"])][r["state"]] += int(r["n"])
         return [TimeBucket(start_ms=first + i * width, end_ms=first + (i + 1) * width, states=dict(sorted(c.items()))) for i, c in enumerate(counts)]
 
     def _trajectory(self, limit: int) -> Any:
-        """trajectory.py's facts over the `limit` most recent traces, read whole (a bounded fetch)."""
-        from pyspark.sql import functions as F
-
+        """trajectory.py's facts over the `limit` most recent traces, read whole (a bounded fetch, in
+        batches of `trajectory_batch` traces when the runner asks for it: a warehouse's inline results are capped)."""
         from . import trajectory
 
-        recent = self.traces.orderBy(F.col("ts").desc(), F.col("trace_id").asc()).limit(limit).select("trace_id", "ts", "synthetic_timing").collect()
+        recent = self._rows(f"SELECT trace_id, ts, synthetic_timing FROM {self.traces} ORDER BY ts DESC, trace_id ASC LIMIT {int(limit)}")
         ids = [r["trace_id"] for r in recent]
-        loc = self.location.name.replace("'", "")
-        raw = self.spark.table(self.spans_table).selectExpr(
-            f"concat('trace:/{loc}/', trace_id) AS trace_id", "span_id", "nullif(parent_span_id, '') AS parent_id", "coalesce(name, '(unnamed)') AS name",
-            f"coalesce(nullif({plain_string_sql(_attr(SPAN_TYPE_KEY))}, ''), 'UNKNOWN') AS span_type", f"{_status_sql('status.code')} AS status",
-            "start_time_unix_nano AS start_ns", "nullif(end_time_unix_nano, 0) AS end_ns", "to_json(attributes) AS attrs",
-        ).where(F.col("trace_id").isin(ids)).where("nullif(span_id, '') IS NOT NULL")
+        batch = getattr(self.runner, "trajectory_batch", None) or len(ids) or 1
         by_trace: dict[str, list[SpanRow]] = {}
-        for r in raw.collect():
-            attrs = json.loads(r["attrs"]) if r["attrs"] else {}
-            attrs = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in attrs.items()}
-            by_trace.setdefault(r["trace_id"], []).append(
-                SpanRow(r["span_id"], r["parent_id"], r["name"], r["span_type"], r["status"], r["start_ns"], r["end_ns"], raw={"attributes": attrs}))
+        for at in range(0, len(ids), batch):
+            raw = (f"SELECT concat('trace:/{self._loc}/', trace_id) AS trace_id, span_id, nullif(parent_span_id, '') AS parent_id, "
+                   f"coalesce(name, '(unnamed)') AS name, coalesce(nullif({plain_string_sql(_attr(SPAN_TYPE_KEY))}, ''), 'UNKNOWN') AS span_type, "
+                   f"{_status_sql('status.code')} AS status, start_time_unix_nano AS start_ns, nullif(end_time_unix_nano, 0) AS end_ns, "
+                   f"to_json(attributes) AS attrs FROM {self.spans_table}")
+            for r in self._rows(f"SELECT * FROM ({raw}) WHERE trace_id IN ({_in(ids[at:at + batch])}) AND nullif(span_id, '') IS NOT NULL"):
+                attrs = json.loads(r["attrs"]) if r["attrs"] else {}
+                attrs = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in attrs.items()}
+                by_trace.setdefault(r["trace_id"], []).append(
+                    SpanRow(r["span_id"], r["parent_id"], r["name"], r["span_type"], r["status"], r["start_ns"], r["end_ns"], raw={"attributes": attrs}))
         counts = trajectory.TrajectoryCounts()
         for r in recent:
             meta = {trajectory.SYNTHETIC_TIMING_KEY: r["synthetic_timing"]} if r["synthetic_timing"] else {}
@@ -781,17 +732,37 @@ class SparkProfile:
 def spark_profile(spark: Any, location: UcLocation | str, experiment_id: str | None = None, *, experiment_name: str | None = None,
                   filter_string: str | None = None, since_ms: int | None = None, max_traces: int | None = None,
                   trajectory_scan: int = 0, tables: dict[str, str | None] | None = None) -> TraceProfile:
-    """The profile of the traces at a UC location, computed by Spark. Raises SparkEngineError for what
-    this engine cannot do (a filter string)."""
+    """The profile of the traces at a UC location, computed by Spark."""
+    from .sql_runner import SparkRunner
+
+    _check(filter_string, max_traces)
+    return sql_profile(SparkRunner(spark), location, experiment_id, experiment_name=experiment_name, since_ms=since_ms,
+                       max_traces=max_traces, trajectory_scan=trajectory_scan, tables=tables)
+
+
+def sql_profile(runner: Any, location: UcLocation | str, experiment_id: str | None = None, *, experiment_name: str | None = None,
+                filter_string: str | None = None, since_ms: int | None = None, max_traces: int | None = None,
+                trajectory_scan: int = 0, tables: dict[str, str | None] | None = None) -> TraceProfile:
+    """The profile of the traces at a UC location by any SqlRunner (sql_runner.py: Spark; warehouse.py:
+    a SQL warehouse). Raises InvalidQuery for what this engine cannot do (a filter string); the runner
+    is closed when the profile is built."""
+    try:
+        _check(filter_string, max_traces)
+        location = UcLocation.parse(location) if isinstance(location, str) else location
+        engine = SparkProfile(runner, location, since_ms=since_ms, max_traces=max_traces, tables=tables)
+    except Exception:
+        runner.close()
+        raise
+    return engine.build(experiment_id or location.name, experiment_name, trajectory_scan)
+
+
+def _check(filter_string: str | None, max_traces: int | None) -> None:
     from .source import InvalidQuery
 
     if filter_string:
-        raise InvalidQuery("The spark engine does not take --filter (MLflow search syntax): use --since / --max-traces, or --engine sql|api.")
+        raise InvalidQuery("The spark and warehouse engines do not take --filter (MLflow search syntax): use --since / --max-traces, or --engine sql|api.")
     if max_traces is not None and max_traces < 1:
         raise InvalidQuery("--max-traces must be at least 1.")
-    location = UcLocation.parse(location) if isinstance(location, str) else location
-    engine = SparkProfile(spark, location, since_ms=since_ms, max_traces=max_traces, tables=tables)
-    return engine.build(experiment_id or location.name, experiment_name, trajectory_scan)
 
 
 def _named(counter: Counter[str]) -> list[NamedCount]:

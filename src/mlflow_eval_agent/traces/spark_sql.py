@@ -2,8 +2,11 @@
 per row: error text and its signature normalisation (signatures.py), JSON-looking text, payload
 presence, shape and emptiness (spans.py) and assessment value labels (accumulators._value_label).
 
-Each function takes and returns pyspark Columns (regular expressions are passed as Python strings,
-never through SQL string literals). The regular expressions are signatures.py's own patterns, carried
+Each function takes SQL expressions (column names, or expressions built here) and returns SQL text,
+so the same statements run on a SparkSession and on a Databricks SQL warehouse (sql_runner.py,
+warehouse.py); nothing here imports pyspark. Regular expressions reach the engine through `lit`,
+which escapes them for the SQL parser (backslashes doubled), so the engine sees exactly signatures.py's
+patterns as translated. The regular expressions are signatures.py's own patterns, carried
 over to Java's engine by `java_regex`: Python's Unicode classes become explicit ones (`\\w` ->
 [\\p{L}\\p{N}_], `\\d` -> \\p{Nd}, `\\s` -> the characters str.isspace() accepts, `\\b` -> look-arounds on
 that word class), so the same text gives the same signature. tests/test_spark_profile.py checks every
@@ -109,81 +112,78 @@ TYPE_PREFIX = _j(_TYPE_PREFIX)
 assert _TYPE_PREFIX.pattern == r"^\s*([A-Za-z_][\w.]*)\s*:\s*(.*)$"
 
 
-def _F():
-    from pyspark.sql import functions as F
+def lit(text: str) -> str:
+    """A SQL string literal holding exactly `text` (Spark's and Databricks SQL's parser unescape `\\\\`
+    and `\\'`, so every backslash of a regular expression is doubled and quotes are escaped)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
-    return F
 
-
-def strip_ws(col: Any) -> Any:
+def strip_ws(e: str) -> str:
     """str.strip()."""
-    return _F().regexp_replace(col, f"^[{WS}]+|[{WS}]+$", "")
+    return f"regexp_replace({e}, {lit(f'^[{WS}]+|[{WS}]+$')}, '')"
 
 
-def blank(col: Any) -> Any:
+def blank(e: str) -> str:
     """`not text or text.isspace()` for a non-null string."""
-    return ~col.rlike(f"[^{WS}]")
+    return f"(NOT ({e}) RLIKE {lit(f'[^{WS}]')})"
 
 
-def first_line(col: Any) -> Any:
+def first_line(e: str) -> str:
     """signatures._first_line: the first line with a non-space character, stripped."""
-    F = _F()
-    return strip_ws(F.regexp_extract(col, f"^[{WS}]*([^{LINE_BREAKS}]*)", 1))
+    return strip_ws(f"regexp_extract({e}, {lit(f'^[{WS}]*([^{LINE_BREAKS}]*)')}, 1)")
 
 
-def normalized(message: Any) -> Any:
+def normalized(message: str) -> str:
     """signatures.normalize_error_message."""
-    F = _F()
-    line = first_line(F.coalesce(message, F.lit("")))
+    line = first_line(f"coalesce({message}, '')")
     out = line
     for pattern, placeholder in RULES:
-        out = F.regexp_replace(out, pattern, placeholder)
-    out = F.regexp_replace(out, STATUS_KEEP, "$1" + _KEEP_MARK + "$2")
-    out = F.regexp_replace(out, NUMBER, "<N>")
-    out = F.regexp_replace(out, _KEEP_MARK, "")
-    out = strip_ws(F.regexp_replace(out, SPACES, " "))
-    return F.when(line == "", F.lit(NO_MESSAGE)).otherwise(F.substring(out, 1, MAX_SIGNATURE_CHARS))
+        out = f"regexp_replace({out}, {lit(pattern)}, {lit(placeholder)})"
+    out = f"regexp_replace({out}, {lit(STATUS_KEEP)}, {lit('$1' + _KEEP_MARK + '$2')})"
+    out = f"regexp_replace({out}, {lit(NUMBER)}, '<N>')"
+    out = f"regexp_replace({out}, {lit(_KEEP_MARK)}, '')"
+    out = strip_ws(f"regexp_replace({out}, {lit(SPACES)}, ' ')")
+    return f"(CASE WHEN {line} = '' THEN {lit(NO_MESSAGE)} ELSE substring({out}, 1, {MAX_SIGNATURE_CHARS}) END)"
 
 
-def _looks_like_type(name: Any) -> Any:
-    F = _F()
-    last = F.substring_index(name, ".", -1)
-    return last.rlike("^\\p{IsUppercase}") | last.rlike("(?:Error|Exception)$")
+_UPPER_FIRST = lit("^\\p{IsUppercase}")
 
 
-def split_type_prefix(description: Any) -> tuple[Any, Any]:
+def _looks_like_type(name: str) -> str:
+    last = f"substring_index({name}, '.', -1)"
+    return f"({last} RLIKE {_UPPER_FIRST} OR {last} RLIKE '(?:Error|Exception)$')"
+
+
+def split_type_prefix(description: str) -> tuple[str, str]:
     """signatures.split_type_prefix: (type or NULL, message)."""
-    F = _F()
-    text = F.coalesce(description, F.lit(""))
-    name = F.regexp_extract(text, TYPE_PREFIX, 1)
-    typed = (name != "") & _looks_like_type(name)
-    return F.when(typed, name), F.when(typed, F.regexp_extract(text, TYPE_PREFIX, 2)).otherwise(text)
+    text = f"coalesce({description}, '')"
+    name = f"regexp_extract({text}, {lit(TYPE_PREFIX)}, 1)"
+    typed = f"({name} != '' AND {_looks_like_type(name)})"
+    return f"(CASE WHEN {typed} THEN {name} END)", f"(CASE WHEN {typed} THEN regexp_extract({text}, {lit(TYPE_PREFIX)}, 2) ELSE {text} END)"
 
 
-def plain(col: Any) -> Any:
+def plain(e: str) -> str:
     """signatures._plain: NULL -> '', a double-quoted value loses its quotes."""
-    F = _F()
-    text = F.coalesce(col, F.lit(""))
-    quoted = (F.length(text) >= 2) & text.startswith('"') & text.endswith('"')
-    return F.when(quoted, text.substr(F.lit(2), F.length(text) - 2)).otherwise(text)
+    text = f"coalesce({e}, '')"
+    quoted = f"(length({text}) >= 2 AND startswith({text}, '\"') AND endswith({text}, '\"'))"
+    return f"(CASE WHEN {quoted} THEN substr({text}, 2, length({text}) - 2) ELSE {text} END)"
 
 
-def error_parts(exc_type_raw: Any, exc_message_raw: Any, status_message: Any, has_event: Any) -> tuple[Any, Any]:
+def error_parts(exc_type_raw: str, exc_message_raw: str, status_message: str, has_event: str) -> tuple[str, str]:
     """signatures.error_from_span over columns: (exception type or NULL, message). `has_event` says the
     span has an exception event with a non-empty plain type or message (its last such event's attributes
     are exc_type_raw / exc_message_raw)."""
-    F = _F()
     etype, emsg = plain(exc_type_raw), plain(exc_message_raw)
     s_type, s_msg = split_type_prefix(status_message)
-    status = F.coalesce(status_message, F.lit(""))
-    event_msg = F.when((emsg == "") & (status != ""), s_msg).otherwise(emsg)
-    exc_type = F.when(has_event, F.when(etype != "", etype)).otherwise(s_type)
-    message = F.when(has_event, event_msg).otherwise(s_msg)
+    status = f"coalesce({status_message}, '')"
+    event_msg = f"(CASE WHEN {emsg} = '' AND {status} != '' THEN {s_msg} ELSE {emsg} END)"
+    exc_type = f"(CASE WHEN {has_event} THEN (CASE WHEN {etype} != '' THEN {etype} END) ELSE {s_type} END)"
+    message = f"(CASE WHEN {has_event} THEN {event_msg} ELSE {s_msg} END)"
     return exc_type, message
 
 
-def event_is_error(type_raw: Any, message_raw: Any) -> Any:
-    return (plain(type_raw) != "") | (plain(message_raw) != "")
+def event_is_error(type_raw: str, message_raw: str) -> str:
+    return f"({plain(type_raw)} != '' OR {plain(message_raw)} != '')"
 
 
 # --- payloads ------------------------------------------------------------------------------------
@@ -191,25 +191,25 @@ def event_is_error(type_raw: Any, message_raw: Any) -> Any:
 _JSON_LITERAL = "^(?:-?\\p{Nd}+(?:\\.\\p{Nd}+)?(?:[eE][-+]?\\p{Nd}+)?|true|false|null)$"
 
 
-def json_edges(raw: Any) -> tuple[Any, Any]:
+def json_edges(raw: str) -> tuple[str, str]:
     """The first and the last non-space character of a string ('' when it is blank): anchored
     matches (the last one on the reversed text), not a strip of the whole payload."""
-    F = _F()
-    edge = f"(?s)^[{WS}]*+(.)"
-    return F.regexp_extract(raw, edge, 1), F.regexp_extract(F.reverse(raw), edge, 1)
+    edge = lit(f"(?s)^[{WS}]*+(.)")
+    return f"regexp_extract({raw}, {edge}, 1)", f"regexp_extract(reverse({raw}), {edge}, 1)"
 
 
-def looks_like_json_from(raw: Any, first: Any, last: Any) -> Any:
+_SINGLE = lit(f"^[{WS}]*+[^{WS}][{WS}]*+$")  # the stripped text is one character
+
+
+def looks_like_json_from(raw: str, first: str, last: str) -> str:
     """spans.looks_like_json for a non-null string, from its json_edges."""
-    F = _F()
-    closing = F.when(first == "{", "}").when(first == "[", "]").when(first == '"', '"')
-    single = raw.rlike(f"^[{WS}]*+[^{WS}][{WS}]*+$")  # the stripped text is one character
-    return (F.when(first == "", False)
-            .when(closing.isNotNull(), (last == closing) & ~single)
-            .otherwise(strip_ws(raw).rlike(_JSON_LITERAL)))
+    closing = f"(CASE WHEN {first} = '{{' THEN '}}' WHEN {first} = '[' THEN ']' WHEN {first} = '\"' THEN '\"' END)"
+    single = f"({raw} RLIKE {_SINGLE})"
+    return (f"(CASE WHEN {first} = '' THEN false WHEN {closing} IS NOT NULL THEN ({last} = {closing} AND NOT {single}) "
+            f"ELSE {strip_ws(raw)} RLIKE {lit(_JSON_LITERAL)} END)")
 
 
-def looks_like_json(raw: Any) -> Any:
+def looks_like_json(raw: str) -> str:
     """spans.looks_like_json for a non-null string."""
     return looks_like_json_from(raw, *json_edges(raw))
 
@@ -289,100 +289,102 @@ def empty_value_sql(x: str, depth: int = 0) -> str:
             f"{string_case} ELSE false END)")
 
 
-def payload_facts(raw: Any, parsed: str, first: Any = None, lj: Any = None, huge: Any = None) -> dict[str, Any]:
+def payload_facts(raw: str, parsed: str, first: str | None = None, lj: str | None = None, huge: str | None = None) -> dict[str, str]:
     """What the builder reads of one stored payload (spans.Payload.of, shape_of, is_empty_value),
-    `raw` the stored text column (NULL: the attribute is absent), `parsed` the SQL name of a column
-    holding try_parse_json(raw) (NULL when raw is huge); `first`, `lj` and `huge` (its first non-space
+    `raw` the stored text (NULL: the attribute is absent), `parsed` the name of a column holding
+    try_parse_json(raw) (NULL when raw is huge); `first`, `lj` and `huge` (its first non-space
     character, looks_like_json, its size test) when an earlier projection computed them once.
-    Returns Columns: present, has_value, huge, is_json, kind, keys, empty."""
-    F = _F()
+    Returns SQL expressions: present, has_value, huge, is_json, kind, keys, empty."""
     if huge is None:
-        huge = F.coalesce(F.length(raw) > HUGE_PAYLOAD_CHARS, F.lit(False))
+        huge = f"coalesce(length({raw}) > {HUGE_PAYLOAD_CHARS}, false)"
     if first is None or lj is None:
         first, last = json_edges(raw)
         lj = looks_like_json_from(raw, first, last)
-    v = F.col(parsed)
-    is_json = v.isNotNull() & lj
+    is_json = f"({parsed} IS NOT NULL AND {lj})"
     messages = f"try_variant_get({parsed}, '$[\"messages\"]', 'array<variant>')"
-    chat_messages = F.expr(f"coalesce(size({messages}) > 0 AND forall(slice({messages}, 1, 5), m -> {_has('m', 'role')}), false)")
-    list_of_messages = F.expr(f"coalesce(size({_arr(parsed)}) > 0 AND forall(slice({_arr(parsed)}, 1, 5), m -> {_has('m', 'role')}), false)")
-    object_kind = (F.when(chat_messages, "chat_messages")
-                   .when(F.expr(f"try_variant_get({parsed}, '$[\"choices\"]', 'array<variant>') IS NOT NULL"), "chat_completion")
-                   .when(F.expr(f"{_has(parsed, 'role')} AND {_has(parsed, 'content')}"), "message").otherwise("object"))
-    kind = (F.when(raw.isNull(), "null").when(huge, "huge").when(~is_json, "non_json")
-            .when(first == "{", object_kind)
-            .when(first == "[", F.when(list_of_messages, "chat_messages").otherwise("list"))
-            .when(first == '"', "text").when(first.isin("t", "f"), "boolean").when(first == "n", "null").otherwise("number"))
-    keys = F.when(~huge & is_json & (first == "{"), F.expr(f"slice(array_sort(map_keys({_obj(parsed)})), 1, 12)")) \
-        .otherwise(F.expr("CAST(array() AS ARRAY<STRING>)"))
-    has_value = raw.isNotNull() & (huge | ~is_json | (first != "n"))
-    empty = F.when(raw.isNull(), True).when(huge, False).when(is_json, F.expr(empty_value_sql(parsed))).otherwise(blank(raw))
-    return {"present": raw.isNotNull(), "has_value": has_value, "huge": huge, "is_json": is_json, "kind": kind, "keys": keys, "empty": empty}
+    chat_messages = f"coalesce(size({messages}) > 0 AND forall(slice({messages}, 1, 5), m -> {_has('m', 'role')}), false)"
+    list_of_messages = f"coalesce(size({_arr(parsed)}) > 0 AND forall(slice({_arr(parsed)}, 1, 5), m -> {_has('m', 'role')}), false)"
+    object_kind = (f"(CASE WHEN {chat_messages} THEN 'chat_messages' "
+                   f"WHEN try_variant_get({parsed}, '$[\"choices\"]', 'array<variant>') IS NOT NULL THEN 'chat_completion' "
+                   f"WHEN {_has(parsed, 'role')} AND {_has(parsed, 'content')} THEN 'message' ELSE 'object' END)")
+    kind = (f"(CASE WHEN {raw} IS NULL THEN 'null' WHEN {huge} THEN 'huge' WHEN NOT {is_json} THEN 'non_json' "
+            f"WHEN {first} = '{{' THEN {object_kind} "
+            f"WHEN {first} = '[' THEN (CASE WHEN {list_of_messages} THEN 'chat_messages' ELSE 'list' END) "
+            f"WHEN {first} = '\"' THEN 'text' WHEN {first} IN ('t', 'f') THEN 'boolean' WHEN {first} = 'n' THEN 'null' ELSE 'number' END)")
+    keys = (f"(CASE WHEN NOT {huge} AND {is_json} AND {first} = '{{' THEN slice(array_sort(map_keys({_obj(parsed)})), 1, 12) "
+            f"ELSE CAST(array() AS ARRAY<STRING>) END)")
+    has_value = f"({raw} IS NOT NULL AND ({huge} OR NOT {is_json} OR {first} != 'n'))"
+    empty = (f"(CASE WHEN {raw} IS NULL THEN true WHEN {huge} THEN false WHEN {is_json} THEN {empty_value_sql(parsed)} "
+             f"ELSE {blank(raw)} END)")
+    return {"present": f"({raw} IS NOT NULL)", "has_value": has_value, "huge": huge, "is_json": is_json, "kind": kind, "keys": keys, "empty": empty}
 
 
 # --- assessment values ----------------------------------------------------------------------------
 
 _INT_TYPES = ("BIGINT", "INT", "SMALLINT", "TINYINT")
+_INTS = ", ".join(f"'{t}'" for t in _INT_TYPES)
 
 
-def with_py_float_repr(df: Any, text: str, out: str) -> Any:
-    """`df` with column `out` = repr(float(x)) from column `text`, the decimal text of a number with at
-    most 15 significant digits (or Java's Double.toString of a double): Python's fixed notation for
-    exponents -4..15, else d.ddde+XX. Built in stages (one column each), so no step is inlined twice."""
-    F = _F()
-    c = F.col
-    df = df.withColumn("_body", F.regexp_replace(c(text), "^[-+]", ""))
-    df = df.withColumn("_mant", F.regexp_extract(c("_body"), "^([0-9.]*)", 1))
-    df = df.withColumn("_exp0", F.coalesce(F.regexp_extract(c("_body"), "[eE]([-+]?[0-9]+)$", 1).try_cast("int"), F.lit(0)))
-    df = df.withColumn("_all", F.regexp_replace(c("_mant"), "\\.", ""))
-    df = df.withColumn("_nolead", F.regexp_replace(c("_all"), "^0+", ""))
-    df = df.withColumn("_digits", F.regexp_replace(c("_nolead"), "0+$", ""))
+def _stage(source: str, expr: str, name: str) -> str:
+    return f"SELECT *, {expr} AS {name} FROM ({source})"
+
+
+def with_py_float_repr(source: str, text: str, out: str, keep: list[str]) -> str:
+    """A SELECT of `keep` and `out` = repr(float(x)) from column `text` of the relation `source` (SQL),
+    `text` the decimal text of a number with at most 15 significant digits (or Java's Double.toString
+    of a double): Python's fixed notation for exponents -4..15, else d.ddde+XX. Built in stages (one
+    nested projection each), so no step is inlined twice."""
+    q = _stage(source, f"regexp_replace({text}, '^[-+]', '')", "_body")
+    q = _stage(q, "regexp_extract(_body, '^([0-9.]*)', 1)", "_mant")
+    q = _stage(q, "coalesce(try_cast(regexp_extract(_body, '[eE]([-+]?[0-9]+)$', 1) AS INT), 0)", "_exp0")
+    q = _stage(q, f"regexp_replace(_mant, {lit(chr(92) + '.')}, '')", "_all")
+    q = _stage(q, "regexp_replace(_all, '^0+', '')", "_nolead")
+    q = _stage(q, "regexp_replace(_nolead, '0+$', '')", "_digits")
     # value = 0.<digits> x 10^point
-    df = df.withColumn("_point", F.length(F.split(c("_mant"), "\\.").getItem(0)) + c("_exp0") - (F.length(c("_all")) - F.length(c("_nolead"))))
-    digits, point, n, x = c("_digits"), c("_point"), F.length(c("_digits")), c("_point") - 1
-    fixed = (F.when(point <= 0, F.concat(F.lit("0."), F.repeat(F.lit("0"), -point), digits))
-             .when(point >= n, F.concat(digits, F.repeat(F.lit("0"), point - n), F.lit(".0")))
-             .otherwise(F.concat(digits.substr(F.lit(1), point), F.lit("."), digits.substr(point + 1, n))))
-    sci = F.concat(digits.substr(1, 1), F.when(n > 1, F.concat(F.lit("."), digits.substr(F.lit(2), n))).otherwise(F.lit("")),
-                   F.lit("e"), F.when(x < 0, "-").otherwise("+"), F.lpad(F.abs(x).cast("string"), 2, "0"))
-    body = F.when(digits == "", "0.0").when((x >= -4) & (x < 16), fixed).otherwise(sci)
-    df = df.withColumn(out, F.when(c(text).startswith("-"), F.concat(F.lit("-"), body)).otherwise(body))
-    return df.drop("_body", "_mant", "_exp0", "_all", "_nolead", "_digits", "_point")
+    q = _stage(q, f"length(split(_mant, {lit(chr(92) + '.')})[0]) + _exp0 - (length(_all) - length(_nolead))", "_point")
+    digits, point, n, x = "_digits", "_point", "length(_digits)", "(_point - 1)"
+    fixed = (f"(CASE WHEN {point} <= 0 THEN concat('0.', repeat('0', -{point}), {digits}) "
+             f"WHEN {point} >= {n} THEN concat({digits}, repeat('0', {point} - {n}), '.0') "
+             f"ELSE concat(substr({digits}, 1, {point}), '.', substr({digits}, {point} + 1, {n})) END)")
+    sci = (f"concat(substr({digits}, 1, 1), (CASE WHEN {n} > 1 THEN concat('.', substr({digits}, 2, {n})) ELSE '' END), "
+           f"'e', (CASE WHEN {x} < 0 THEN '-' ELSE '+' END), lpad(CAST(abs({x}) AS STRING), 2, '0'))")
+    body = f"(CASE WHEN {digits} = '' THEN '0.0' WHEN {x} >= -4 AND {x} < 16 THEN {fixed} ELSE {sci} END)"
+    return f"SELECT {', '.join(keep)}, (CASE WHEN startswith({text}, '-') THEN concat('-', {body}) ELSE {body} END) AS {out} FROM ({q})"
 
 
-def value_keys(v: str) -> list[Any]:
-    """What an assessment value's label is made from, as plain columns of the VARIANT column `v`:
-    _vk (one key per distinct value: its type and JSON), _vt, _vj, _vs (a string value) and _vd (a
-    number printed as a double). Label the distinct _vk with with_value_label and join back."""
-    F = _F()
-    return [F.coalesce(F.expr(f"concat(schema_of_variant({v}), '|', to_json({v}))"), F.lit("")).alias("_vk"),
-            F.expr(f"schema_of_variant({v})").alias("_vt"), F.expr(f"to_json({v})").alias("_vj"),
-            F.expr(f"CASE WHEN schema_of_variant({v}) = 'STRING' THEN variant_get({v}, '$', 'string') END").alias("_vs"),
-            F.expr(f"CAST(try_variant_get({v}, '$', 'double') AS STRING)").alias("_vd")]
+VALUE_KEYS = ["_vk", "_vt", "_vj", "_vs", "_vd"]
 
 
-def with_value_label(df: Any, out: str = "label") -> Any:
-    """`df` (with value_keys' columns) with column `out` = accumulators._value_label of the value."""
-    F = _F()
-    c = F.col
-    j, t = c("_vj"), c("_vt")
-    significant = F.length(F.regexp_replace(F.regexp_replace(F.regexp_replace(j, "[eE].*$|[-.]", ""), "^0+", ""), "0+$", ""))
-    numeric = t.startswith("DECIMAL") | t.isin("DOUBLE", "FLOAT")
-    df = df.withColumn("_nt", F.when(numeric & (significant > 15), c("_vd")).when(numeric, j))
-    df = with_py_float_repr(df, "_nt", "_repr")
-    label = (F.when(j.isNull() | (j == "null"), "null")
-             .when(t == "BOOLEAN", j)
-             .when(t.isin(*_INT_TYPES), j)
-             .when(j == '"Infinity"', "inf").when(j == '"-Infinity"', "-inf").when(j == '"NaN"', "nan")
-             .when(numeric, c("_repr"))
-             .when(t == "STRING", F.substring(c("_vs"), 1, 60))
-             .when(t.startswith("OBJECT"), "dict").when(t.startswith("ARRAY"), "list")
-             .otherwise(F.lower(t)))
-    return df.withColumn(out, label).drop("_nt", "_repr")
+def value_keys(v: str) -> list[str]:
+    """What an assessment value's label is made from, as plain columns of the VARIANT column `v`
+    (select-list items): _vk (one key per distinct value: its type and JSON), _vt, _vj, _vs (a string
+    value) and _vd (a number printed as a double). Label the distinct _vk with with_value_label and join back."""
+    return [f"coalesce(concat(schema_of_variant({v}), '|', to_json({v})), '') AS _vk",
+            f"schema_of_variant({v}) AS _vt", f"to_json({v}) AS _vj",
+            f"(CASE WHEN schema_of_variant({v}) = 'STRING' THEN variant_get({v}, '$', 'string') END) AS _vs",
+            f"CAST(try_variant_get({v}, '$', 'double') AS STRING) AS _vd"]
 
 
-def value_number(v: str) -> Any:
+def with_value_label(source: str, keep: list[str], out: str = "label") -> str:
+    """A SELECT of `keep` and `out` = accumulators._value_label of the value, over the relation `source`
+    (SQL) that has value_keys' columns."""
+    j, t = "_vj", "_vt"
+    significant = f"length(regexp_replace(regexp_replace(regexp_replace({j}, '[eE].*$|[-.]', ''), '^0+', ''), '0+$', ''))"
+    numeric = f"(startswith({t}, 'DECIMAL') OR {t} IN ('DOUBLE', 'FLOAT'))"
+    staged = _stage(source, f"(CASE WHEN {numeric} AND {significant} > 15 THEN _vd WHEN {numeric} THEN {j} END)", "_nt")
+    staged = with_py_float_repr(staged, "_nt", "_repr", ["*"])
+    label = (f"(CASE WHEN {j} IS NULL OR {j} = 'null' THEN 'null' "
+             f"WHEN {t} = 'BOOLEAN' THEN {j} "
+             f"WHEN {t} IN ({_INTS}) THEN {j} "
+             f"WHEN {j} = '\"Infinity\"' THEN 'inf' WHEN {j} = '\"-Infinity\"' THEN '-inf' WHEN {j} = '\"NaN\"' THEN 'nan' "
+             f"WHEN {numeric} THEN _repr "
+             f"WHEN {t} = 'STRING' THEN substring(_vs, 1, 60) "
+             f"WHEN startswith({t}, 'OBJECT') THEN 'dict' WHEN startswith({t}, 'ARRAY') THEN 'list' "
+             f"ELSE lower({t}) END)")
+    return f"SELECT {', '.join(keep)}, {label} AS {out} FROM ({staged})"
+
+
+def value_number(v: str) -> str:
     """The assessment value as a number when it is one (not a boolean), else NULL."""
-    F = _F()
-    t = F.expr(f"schema_of_variant({v})")
-    return F.when(t.isin(*_INT_TYPES) | t.startswith("DECIMAL") | t.isin("DOUBLE", "FLOAT"), F.expr(f"try_variant_get({v}, '$', 'double')"))
+    t = f"schema_of_variant({v})"
+    return f"(CASE WHEN {t} IN ({_INTS}) OR startswith({t}, 'DECIMAL') OR {t} IN ('DOUBLE', 'FLOAT') THEN try_variant_get({v}, '$', 'double') END)"
