@@ -29,7 +29,7 @@ def spark():
 
     session = (SparkSession.builder.master("local[1]").appName("test-spark-profile")
                .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false").config("spark.sql.shuffle.partitions", "2")
-               .config("spark.default.parallelism", "1").config("spark.driver.memory", "1g")
+               .config("spark.default.parallelism", "1").config("spark.driver.memory", "2g")  # 1g ran out of aggregation memory (AGGREGATE_OUT_OF_MEMORY) once, with the module's cached tables
                .config("spark.sql.session.timeZone", "UTC").getOrCreate())
     session.sparkContext.setLogLevel("ERROR")
     yield session

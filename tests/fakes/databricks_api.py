@@ -120,6 +120,16 @@ class _Failure:
     times: int
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that drops its kept-alive connection (the SDK's pool at exit) is not an error of the fake."""
+
+    def handle_error(self, request, client_address) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            super().handle_error(request, client_address)
+
+
 @dataclass
 class FakeDatabricks:
     token: str = "fake-workspace-token"
@@ -212,7 +222,7 @@ class FakeDatabricks:
         class Handler(_Handler):
             state = fake
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-databricks", daemon=True).start()
         return self
 

@@ -60,7 +60,7 @@ def run_profile(tracking_uri: str | None, experiment: str | None, filter_string:
         since_ms = parse_since(since) if since else None
         steps.start("Profiling traces", unit="traces")
         profile = profile_with_engine(tracking_uri, experiment, filter_string, since_ms, max_traces, engine=engine,
-                                      trace_location=trace_location, progress=steps.update)
+                                      trace_location=trace_location, sql_warehouse_id=sql_warehouse_id, progress=steps.update)
     except TraceSourceError as exc:
         usage = exc.user_error or str(exc).startswith(UNREACHABLE)  # a server that is not there: configuration (exit 2)
         raise UserError(str(exc), EXIT_USAGE if usage else EXIT_FAILED) from None

@@ -95,7 +95,8 @@ def build_offline(settings: Settings, store: SessionStore, steps: Steps = NO_STE
     try:
         # auto: Spark SQL over the UC tables when the traces live in Unity Catalog and Spark is here.
         profile = profile_with_engine(tracking_uri, settings.experiment_id, progress=steps.update,
-                                      trace_location=getattr(settings, "trace_location", None))
+                                      trace_location=settings.trace_location,
+                                      sql_warehouse_id=settings.sql_warehouse_id)
     except TraceSourceError as exc:
         if not exc.user_error:
             raise
