@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ._errors import EXIT_FAILED, EXIT_USAGE, UNREACHABLE, UserError, user_errors
+from ..traces.api_reader import DEFAULT_SPAN_TRACES
 from .root import ROOT_FLAGS, settings_from
 
 TOP_ROWS = 20
@@ -28,6 +29,7 @@ def analyze(
     trace_location: Annotated[str | None, typer.Option("--trace-location", help="Traces stored in Unity Catalog: <catalog>.<schema>[.<table_prefix>] (Databricks; instead of -e).")] = None,
     engine: Annotated[str, typer.Option("--engine", help="Profile engine: auto, sql, api, spark (Spark SQL over Unity Catalog trace tables; needs --trace-location and a SparkSession, else --sql-warehouse-id) or warehouse (the same SQL on a SQL warehouse).")] = "auto",
     sql_warehouse_id: Annotated[str | None, typer.Option("--sql-warehouse-id", help="SQL warehouse MLflow reads Unity Catalog traces through, and the warehouse engine runs on (env MLFLOW_TRACING_SQL_WAREHOUSE_ID).")] = None,
+    span_traces: Annotated[int, typer.Option("--span-traces", min=0, help="On the API path (remote or Databricks store), read the spans of the newest N traces only; the rest count at trace level (0: every trace's spans).")] = DEFAULT_SPAN_TRACES,
 ) -> None:
     """Profile every matching trace: states, latency, spans, error signatures, tools, tokens, and more."""
     root_flags = dict((ctx.obj or {}).get(ROOT_FLAGS, {}))
@@ -37,7 +39,8 @@ def analyze(
         settings = settings_from(flags)
         where = settings.trace_location or settings.experiment_id  # a UC location is read where it is
         profile = run_profile(settings.tracking_uri, where, filter_string, since, max_traces, show_progress=not as_json,
-                              engine=engine, trace_location=settings.trace_location, sql_warehouse_id=settings.sql_warehouse_id)
+                              engine=engine, trace_location=settings.trace_location, sql_warehouse_id=settings.sql_warehouse_id,
+                              span_traces=span_traces)
         if as_json:
             sys.stdout.write(profile.model_dump_json(indent=2) + "\n")
         else:
@@ -45,7 +48,8 @@ def analyze(
 
 
 def run_profile(tracking_uri: str | None, experiment: str | None, filter_string: str | None, since: str | None, max_traces: int | None, show_progress: bool = True,
-                engine: str = "auto", trace_location: str | None = None, sql_warehouse_id: str | None = None) -> Any:
+                engine: str = "auto", trace_location: str | None = None, sql_warehouse_id: str | None = None,
+                span_traces: int | None = DEFAULT_SPAN_TRACES) -> Any:
     """The profile, or a UserError: exit 2 for a mistake in the request, 1 for a server failure."""
     from ..progress import ConsoleSteps
     from ..steps import NO_STEPS
@@ -60,7 +64,8 @@ def run_profile(tracking_uri: str | None, experiment: str | None, filter_string:
         since_ms = parse_since(since) if since else None
         steps.start("Profiling traces", unit="traces")
         profile = profile_with_engine(tracking_uri, experiment, filter_string, since_ms, max_traces, engine=engine,
-                                      trace_location=trace_location, sql_warehouse_id=sql_warehouse_id, progress=steps.update)
+                                      trace_location=trace_location, sql_warehouse_id=sql_warehouse_id, progress=steps.update,
+                                      span_traces=span_traces)
     except TraceSourceError as exc:
         usage = exc.user_error or str(exc).startswith(UNREACHABLE)  # a server that is not there: configuration (exit 2)
         raise UserError(str(exc), EXIT_USAGE if usage else EXIT_FAILED) from None
@@ -81,6 +86,10 @@ def render(p: Any, console: Console) -> None:
         f"{p.time_range.first or '?'} .. {p.time_range.last or '?'}  [dim](read via {p.source.path} in {p.source.seconds:.2f}s"
         f"{', truncated by --max-traces' if p.source.truncated else ''})[/dim]"
     )
+    if p.span_trace_count is not None:
+        console.print(f"[yellow]Span-level figures (spans, errors, signatures, tools, hidden failures, LLM calls, outputs) are from the newest "
+                      f"{p.span_trace_count:,} of {p.trace_count:,} traces; states, latency, tokens, sessions and assessments count all. "
+                      f"--span-traces 0 reads every trace's spans.[/yellow]")
     overview = _table("Overview", "measure", "value")
     overview.add_row("status", ", ".join(f"{k} {v:,}" for k, v in p.status_counts.items()))
     overview.add_row("trace latency ms", _lat(p.latency_ms))

@@ -283,7 +283,8 @@ def _profile(data: ReportInput) -> str:
     errors = p.status_counts.get("ERROR", 0)
     lat = p.latency_ms
     facts = [
-        ("Traces", f"{p.trace_count:,} ({p.span_count:,} spans)"),
+        ("Traces", f"{p.trace_count:,} ({p.span_count:,} spans)" if p.span_trace_count is None else
+                   f"{p.trace_count:,}; spans read for the newest {p.span_trace_count:,} ({p.span_count:,} spans): span-level figures count those"),
         ("Time range", f"{esc(p.time_range.first or '–')} to {esc(p.time_range.last or '–')}"),
         ("States", ", ".join(f"{esc(k)} {v:,}" for k, v in p.status_counts.items()) or "–"),
         ("Error rate", f"{errors / p.trace_count:.1%}" if p.trace_count else "–"),

@@ -135,9 +135,9 @@ def _severity(scorer: CheckScorer, profile: Any, outcomes: dict[str, str]) -> st
 
 def _profile_share(scorer: CheckScorer, profile: Any) -> float | None:
     """How often the profile saw the pattern this check watches (share of traces), when it counts it."""
-    if profile is None or not profile.trace_count:
+    if profile is None or not profile.traces_with_spans_read:
         return None
-    n, check, params = profile.trace_count, scorer.check, scorer.params
+    n, check, params = profile.traces_with_spans_read, scorer.check, scorer.params  # every share below counts spans
     if check == "no_exception":
         sigs = [s for s in profile.error_signatures if s.span_name == params.get("span_name")
                 and (params.get("exception_type") is None or s.exception_type == params.get("exception_type"))]

@@ -140,7 +140,7 @@ def propose(profile: Any, budget_ms: float | None) -> list[Proposal]:
         # One signature: its no_exception check says the same thing more precisely.
         if tool.errors and len(signatures) > 1:
             ids = [t for s in signatures for t in s.trace_ids]
-            share = min(1.0, sum(s.trace_count for s in signatures) / profile.trace_count)
+            share = min(1.0, sum(s.trace_count for s in signatures) / profile.traces_with_spans_read)
             proposals.append(_check(
                 names, f"{tool.name}_succeeded", "tool_succeeded", {"tool": tool.name, **recovered}, _failed_in(ids, tool.name, retries), share,
                 f"Tool {tool.name} failed in {tool.errors} of {tool.calls} calls ({', '.join(s.signature for s in signatures[:3])})"
@@ -155,7 +155,7 @@ def propose(profile: Any, budget_ms: float | None) -> list[Proposal]:
         where = "tool" if sig.span_name in tool_names else "span"
         proposals.append(_check(
             names, f"no_{sig.exception_type or 'error'}_in_{sig.span_name}", "no_exception", {**params, **recovered},
-            _failed_in(sig.trace_ids, sig.span_name, retries), sig.trace_count / profile.trace_count,
+            _failed_in(sig.trace_ids, sig.span_name, retries), sig.trace_count / profile.traces_with_spans_read,
             f"Error signature '{sig.signature}' in {where} {sig.span_name}: {sig.count} times in {sig.trace_count} traces"
             + (", failing the trace when no later call succeeded." if retries else "."),
         ))
@@ -169,7 +169,7 @@ def propose(profile: Any, budget_ms: float | None) -> list[Proposal]:
         ))
     elif hidden.count:
         proposals.append(_check(
-            names, "no_hidden_failures", "no_hidden_failures", {}, _listed(hidden.trace_ids), hidden.count / profile.trace_count,
+            names, "no_hidden_failures", "no_hidden_failures", {}, _listed(hidden.trace_ids), hidden.count / profile.traces_with_spans_read,
             f"{hidden.count} traces look successful but a span inside them failed (errors swallowed, "
             f"mostly in {', '.join(s.span_name for s in hidden.by_span[:3])}).",
         ))
@@ -178,14 +178,14 @@ def propose(profile: Any, budget_ms: float | None) -> list[Proposal]:
     if outputs.empty_ok + outputs.missing_ok:
         proposals.append(_check(
             names, "answer_not_empty", "output_non_empty", {}, _by_condition("empty_output"),
-            (outputs.empty_ok + outputs.missing_ok) / profile.trace_count,
+            (outputs.empty_ok + outputs.missing_ok) / profile.traces_with_spans_read,
             f"{outputs.empty_ok} successful traces returned an empty answer and {outputs.missing_ok} none at all.",
         ))
     retrieval = profile.retrieval
     if retrieval.empty:
         proposals.append(_check(
             names, "retrieval_not_empty", "retrieval_non_empty", {}, _by_condition("empty_retrieval"),
-            retrieval.traces_with_empty_retrieval / profile.trace_count,
+            retrieval.traces_with_empty_retrieval / profile.traces_with_spans_read,
             f"{retrieval.empty} of {retrieval.spans} retrievals returned nothing ({retrieval.traces_with_empty_retrieval} traces).",
         ))
     if budget_ms is not None and not synthetic_timing(profile):
@@ -265,7 +265,7 @@ def _trajectory_checks(profile: Any, names: set[str]) -> list[Proposal]:
                                 f"{traj.scanned - traj.unfinished.count} of {traj.scanned} recent runs end with {marker!r}, the framework's "
                                 f"completion marker; {traj.unfinished.count} do not: cut off by a turn or time limit, or abandoned."))
     with_tools = sum(t.trace_count for t in profile.tools[:1])
-    if traj.no_tool.count and with_tools * 2 >= profile.trace_count:
+    if traj.no_tool.count and with_tools * 2 >= profile.traces_with_spans_read:
         proposals.append(_check(names, "tool_was_used", "tool_was_used", {}, _by_condition("no_tool"), share(traj.no_tool),
                                 f"{traj.no_tool.count} runs called no tool at all, although the agent uses tools in most runs."))
     return proposals

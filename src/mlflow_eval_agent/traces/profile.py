@@ -61,7 +61,7 @@ from .profile_model import (
     TraceProfile,
 )
 from . import trajectory
-from .api_reader import MEMO
+from .api_reader import DEFAULT_SPAN_TRACES, MEMO
 from .records import TraceRecord
 from .signatures import error_from_span, signature_id
 from .trajectory import DEFAULT_SCAN
@@ -130,12 +130,16 @@ class ProfileBuilder:
         self.assessments: dict[tuple[str, str], AssessmentAcc] = {}
         self.sample = HashSample()
         self.odd = OddCounts()
+        self.spans_unread = 0  # traces counted at trace level only (TraceRecord.spans_read)
 
     # --- one trace ---------------------------------------------------------------------------
     def add(self, record: TraceRecord) -> None:
         self.trace_count += 1
         self.status[record.state] += 1
         self._trace_level(record)
+        if not record.spans_read:
+            self.spans_unread += 1
+            return
         cols = record.columns if record.columns is not None else [columns_of(r) for r in self._rows(record)]
         self.span_count += len(cols)
         self.spans_per_trace.add(len(cols))
@@ -451,6 +455,7 @@ class ProfileBuilder:
             source=source,
             trace_count=self.trace_count,
             span_count=self.span_count,
+            span_trace_count=self.trace_count - self.spans_unread if self.spans_unread else None,
             time_range=TimeRange(first_ms=self.first_ms, last_ms=self.last_ms, first=_iso(self.first_ms), last=_iso(self.last_ms)),
             status_counts=dict(sorted(self.status.items(), key=lambda kv: (-kv[1], kv[0]))),
             latency_ms=LatencyStats(**self.latency.summary()),
@@ -624,9 +629,12 @@ def build_profile(
     path: str | None = None,
     progress: Callable[[int], None] | None = None,
     trajectory_scan: int = DEFAULT_SCAN,
+    span_traces: int | None = DEFAULT_SPAN_TRACES,
 ) -> TraceProfile:
     """Profile every trace of an experiment (id or name) matching the filter, in one pass, then
     read the `trajectory_scan` most recent traces whole for the trajectory counts (0: skip).
+    On the API path only the newest `span_traces` traces' spans are read (None or 0: every trace's;
+    TraceProfile.span_trace_count says how many were); the SQL path reads every span.
 
     Raises TraceSourceError subclasses (ExperimentNotFound, InvalidQuery, TrackingServerError)
     with a sentence the user can act on. `path` forces "sql", "sql+search" or "api" (tests).
@@ -637,13 +645,17 @@ def build_profile(
         from .source import InvalidQuery
 
         raise InvalidQuery("--max-traces must be at least 1.")
+    if span_traces is not None and span_traces < 0:
+        from .source import InvalidQuery
+
+        raise InvalidQuery("--span-traces must be 0 (every trace) or more.")
     client = mlflow_client(tracking_uri)
     experiment = resolve_experiment(tracking_uri, experiment_id, client=client)
-    query = TraceQuery(experiment.experiment_id, filter_string or None, since_ms, max_traces)
+    query = TraceQuery(experiment.experiment_id, filter_string or None, since_ms, max_traces, span_traces or None)
     source = TraceSource(tracking_uri, query, force_path=path, client=client)  # type: ignore[arg-type]
     meta = ProfileSource(
         tracking_uri=redact_uri(tracking_uri), path=source.path, filter_string=query.filter_string,
-        since_ms=since_ms, max_traces=max_traces,
+        since_ms=since_ms, max_traces=max_traces, span_traces=query.span_traces if source.path == "api" else None,
     )
     try:
         profile = profile_records(source.records(), experiment.experiment_id, meta, experiment.name, progress)

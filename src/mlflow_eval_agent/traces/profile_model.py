@@ -218,6 +218,7 @@ class ProfileSource(BaseModel):
     since_ms: int | None = None
     max_traces: int | None = None
     truncated: bool = Field(False, description="True when max_traces stopped the scan before the last matching trace.")
+    span_traces: int | None = Field(None, description="The API path's span budget: spans were read for at most this many traces, the newest (None: every trace).")
     seconds: float = 0.0
 
 
@@ -229,6 +230,10 @@ class TraceProfile(BaseModel):
     source: ProfileSource
     trace_count: int = 0
     span_count: int = 0
+    span_trace_count: int | None = Field(
+        None, description="When not every trace's spans were read: how many were (the newest; the API path reads the spans of the "
+                          "newest --span-traces traces). Span-level figures (spans, errors, signatures, tools, hidden failures, LLM "
+                          "calls, retrieval, outputs, shapes) count those traces only; trace-level ones count all. None: every trace.")
     time_range: TimeRange = Field(default_factory=TimeRange)
     status_counts: dict[str, int] = Field(default_factory=dict)
     latency_ms: LatencyStats = Field(default_factory=LatencyStats)
@@ -254,6 +259,11 @@ class TraceProfile(BaseModel):
     )
     odd_data: dict[str, OddCount] = Field(default_factory=dict)
     trajectory: Trajectory = Field(default_factory=Trajectory)
+
+    @property
+    def traces_with_spans_read(self) -> int:
+        """The traces the span-level figures count: divide span-level counts by this, not trace_count."""
+        return self.trace_count if self.span_trace_count is None else self.span_trace_count
 
     def signature(self, signature_id: str) -> ErrorSignature | None:
         return next((s for s in self.error_signatures if s.id == signature_id), None)

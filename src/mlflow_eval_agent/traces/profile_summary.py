@@ -51,6 +51,8 @@ def _view(p: TraceProfile, rows: int, ids: int) -> dict[str, Any]:
         "experiment_name": p.experiment_name,
         "trace_count": p.trace_count,
         "span_count": p.span_count,
+        # Set when only the newest N traces' spans were read: every span-level count below is of those N.
+        **({"span_figures_from_newest_traces": p.span_trace_count} if p.span_trace_count is not None else {}),
         "time_range": [p.time_range.first, p.time_range.last],
         "scope": {"filter": p.source.filter_string, "since_ms": p.source.since_ms, "truncated_by_max_traces": p.source.truncated},
         "status_counts": p.status_counts,

@@ -24,6 +24,9 @@ class TraceQuery:
     filter_string: str | None = None
     since_ms: int | None = None
     max_traces: int | None = None
+    # The API path reads the spans of only this many traces, the newest (None: every trace's); the
+    # rest count at trace level only (TraceRecord.spans_read). The SQL path reads every span anyway.
+    span_traces: int | None = None
 
     def effective_filter(self) -> str | None:
         """The filter string sent to MLflow, with `since` folded in."""

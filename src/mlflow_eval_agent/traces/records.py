@@ -38,6 +38,9 @@ class TraceRecord:
     # per span laid out as spans.SPAN_COLUMNS (no object per span; see ProfileBuilder._span_columns).
     columns: list[tuple[Any, ...]] | None = None
     metadata: dict[str, str] = field(default_factory=dict)  # read only by the trajectory scan
+    # False: this trace's spans were not read (the API path reads only the newest `span_traces`
+    # traces' spans): it counts in every trace-level figure and in none of the span-level ones.
+    spans_read: bool = True
 
 
 def record_from_trace(trace: Any) -> TraceRecord:

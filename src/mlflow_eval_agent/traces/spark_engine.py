@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .api_reader import DEFAULT_SPAN_TRACES
 from .trajectory import DEFAULT_SCAN
 from .uc_schema import UcLocation, looks_like_uc_location
 
@@ -61,7 +62,8 @@ def choose_engine(engine: str, trace_location: str | None, spark: Any = None, sq
 def profile_with_engine(tracking_uri: str | None, experiment: str, filter_string: str | None = None, since_ms: int | None = None,
                         max_traces: int | None = None, *, engine: str = "auto", trace_location: str | None = None,
                         progress: Callable[[int], None] | None = None, trajectory_scan: int = DEFAULT_SCAN,
-                        spark: Any = None, sql_warehouse_id: str | None = None, workspace_client: Any = None) -> Any:
+                        spark: Any = None, sql_warehouse_id: str | None = None, workspace_client: Any = None,
+                        span_traces: int | None = DEFAULT_SPAN_TRACES) -> Any:
     """The profile by the chosen engine (see the module doc). `workspace_client` (databricks-sdk) is the
     warehouse engine's connection (the standard Databricks auth chain when None). Raises TraceSourceError subclasses."""
     from .profile import build_profile
@@ -104,4 +106,5 @@ def profile_with_engine(tracking_uri: str | None, experiment: str, filter_string
         if sql_store(mlflow_client(tracking_uri)) is None:
             raise InvalidQuery("--engine sql reads a local SQL tracking store's tables (sqlite, postgres, mysql); this store is not one: use --engine api.")
         path = "sql+search" if filter_string else "sql"
-    return build_profile(tracking_uri, experiment, filter_string, since_ms, max_traces, path=path, progress=progress, trajectory_scan=trajectory_scan)
+    return build_profile(tracking_uri, experiment, filter_string, since_ms, max_traces, path=path, progress=progress, trajectory_scan=trajectory_scan,
+                         span_traces=span_traces)
