@@ -155,7 +155,7 @@ def measure(kind: str, uri: str, experiment_id: str) -> dict:
 
         summary = raw_read(uri, experiment_id)
     else:
-        budget = {"api-all": {"span_traces": 0}, "api": {}}.get(kind, {})
+        budget = {"span_traces": 0} if kind == "api-all" else {}  # api: the default span budget
         p = build_profile(uri, experiment_id, path="api" if kind.startswith("api") else kind, **budget)
         summary = {"traces": p.trace_count, "status": p.status_counts, "p50": p.latency_ms.p50, "p99": p.latency_ms.p99,
                    "spans": p.span_count, "signatures": len(p.error_signatures), "span_traces_read": p.traces_with_spans_read}

@@ -14,16 +14,9 @@ def _numbers(profile) -> dict:
     return profile.model_dump(exclude={"source", "generated_at"})
 
 
-def test_the_trajectory_scan_reuses_the_spans_of_the_pass(mlflow_server: ServerHandle, seeded_store: SeededStore, monkeypatch):
+def test_the_trajectory_scan_reuses_the_spans_of_the_pass(mlflow_server: ServerHandle, seeded_store: SeededStore, monkeypatch, batch_gets):
     """Over HTTP (a real `mlflow server` over a copy of the seeded store), where the scan reads through the API."""
-    calls: list[int] = []
-    original = api_reader.batch_get
-
-    def counted(tracing, infos, **kwargs):
-        calls.append(len(infos))
-        return original(tracing, infos, **kwargs)
-
-    monkeypatch.setattr(api_reader, "batch_get", counted)
+    calls = batch_gets
     once = build_profile(mlflow_server.url, seeded_store.support_id, path="api")
     assert once.trace_count == 200 and sum(calls) == 200  # every trace's spans read once, the scan's included
     assert not api_reader.MEMO._data  # nothing is held past the profile

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from mlflow_eval_agent.traces import api_reader
 from mlflow_eval_agent.traces.profile import build_profile, profile_records
 from mlflow_eval_agent.traces.profile_model import ProfileSource
 from mlflow_eval_agent.traces.query import TraceQuery
@@ -36,23 +33,10 @@ def _expected(store: SeededStore, newest: int, max_traces: int | None = None, ur
     return profile_records(records, store.support_id, ProfileSource(path="sql"), "support-agent")
 
 
-@pytest.fixture()
-def counted(monkeypatch) -> list[int]:
-    calls: list[int] = []
-    original = api_reader.batch_get
-
-    def count(tracing, infos, **kwargs):
-        calls.append(len(infos))
-        return original(tracing, infos, **kwargs)
-
-    monkeypatch.setattr(api_reader, "batch_get", count)
-    return calls
-
-
-def test_only_the_newest_traces_spans_are_read_and_the_rest_count_at_trace_level(seeded_store: SeededStore, counted):
+def test_only_the_newest_traces_spans_are_read_and_the_rest_count_at_trace_level(seeded_store: SeededStore, batch_gets):
     full = build_profile(seeded_store.uri, seeded_store.support_id, path="sql")
     got = build_profile(seeded_store.uri, seeded_store.support_id, path="api", span_traces=50, trajectory_scan=0)
-    assert sum(counted) == 50  # the pass batch-got 50 traces' spans, not 200
+    assert sum(batch_gets) == 50  # the pass batch-got 50 traces' spans, not 200
     assert got.trace_count == 200 and got.span_trace_count == 50 and got.source.span_traces == 50
     assert got.traces_with_spans_read == 50 and full.traces_with_spans_read == 200 and full.span_trace_count is None
     assert _numbers(got, "trajectory") == _numbers(_expected(seeded_store, 50), "trajectory")
@@ -61,12 +45,12 @@ def test_only_the_newest_traces_spans_are_read_and_the_rest_count_at_trace_level
     assert got.span_count < full.span_count and got.spans_per_trace.mean > 0
 
 
-def test_the_trajectory_scan_still_reads_its_newest_traces_whole(mlflow_server: ServerHandle, seeded_store: SeededStore, counted):
+def test_the_trajectory_scan_still_reads_its_newest_traces_whole(mlflow_server: ServerHandle, seeded_store: SeededStore, batch_gets):
     """Over HTTP (a real `mlflow server`), where the scan reads through the API too."""
     full = build_profile(seeded_store.uri, seeded_store.support_id, path="sql")
     got = build_profile(mlflow_server.url, seeded_store.support_id, path="api", span_traces=50)  # scan: the newest 200 (all)
     assert got.trajectory == full.trajectory and got.span_trace_count == 50
-    assert sum(counted) == 200  # 50 in the pass (kept for the scan: not read twice), the other 150 by the scan
+    assert sum(batch_gets) == 200  # 50 in the pass (kept for the scan: not read twice), the other 150 by the scan
     assert _numbers(got, "trajectory") == _numbers(_expected(seeded_store, 50, uri=mlflow_server.url, path="api"), "trajectory")
 
 

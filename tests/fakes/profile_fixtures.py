@@ -173,3 +173,19 @@ def mlflow_server(seeded_store: SeededStore, tmp_path_factory: pytest.TempPathFa
     handle = start_mlflow_server(f"sqlite:///{folder / 'mlflow.db'}", folder / "artifacts", folder / "server.log")
     yield handle
     stop_server(handle)
+
+
+@pytest.fixture()
+def batch_gets(monkeypatch) -> list[int]:
+    """How many traces each api_reader.batch_get call asked for (the API path's span reads), in order."""
+    from mlflow_eval_agent.traces import api_reader
+
+    calls: list[int] = []
+    original = api_reader.batch_get
+
+    def counted(tracing, infos, **kwargs):
+        calls.append(len(infos))
+        return original(tracing, infos, **kwargs)
+
+    monkeypatch.setattr(api_reader, "batch_get", counted)
+    return calls

@@ -45,7 +45,7 @@ def load_profile(ctx: ToolContext, experiment: str | None = None, filter_string:
     try:
         # The engine: Spark SQL over the UC tables when the traces live in Unity Catalog and Spark is here.
         profile = profile_with_engine(ctx.settings.tracking_uri, experiment, filter_string, parse_since(since) if since else None, max_traces,
-                                      trace_location=getattr(ctx.settings, "trace_location", None), sql_warehouse_id=getattr(ctx.settings, "sql_warehouse_id", None))
+                                      trace_location=ctx.settings.trace_location, sql_warehouse_id=ctx.settings.sql_warehouse_id)
     except TraceSourceError as exc:
         raise ToolError(str(exc)) from None
     if default_scope:
